@@ -1,0 +1,63 @@
+import ModelFormats
+
+/// The three weight matrices of one routed expert (ggml order):
+/// gate and up are `[hidden, ffn]` (ffn rows of hidden), down is `[ffn, hidden]`.
+public struct ExpertWeights: Sendable {
+    public let gate: TensorView
+    public let up: TensorView
+    public let down: TensorView
+
+    public init(gate: TensorView, up: TensorView, down: TensorView) {
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
+    public var byteCount: Int { gate.data.count + up.data.count + down.data.count }
+}
+
+/// Where the executor gets expert weights from. The weights are valid only inside `body`:
+/// a paging store pins the expert for the call and may evict it afterwards, so do not let
+/// them escape.
+public protocol ExpertProvider: AnyObject, Sendable {
+    func withExpert<R>(layer: Int, expert: Int, _ body: (ExpertWeights) throws -> R) throws -> R
+}
+
+public enum ExpertStoreError: Error, Equatable, CustomStringConvertible {
+    case noSuchExpert(layer: Int, expert: Int)
+
+    public var description: String {
+        switch self {
+        case let .noSuchExpert(layer, expert): return "layer \(layer) has no expert \(expert)"
+        }
+    }
+}
+
+/// Every expert resident: views straight into the model file's mapping.
+/// Shapes and types of every expert are checked when the store is built.
+public final class ResidentExpertStore: ExpertProvider, @unchecked Sendable {
+    private let experts: [[ExpertWeights]]
+
+    public init(source: ModelSource) throws {
+        let c = source.configuration
+        experts = try (0..<c.layerCount).map { l in
+            guard c.layerKinds[l] == .moe else { return [] }
+            return try (0..<c.expertCount).map { e in
+                ExpertWeights(
+                    gate: try source.require(.expertGate(l, e), shape: [c.hiddenSize, c.expertFFNSize]),
+                    up: try source.require(.expertUp(l, e), shape: [c.hiddenSize, c.expertFFNSize]),
+                    down: try source.require(.expertDown(l, e), shape: [c.expertFFNSize, c.hiddenSize]))
+            }
+        }
+    }
+
+    public func withExpert<R>(layer: Int, expert: Int, _ body: (ExpertWeights) throws -> R) throws -> R {
+        guard layer >= 0, layer < experts.count, expert >= 0, expert < experts[layer].count else {
+            throw ExpertStoreError.noSuchExpert(layer: layer, expert: expert)
+        }
+        return try body(experts[layer][expert])
+    }
+
+    /// Total bytes of all experts.
+    public var byteCount: Int { experts.joined().reduce(0) { $0 + $1.byteCount } }
+}

@@ -1,0 +1,79 @@
+import Foundation
+
+/// A Hugging Face model directory: `config.json`, one or more `*.safetensors` files (with
+/// `model.safetensors.index.json` when sharded) and tokenizer files.
+public final class HFDirectory: @unchecked Sendable {
+    public let path: String
+    /// `config.json`, parsed.
+    public let config: [String: Any]
+    public let shards: [SafetensorsFile]
+    private let location: [String: Int]
+
+    public init(path: String) throws {
+        self.path = path
+        let fm = FileManager.default
+        let configPath = (path as NSString).appendingPathComponent("config.json")
+        guard let configData = fm.contents(atPath: configPath) else {
+            throw ModelFormatError.notAModel(path: path, reason: "directory has no config.json")
+        }
+        guard let config = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
+            throw ModelFormatError.invalidConfig(path: configPath, reason: "not a JSON object")
+        }
+        self.config = config
+
+        var shardNames: [String]
+        var weightMap: [String: String]? = nil
+        let indexPath = (path as NSString).appendingPathComponent("model.safetensors.index.json")
+        if let indexData = fm.contents(atPath: indexPath) {
+            guard let index = (try? JSONSerialization.jsonObject(with: indexData)) as? [String: Any],
+                let map = index["weight_map"] as? [String: String]
+            else {
+                throw ModelFormatError.invalidConfig(path: indexPath, reason: "expected an object with a weight_map of tensor name to file")
+            }
+            for file in Set(map.values) where file.contains("/") || file.hasPrefix(".") {
+                throw ModelFormatError.invalidConfig(path: indexPath, reason: "weight_map names a file outside the directory: \(file)")
+            }
+            weightMap = map
+            shardNames = Array(Set(map.values)).sorted()
+        } else {
+            let listing = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            shardNames = listing.filter { $0.hasSuffix(".safetensors") }.sorted()
+        }
+        guard !shardNames.isEmpty else {
+            throw ModelFormatError.notAModel(path: path, reason: "directory has no .safetensors weights")
+        }
+        var shards: [SafetensorsFile] = []
+        var location: [String: Int] = [:]
+        for (i, name) in shardNames.enumerated() {
+            let shard = try SafetensorsFile(path: (path as NSString).appendingPathComponent(name))
+            shards.append(shard)
+            for tensor in shard.entries.keys {
+                if let expected = weightMap?[tensor], expected != name {
+                    continue  // the index says another shard owns it
+                }
+                location[tensor] = i
+            }
+        }
+        if let weightMap {
+            for (tensor, file) in weightMap where location[tensor] == nil {
+                throw ModelFormatError.invalidTensor(path: (path as NSString).appendingPathComponent(file), tensor: tensor, reason: "listed in model.safetensors.index.json but absent from the shard")
+            }
+        }
+        self.shards = shards
+        self.location = location
+    }
+
+    public var tensorNames: [String] { Array(location.keys) }
+
+    public func tensor(_ name: String) throws -> TensorView? {
+        guard let i = location[name] else { return nil }
+        return try shards[i].tensor(name)
+    }
+
+    /// Contents of another JSON file in the directory (e.g. `tokenizer_config.json`), if present.
+    public func json(_ file: String) -> [String: Any]? {
+        let p = (path as NSString).appendingPathComponent(file)
+        guard let data = FileManager.default.contents(atPath: p) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+    }
+}

@@ -1,0 +1,87 @@
+/// What the runtime must know about one model family: how to read its configuration from
+/// either format and what its checkpoint calls each weight. One file per family
+/// (`Families/*.swift`), one line per family in ``ModelFamilies/all``.
+public protocol ModelFamily: Sendable {
+    static var architecture: ModelConfiguration.Architecture { get }
+    /// `model_type` values in `config.json`.
+    static var hfModelTypes: [String] { get }
+    /// `general.architecture` values in GGUF.
+    static var ggufArchitectures: [String] { get }
+    /// Fills the configuration from `config.json`.
+    static func configuration(hf: HFConfigReader) throws -> ModelConfiguration
+    /// Fills the configuration from GGUF metadata. `vocabSize` and `tied` come from the tensors.
+    static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration
+    /// The checkpoint's name for a weight.
+    static func hfName(_ name: WeightName) -> String
+}
+
+extension ModelFamily {
+    public static func hfName(_ name: WeightName) -> String { name.commonHFName ?? name.ggufName }
+
+    /// Layer kinds from Qwen-style `mlp_only_layers` and `decoder_sparse_step` keys.
+    static func qwenLayerKinds(_ hf: HFConfigReader, layers: Int, experts: Int) throws -> [ModelConfiguration.LayerKind] {
+        let denseOnly = Set(try hf.intArray("mlp_only_layers"))
+        let step = try hf.int("decoder_sparse_step", default: 1)
+        guard step >= 1 else {
+            throw ModelFormatError.invalidConfig(path: hf.path, reason: "decoder_sparse_step must be at least 1, found \(step)")
+        }
+        return (0..<max(layers, 0)).map { l in
+            (!denseOnly.contains(l) && experts > 0 && (l + 1) % step == 0) ? .moe : .dense
+        }
+    }
+
+    /// The keys every supported GGUF architecture shares, filled into a configuration that the
+    /// family then adjusts.
+    static func commonGGUFConfiguration(
+        _ g: GGUFMetadataReader, vocabSize: Int, tied: Bool, ropeStyle: ModelConfiguration.RopeStyle,
+        normalizeTopK: Bool, expertFFNKey: String
+    ) throws -> ModelConfiguration {
+        let hidden = try g.int("embedding_length")
+        let heads = try g.int("attention.head_count")
+        let headDim = try g.optionalInt("attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
+        if let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
+            throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).attention.value_length", reason: "value length \(valueLength) differs from key length \(headDim); not supported")
+        }
+        let experts = try g.optionalInt("expert_count") ?? 0
+        return ModelConfiguration(
+            architecture: architecture, vocabSize: vocabSize, hiddenSize: hidden,
+            layerCount: try g.int("block_count"), headCount: heads,
+            kvHeadCount: try g.optionalInt("attention.head_count_kv") ?? heads, headDim: headDim,
+            ropeTheta: try g.double("rope.freq_base", default: 10_000), ropeStyle: ropeStyle,
+            ropeDimensions: try g.optionalInt("rope.dimension_count") ?? headDim,
+            rmsNormEpsilon: Float(try g.double("attention.layer_norm_rms_epsilon", default: 1e-5)),
+            contextLength: try g.optionalInt("context_length") ?? 4096,
+            expertCount: experts, expertsPerToken: try g.optionalInt("expert_used_count") ?? 0,
+            expertFFNSize: try g.optionalInt(expertFFNKey) ?? (try g.optionalInt("feed_forward_length") ?? 0),
+            routing: .init(normalizeTopK: try g.optionalBool("expert_weights_norm") ?? normalizeTopK),
+            tiedEmbeddings: tied)
+    }
+}
+
+/// The registry of model families: adding a family is one file plus one line here.
+public enum ModelFamilies {
+    public static let all: [any ModelFamily.Type] = [
+        MixtralFamily.self,
+        Qwen2MoEFamily.self,
+        Qwen3MoEFamily.self,
+        OLMoEFamily.self,
+    ]
+
+    public static func family(for architecture: ModelConfiguration.Architecture) -> any ModelFamily.Type {
+        all.first { $0.architecture == architecture }!  // every Architecture case has a row
+    }
+
+    public static func family(hfModelType: String) throws -> any ModelFamily.Type {
+        guard let f = all.first(where: { $0.hfModelTypes.contains(hfModelType) }) else {
+            throw ModelFormatError.unknownArchitecture(hfModelType, known: all.flatMap { $0.hfModelTypes })
+        }
+        return f
+    }
+
+    public static func family(ggufArchitecture: String) throws -> any ModelFamily.Type {
+        guard let f = all.first(where: { $0.ggufArchitectures.contains(ggufArchitecture) }) else {
+            throw ModelFormatError.unknownArchitecture(ggufArchitecture, known: all.flatMap { $0.ggufArchitectures })
+        }
+        return f
+    }
+}

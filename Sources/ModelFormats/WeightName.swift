@@ -1,0 +1,90 @@
+/// The runtime's name for every weight a model can have, independent of the file format.
+///
+/// ``ggufName`` gives llama.cpp's tensor name, which GGUF files and our own store use;
+/// each ``ModelFamily`` maps these to its Hugging Face checkpoint names. Expert weights are
+/// addressed one expert at a time even where a GGUF file stacks all experts of a layer in
+/// one tensor (``stackedGGUFName``).
+public enum WeightName: Hashable, Sendable, CustomStringConvertible {
+    case tokenEmbedding, outputNorm, output
+    case attentionNorm(Int), query(Int), key(Int), value(Int), attentionOutput(Int)
+    case queryBias(Int), keyBias(Int), valueBias(Int), queryNorm(Int), keyNorm(Int)
+    case ffnNorm(Int)
+    /// The router ("gate") of an MoE layer: `[hidden, experts]`.
+    case router(Int)
+    case expertGate(Int, Int), expertUp(Int, Int), expertDown(Int, Int)
+    case sharedExpertRouter(Int), sharedGate(Int), sharedUp(Int), sharedDown(Int)
+    case denseGate(Int), denseUp(Int), denseDown(Int)
+
+    public var ggufName: String {
+        switch self {
+        case .tokenEmbedding: return "token_embd.weight"
+        case .outputNorm: return "output_norm.weight"
+        case .output: return "output.weight"
+        case let .attentionNorm(l): return "blk.\(l).attn_norm.weight"
+        case let .query(l): return "blk.\(l).attn_q.weight"
+        case let .key(l): return "blk.\(l).attn_k.weight"
+        case let .value(l): return "blk.\(l).attn_v.weight"
+        case let .attentionOutput(l): return "blk.\(l).attn_output.weight"
+        case let .queryBias(l): return "blk.\(l).attn_q.bias"
+        case let .keyBias(l): return "blk.\(l).attn_k.bias"
+        case let .valueBias(l): return "blk.\(l).attn_v.bias"
+        case let .queryNorm(l): return "blk.\(l).attn_q_norm.weight"
+        case let .keyNorm(l): return "blk.\(l).attn_k_norm.weight"
+        case let .ffnNorm(l): return "blk.\(l).ffn_norm.weight"
+        case let .router(l): return "blk.\(l).ffn_gate_inp.weight"
+        case let .expertGate(l, e): return "blk.\(l).ffn_gate_exps.weight[\(e)]"
+        case let .expertUp(l, e): return "blk.\(l).ffn_up_exps.weight[\(e)]"
+        case let .expertDown(l, e): return "blk.\(l).ffn_down_exps.weight[\(e)]"
+        case let .sharedExpertRouter(l): return "blk.\(l).ffn_gate_inp_shexp.weight"
+        case let .sharedGate(l): return "blk.\(l).ffn_gate_shexp.weight"
+        case let .sharedUp(l): return "blk.\(l).ffn_up_shexp.weight"
+        case let .sharedDown(l): return "blk.\(l).ffn_down_shexp.weight"
+        case let .denseGate(l): return "blk.\(l).ffn_gate.weight"
+        case let .denseUp(l): return "blk.\(l).ffn_up.weight"
+        case let .denseDown(l): return "blk.\(l).ffn_down.weight"
+        }
+    }
+
+    /// For an expert weight: the stacked GGUF tensor holding it and the expert's index.
+    public var stackedGGUFName: (tensor: String, expert: Int)? {
+        switch self {
+        case let .expertGate(l, e): return ("blk.\(l).ffn_gate_exps.weight", e)
+        case let .expertUp(l, e): return ("blk.\(l).ffn_up_exps.weight", e)
+        case let .expertDown(l, e): return ("blk.\(l).ffn_down_exps.weight", e)
+        default: return nil
+        }
+    }
+
+    /// The Hugging Face name shared by the Llama-style families; families override the rest.
+    public var commonHFName: String? {
+        switch self {
+        case .tokenEmbedding: return "model.embed_tokens.weight"
+        case .outputNorm: return "model.norm.weight"
+        case .output: return "lm_head.weight"
+        case let .attentionNorm(l): return "model.layers.\(l).input_layernorm.weight"
+        case let .query(l): return "model.layers.\(l).self_attn.q_proj.weight"
+        case let .key(l): return "model.layers.\(l).self_attn.k_proj.weight"
+        case let .value(l): return "model.layers.\(l).self_attn.v_proj.weight"
+        case let .attentionOutput(l): return "model.layers.\(l).self_attn.o_proj.weight"
+        case let .queryBias(l): return "model.layers.\(l).self_attn.q_proj.bias"
+        case let .keyBias(l): return "model.layers.\(l).self_attn.k_proj.bias"
+        case let .valueBias(l): return "model.layers.\(l).self_attn.v_proj.bias"
+        case let .queryNorm(l): return "model.layers.\(l).self_attn.q_norm.weight"
+        case let .keyNorm(l): return "model.layers.\(l).self_attn.k_norm.weight"
+        case let .ffnNorm(l): return "model.layers.\(l).post_attention_layernorm.weight"
+        case let .router(l): return "model.layers.\(l).mlp.gate.weight"
+        case let .expertGate(l, e): return "model.layers.\(l).mlp.experts.\(e).gate_proj.weight"
+        case let .expertUp(l, e): return "model.layers.\(l).mlp.experts.\(e).up_proj.weight"
+        case let .expertDown(l, e): return "model.layers.\(l).mlp.experts.\(e).down_proj.weight"
+        case let .sharedExpertRouter(l): return "model.layers.\(l).mlp.shared_expert_gate.weight"
+        case let .sharedGate(l): return "model.layers.\(l).mlp.shared_expert.gate_proj.weight"
+        case let .sharedUp(l): return "model.layers.\(l).mlp.shared_expert.up_proj.weight"
+        case let .sharedDown(l): return "model.layers.\(l).mlp.shared_expert.down_proj.weight"
+        case let .denseGate(l): return "model.layers.\(l).mlp.gate_proj.weight"
+        case let .denseUp(l): return "model.layers.\(l).mlp.up_proj.weight"
+        case let .denseDown(l): return "model.layers.\(l).mlp.down_proj.weight"
+        }
+    }
+
+    public var description: String { ggufName }
+}

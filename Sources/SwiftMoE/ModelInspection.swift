@@ -1,0 +1,116 @@
+import ModelFormats
+
+/// What `moe inspect` reports: the architecture and where the bytes are.
+public struct ModelInspection: Codable, Sendable {
+    public struct TypeUsage: Codable, Sendable {
+        public var type: String
+        public var tensors: Int
+        public var bytes: Int
+    }
+
+    public var path: String
+    public var format: String
+    public var architecture: String
+    public var configuration: ModelConfiguration
+    public var layers: Int
+    public var moeLayers: Int
+    public var denseLayers: Int
+    public var expertsPerLayer: Int
+    public var expertsPerToken: Int
+    public var sharedExpert: Bool
+    public var tensorCount: Int
+    public var tensorTypes: [TypeUsage]
+    public var totalBytes: Int
+    public var denseBytes: Int
+    public var expertBytes: Int
+    /// Bytes of one routed expert (gate + up + down) in each layer; 0 for dense layers.
+    public var bytesPerExpert: [Int]
+    /// Bytes a decode step reads from experts if every token routes to `expertsPerToken` experts.
+    public var activeExpertBytesPerToken: Int
+
+    public init(source: ModelSource) throws {
+        let c = source.configuration
+        path = source.path
+        switch source.container {
+        case .gguf(let file): format = "gguf v\(file.version)"
+        case .huggingFace: format = "huggingface safetensors"
+        }
+        architecture = c.architecture.rawValue
+        configuration = c
+        layers = c.layerCount
+        moeLayers = c.moeLayerCount
+        denseLayers = c.layerCount - c.moeLayerCount
+        expertsPerLayer = c.expertCount
+        expertsPerToken = c.expertsPerToken
+        sharedExpert = c.hasSharedExpert
+        let inventory = source.tensorInventory
+        tensorCount = inventory.count
+        var usage: [String: TypeUsage] = [:]
+        for t in inventory {
+            usage[t.type.description, default: TypeUsage(type: t.type.description, tensors: 0, bytes: 0)].tensors += 1
+            usage[t.type.description]!.bytes += t.bytes
+        }
+        tensorTypes = usage.values.sorted { $0.bytes > $1.bytes }
+        totalBytes = inventory.reduce(0) { $0 + $1.bytes }
+        var perExpert: [Int] = []
+        var expertTotal = 0
+        for l in 0..<c.layerCount {
+            guard c.layerKinds[l] == .moe else {
+                perExpert.append(0)
+                continue
+            }
+            var layerBytes = 0
+            for e in 0..<c.expertCount {
+                for name in [WeightName.expertGate(l, e), .expertUp(l, e), .expertDown(l, e)] {
+                    layerBytes += try source.weight(name)?.data.count ?? 0
+                }
+            }
+            perExpert.append(c.expertCount > 0 ? layerBytes / c.expertCount : 0)
+            expertTotal += layerBytes
+        }
+        bytesPerExpert = perExpert
+        expertBytes = expertTotal
+        denseBytes = totalBytes - expertTotal
+        activeExpertBytesPerToken = perExpert.reduce(0, +) * c.expertsPerToken
+    }
+
+    /// Human-readable report.
+    public var text: String {
+        let c = configuration
+        var lines: [String] = []
+        lines.append("model        \(path)")
+        lines.append("format       \(format)")
+        lines.append("architecture \(architecture)")
+        lines.append("layers       \(layers) (\(moeLayers) MoE, \(denseLayers) dense)")
+        lines.append("experts      \(expertsPerLayer) per MoE layer, top-\(expertsPerToken)\(sharedExpert ? " + shared expert (ffn \(c.sharedExpertFFNSize))" : "")")
+        lines.append("routing      \(c.routing.scoring.rawValue), top-k weights \(c.routing.normalizeTopK ? "renormalised" : "not renormalised")")
+        lines.append("hidden       \(c.hiddenSize), expert ffn \(c.expertFFNSize)\(c.denseFFNSize > 0 ? ", dense ffn \(c.denseFFNSize)" : "")")
+        lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta), qk-norm \(c.qkNorm.rawValue)")
+        lines.append("vocab        \(c.vocabSize)\(c.tiedEmbeddings ? " (tied embeddings)" : "")")
+        lines.append("context      \(c.contextLength)")
+        lines.append("tensors      \(tensorCount): " + tensorTypes.map { "\($0.type) \($0.tensors) (\(formatBytes($0.bytes)))" }.joined(separator: ", "))
+        lines.append("bytes        \(formatBytes(totalBytes)) total = \(formatBytes(denseBytes)) dense + \(formatBytes(expertBytes)) experts")
+        let distinct = Set(bytesPerExpert.filter { $0 > 0 })
+        if distinct.count == 1, let one = distinct.first {
+            lines.append("one expert   \(formatBytes(one)) in every MoE layer")
+        } else {
+            lines.append("one expert   " + bytesPerExpert.enumerated().map { "L\($0.offset): \(formatBytes($0.element))" }.joined(separator: ", "))
+        }
+        lines.append("per token    \(formatBytes(activeExpertBytesPerToken)) of active expert weights")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// `1.5 MiB`-style sizes.
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.2f %@", value, units[unit])
+}
+
+import Foundation

@@ -1,0 +1,24 @@
+import ArgumentParser
+import Foundation
+import SwiftMoE
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a model: architecture, experts, tensor types, dense vs expert bytes.")
+
+    @OptionGroup var model: ModelArgument
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let report = try ModelInspection(source: ModelSource(path: model.model))
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(report.text)
+            }
+        }
+    }
+}
