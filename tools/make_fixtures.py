@@ -157,10 +157,24 @@ def build_sentencepiece(dst: Path, vocab_size: int, work: Path) -> None:
     from transformers import LlamaTokenizer, LlamaTokenizerFast
 
     work.mkdir(parents=True, exist_ok=True)
-    prefix = work / "sp"
+    prefix = work / "tokenizer"
+    cwd = os.getcwd()
+    os.chdir(work)  # the model proto records model_prefix: keep it free of temp paths
+    try:
+        _train_sp(spm, vocab_size)
+    finally:
+        os.chdir(cwd)
+    slow = LlamaTokenizer(vocab_file=str(prefix) + ".model", legacy=False, add_prefix_space=None)
+    slow.save_pretrained(str(work / "slow"))
+    fast = LlamaTokenizerFast.from_pretrained(str(work / "slow"), from_slow=True, legacy=False)
+    fast.save_pretrained(str(dst))
+    shutil.copyfile(str(prefix) + ".model", dst / "tokenizer.model")
+
+
+def _train_sp(spm, vocab_size: int) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus_lines()),
-        model_prefix=str(prefix),
+        model_prefix="tokenizer",
         model_type="bpe",
         vocab_size=vocab_size,
         byte_fallback=True,
@@ -175,11 +189,6 @@ def build_sentencepiece(dst: Path, vocab_size: int, work: Path) -> None:
         max_sentence_length=100000,
         minloglevel=2,
     )
-    slow = LlamaTokenizer(vocab_file=str(prefix) + ".model", legacy=False, add_prefix_space=None)
-    slow.save_pretrained(str(work / "slow"))
-    fast = LlamaTokenizerFast.from_pretrained(str(work / "slow"), from_slow=True, legacy=False)
-    fast.save_pretrained(str(dst))
-    shutil.copyfile(str(prefix) + ".model", dst / "tokenizer.model")
 
 
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -257,13 +266,13 @@ TOKENIZER_SAMPLES = ["def f(x):\n    return x + 1", "Hello, world! 123 tokens", 
 
 CASES: list[dict] = [
     dict(name="mixtral", model_type="mixtral", gguf_arch="llama", pre=None,
-         tokenizer="sentencepiece", vocab_size=448, shard="400KB", extra_hf=("hf-bf16", torch.bfloat16, "bf16"),
+         tokenizer="sentencepiece", vocab_size=400, shard="400KB", extra_hf=("hf-bf16", torch.bfloat16, "bf16"),
          config=dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=24, num_local_experts=4, num_experts_per_tok=2,
                      rope_theta=1e6, rms_norm_eps=1e-5, max_position_embeddings=2048, sliding_window=None,
                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)),
     dict(name="qwen2moe", model_type="qwen2_moe", gguf_arch="qwen2moe", pre="qwen2",
-         tokenizer="qwen2", vocab_size=416, extra_hf=("hf-f16", torch.float16, "f16"),
+         tokenizer="qwen2", vocab_size=352, extra_hf=("hf-f16", torch.float16, "f16"),
          config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
                      num_key_value_heads=2, num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
                      shared_expert_intermediate_size=64, norm_topk_prob=False, decoder_sparse_step=1,
@@ -271,30 +280,30 @@ CASES: list[dict] = [
                      max_position_embeddings=4096, use_sliding_window=False, tie_word_embeddings=False,
                      bos_token_id=None, eos_token_id=None)),
     dict(name="qwen3moe", model_type="qwen3_moe", gguf_arch="qwen3moe", pre="qwen2",
-         tokenizer="qwen2", vocab_size=416,
+         tokenizer="qwen2", vocab_size=352,
          config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
                      num_key_value_heads=2, head_dim=24, num_experts=8, num_experts_per_tok=2,
                      moe_intermediate_size=32, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
                      attention_bias=False, rope_theta=5e5, rms_norm_eps=1e-6, max_position_embeddings=4096,
                      use_sliding_window=False, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)),
     dict(name="olmoe", model_type="olmoe", gguf_arch="olmoe", pre="olmo",
-         tokenizer="olmo", vocab_size=384,
+         tokenizer="olmo", vocab_size=320,
          # llama.cpp's OLMoE graph has attn_k_norm of size n_embd, i.e. no GQA: kv heads == heads.
          # The converter writes rms eps 1e-5 unconditionally for OLMoE, so 1e-5 it is.
          config=dict(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
                      num_key_value_heads=4, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
                      rope_theta=1e4, rms_norm_eps=1e-5, max_position_embeddings=4096, clip_qkv=None,
                      attention_bias=False, tie_word_embeddings=False, pad_token_id=None,
-                     bos_token_id=None, eos_token_id=382)),
+                     bos_token_id=None, eos_token_id=318)),
     dict(name="qwen3moe-dense", model_type="qwen3_moe", gguf_arch=None, pre=None,
-         tokenizer="qwen2", vocab_size=416,
+         tokenizer="qwen2", vocab_size=352,
          config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
                      num_key_value_heads=2, head_dim=24, num_experts=8, num_experts_per_tok=2,
                      moe_intermediate_size=32, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1],
                      attention_bias=False, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=4096,
                      use_sliding_window=False, tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)),
     dict(name="qwen2moe-sparse-step", model_type="qwen2_moe", gguf_arch=None, pre=None,
-         tokenizer="qwen2", vocab_size=416,
+         tokenizer="qwen2", vocab_size=352,
          config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                      num_key_value_heads=2, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
                      shared_expert_intermediate_size=64, norm_topk_prob=True, decoder_sparse_step=2,
