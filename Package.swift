@@ -50,10 +50,12 @@ let package = Package(
             dependencies: ["SwiftMoE", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
+        // Fixture locations and helpers shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v5),
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization"], swiftSettings: v5),
-        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"], swiftSettings: v5),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
-        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE"], swiftSettings: v5),
-        .testTarget(name: "CLITests", dependencies: ["SwiftMoE"], swiftSettings: v5),
+        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]
 )

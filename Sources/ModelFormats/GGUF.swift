@@ -98,6 +98,7 @@ public final class GGUFFile: @unchecked Sendable {
     static let maxStringLength = 1 << 26
     static let maxDimensions = 4
     static let maxArrayDepth = 8
+    static let maxArrayLength = 1 << 28
 
     public convenience init(path: String) throws {
         try self.init(file: MappedFile(path: path))
@@ -270,9 +271,12 @@ public final class GGUFFile: @unchecked Sendable {
             }
             let countOffset = reader.offset
             let count = try reader.read(UInt64.self, "the length of metadata \(key)")
-            guard count <= UInt64(reader.remaining / elementType.minimumSize) else {
+            // Past a fixed bound the count is nonsense; below it, more elements than the rest of
+            // the file can hold means the file is truncated.
+            guard count <= UInt64(maxArrayLength) else {
                 throw ModelFormatError.implausible(path: reader.path, what: "array length of metadata \(key):", value: "\(count)", offset: countOffset)
             }
+            try reader.need(Int(count) * elementType.minimumSize, "the \(count) elements of metadata \(key)")
             var values: [GGUFValue] = []
             values.reserveCapacity(Int(count))
             for _ in 0..<Int(count) {

@@ -111,7 +111,8 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         self.sharedExpertFFNSize = sharedExpertFFNSize
         self.sharedExpertGated = sharedExpertGated
         self.denseFFNSize = denseFFNSize
-        self.layerKinds = layerKinds ?? Array(repeating: .moe, count: max(layerCount, 0))
+        // Clamped so an absurd count from a damaged file reaches validate() instead of allocating.
+        self.layerKinds = layerKinds ?? Array(repeating: .moe, count: min(max(layerCount, 0), ModelConfiguration.limits.layers))
         self.routing = routing
         self.tiedEmbeddings = tiedEmbeddings
     }

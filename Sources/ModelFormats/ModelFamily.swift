@@ -25,7 +25,7 @@ extension ModelFamily {
         guard step >= 1 else {
             throw ModelFormatError.invalidConfig(path: hf.path, reason: "decoder_sparse_step must be at least 1, found \(step)")
         }
-        return (0..<max(layers, 0)).map { l in
+        return (0..<min(max(layers, 0), ModelConfiguration.limits.layers)).map { l in
             (!denseOnly.contains(l) && experts > 0 && (l + 1) % step == 0) ? .moe : .dense
         }
     }

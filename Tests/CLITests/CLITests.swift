@@ -1,0 +1,113 @@
+import Foundation
+import SwiftMoE
+import TestSupport
+import XCTest
+
+/// Runs the built `moe` binary as a user would and checks what it prints and writes.
+final class CLITests: XCTestCase {
+    struct Result {
+        let status: Int32
+        let exited: Bool
+        let stdout: String
+        let stderr: String
+    }
+
+    static var binary: URL {
+        // Test bundles sit next to the products in the build directory.
+        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
+        for dir in candidates {
+            let url = dir.appendingPathComponent("moe")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        return Fixtures.packageRoot.appendingPathComponent(".build/debug/moe")
+    }
+
+    func run(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, exited: process.terminationReason == .exit, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    func testInspectDescribesConverterGGUF() throws {
+        let path = Fixtures.path("qwen2moe/model-q8_0.gguf")
+        let r = try run(["inspect", path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("architecture qwen2moe"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("shared expert"), r.stdout)
+
+        let json = try run(["inspect", path, "--json"])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let report = try JSONDecoder().decode(ModelInspection.self, from: Data(json.stdout.utf8))
+        // Expected values computed here from the file's own tensor table, independently of inspect.
+        let file = try GGUFFile(path: path)
+        let meta = file.metadata
+        XCTAssertEqual(report.layers, meta["qwen2moe.block_count"]?.int)
+        XCTAssertEqual(report.expertsPerLayer, meta["qwen2moe.expert_count"]?.int)
+        XCTAssertEqual(report.expertsPerToken, meta["qwen2moe.expert_used_count"]?.int)
+        XCTAssertTrue(report.sharedExpert)
+        let expertTensors = file.tensors.filter { $0.name.hasSuffix("_exps.weight") }
+        XCTAssertEqual(report.expertBytes, expertTensors.reduce(0) { $0 + $1.byteCount })
+        XCTAssertEqual(report.totalBytes, file.tensors.reduce(0) { $0 + $1.byteCount })
+        XCTAssertEqual(report.denseBytes, report.totalBytes - report.expertBytes)
+        let layer0 = expertTensors.filter { $0.name.hasPrefix("blk.0.") }
+        XCTAssertEqual(report.bytesPerExpert[0], layer0.reduce(0) { $0 + $1.byteCount } / report.expertsPerLayer)
+        XCTAssertEqual(Set(report.tensorTypes.map(\.type)), Set(file.tensors.map { $0.type.description }))
+    }
+
+    func testLogitsWritesNPYAndRoutingMatchingTransformers() throws {
+        let manifest = try Fixtures.manifest("olmoe")
+        let tokens = manifest.sequences[1]
+        let dir = TemporaryDirectory()
+        let r = try run(["logits", Fixtures.path("olmoe/model-f32.gguf"), "--tokens", tokens.map(String.init).joined(separator: ","),
+                         "--out", dir.path("l.npy"), "--experts-out", dir.path("e.json")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ours = try NPY.read(path: dir.path("l.npy"))
+        let reference = try NPY.read(path: Fixtures.path("olmoe/\(manifest.references["f32"]!.logits[1])"))
+        XCTAssertEqual(ours.shape, reference.shape)
+        for (a, b) in zip(ours.values, reference.values) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+
+        struct Routing: Decodable { let routing: [[[ExpertChoice]]] }
+        let routing = try JSONDecoder().decode(Routing.self, from: Data(contentsOf: dir.url.appendingPathComponent("e.json"))).routing
+        let recorded = try Fixtures.experts("olmoe", manifest.references["f32"]!)[1]
+        for (l, layer) in recorded.enumerated() {
+            XCTAssertEqual(routing[l].map { $0.map(\.expert) }, layer?.map(\.ids))
+        }
+    }
+
+    func testGenerateMatchesLibrary() throws {
+        let path = Fixtures.path("mixtral/model-q8_0.gguf")
+        let r = try run(["generate", path, "--tokens", "5,17,42", "--max-new", "5"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let expected = try Model(path: path).generate(tokens: [5, 17, 42], maxNewTokens: 5)
+        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), expected.map(String.init).joined(separator: ","))
+    }
+
+    func testBadInputGivesOneLineErrorNotACrash() throws {
+        let dir = TemporaryDirectory()
+        try Data("GGML garbage".utf8).write(to: dir.url.appendingPathComponent("bad.gguf"))
+        let model = Fixtures.path("mixtral/model-q8_0.gguf")
+        let cases: [([String], String)] = [
+            (["inspect", dir.path("missing.gguf")], "no such file"),
+            (["inspect", dir.path("bad.gguf")], "wrong magic"),
+            (["logits", model, "--tokens", "1,x,3"], "--tokens"),
+            (["logits", model, "--tokens", "1,99999"], "outside the vocabulary"),
+            (["generate", model, "--tokens", "1", "--max-new", "0"], "--max-new"),
+            (["inspect", Fixtures.root.path], "config.json"),
+        ]
+        for (arguments, message) in cases {
+            let r = try run(arguments)
+            XCTAssertNotEqual(r.status, 0, "\(arguments)")
+            XCTAssertTrue(r.exited, "\(arguments) should exit with an error status, not die of a signal")
+            XCTAssertTrue(r.stderr.contains(message), "\(arguments): stderr was \(r.stderr)")
+        }
+    }
+}

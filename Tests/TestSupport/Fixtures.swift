@@ -1,0 +1,69 @@
+import Foundation
+import ModelFormats
+
+/// Locations of the committed fixtures (Tests/Fixtures, made by tools/make_fixtures.py) and
+/// typed access to their manifests.
+public enum Fixtures {
+    public static let root: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    public static let packageRoot: URL = root.deletingLastPathComponent().deletingLastPathComponent()
+
+    /// Every model case directory (a manifest and reference outputs in `ref/`).
+    public static var cases: [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        return names.filter {
+            FileManager.default.fileExists(atPath: root.appendingPathComponent("\($0)/manifest.json").path)
+                && FileManager.default.fileExists(atPath: root.appendingPathComponent("\($0)/ref").path)
+        }.sorted()
+    }
+
+    public static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
+
+    public static func manifest(_ name: String) throws -> Manifest {
+        let data = try Data(contentsOf: root.appendingPathComponent("\(name)/manifest.json"))
+        return try JSONDecoder().decode(Manifest.self, from: data)
+    }
+
+    public struct Manifest: Decodable {
+        public struct ModelEntry: Decodable {
+            public let path: String
+            public let format: String
+            public let dtype: String
+            public let reference: String
+        }
+        public struct Reference: Decodable {
+            public let logits: [String]
+            public let experts: String
+        }
+        public let `case`: String
+        public let hf_model_type: String
+        public let gguf_arch: String?
+        public let sequences: [[Int]]
+        public let models: [ModelEntry]
+        public let references: [String: Reference]
+    }
+
+    /// One routing choice as transformers recorded it.
+    public struct RecordedChoice: Decodable {
+        public let ids: [Int]
+        public let weights: [Float]
+    }
+
+    /// `[sequence][layer][token]`, `nil` for dense layers.
+    public static func experts(_ caseName: String, _ reference: Manifest.Reference) throws -> [[[RecordedChoice]?]] {
+        let data = try Data(contentsOf: root.appendingPathComponent("\(caseName)/\(reference.experts)"))
+        return try JSONDecoder().decode([[[RecordedChoice]?]].self, from: data)
+    }
+}
+
+/// A fresh temporary directory, removed when the object goes away.
+public final class TemporaryDirectory {
+    public let url: URL
+    public init() {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("swiftmoe-test-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    public func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
