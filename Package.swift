@@ -7,7 +7,7 @@ let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
     name: "SwiftMoE",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "SwiftMoE", targets: ["SwiftMoE"]),
         .executable(name: "moe", targets: ["moe"]),
@@ -22,8 +22,11 @@ let package = Package(
             pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]
         ),
+        // The innermost quantized dot/matvec loops in C, cloned per CPU level with
+        // target_clones and picked at run time (no unsafeFlags).
+        .target(name: "CKernels"),
         // Quant-type traits, (de)quantization, dot products.
-        .target(name: "Quantization", swiftSettings: v5),
+        .target(name: "Quantization", dependencies: ["CKernels"], swiftSettings: v5),
         // GGUF, safetensors, HF directories, .npy; model families and the one configuration type.
         .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v5),
         // Gating networks (family routing rules) and, later, expert predictors.

@@ -23,6 +23,17 @@ public protocol ExpertProvider: AnyObject, Sendable {
     func withExpert<R>(layer: Int, expert: Int, _ body: (ExpertWeights) throws -> R) throws -> R
 }
 
+extension ExpertProvider {
+    /// Several experts of one layer at once (all pinned for the call), in the order given.
+    public func withExperts<R>(layer: Int, experts: [Int], _ body: ([ExpertWeights]) throws -> R) throws -> R {
+        func acquire(_ i: Int, _ held: [ExpertWeights]) throws -> R {
+            if i == experts.count { return try body(held) }
+            return try withExpert(layer: layer, expert: experts[i]) { try acquire(i + 1, held + [$0]) }
+        }
+        return try acquire(0, [])
+    }
+}
+
 public enum ExpertStoreError: Error, Equatable, CustomStringConvertible {
     case noSuchExpert(layer: Int, expert: Int)
 

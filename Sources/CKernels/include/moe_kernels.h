@@ -1,0 +1,65 @@
+// SwiftMoE's innermost loops: quantized dot products and matrix-vector products.
+//
+// Everything else is Swift. These functions are compiled once per CPU level
+// (x86-64-v4 = AVX-512, x86-64-v3 = AVX2, baseline) with `target_clones`; the loader picks
+// the best one at run time, so no compiler flags are needed. Other architectures get the
+// baseline build (auto-vectorized for the target, e.g. NEON).
+//
+// Activations for quantized weights are quantized to 8 bits per 32-element block, as
+// llama.cpp does (design.md §7): `q` holds n int8 values, `d` n/32 block scales and `s16`
+// n/16 dequantized partial sums (d * sum of 16 q values) used for the weights' min terms.
+#ifndef SWIFTMOE_KERNELS_H
+#define SWIFTMOE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// ggml type ids (the same numbers as GGUF).
+enum moe_type {
+    MOE_F32 = 0, MOE_F16 = 1, MOE_Q4_0 = 2, MOE_Q4_1 = 3, MOE_Q5_0 = 6, MOE_Q5_1 = 7, MOE_Q8_0 = 8,
+    MOE_Q2_K = 10, MOE_Q3_K = 11, MOE_Q4_K = 12, MOE_Q5_K = 13, MOE_Q6_K = 14,
+    MOE_IQ4_NL = 20, MOE_IQ4_XS = 23, MOE_BF16 = 30, MOE_MXFP4 = 39,
+};
+
+/// 1 if `type` has an 8-bit-activation kernel here, 2 if it has a float-activation kernel, 0 if neither.
+int moe_kernel_kind(int type);
+
+/// Quantizes n floats (n a multiple of 32) to the activation format above.
+void moe_quantize_activations(const float *x, int n, int8_t *q, float *d, float *s16);
+
+/// y[r] = row r of W · x̂ for r in [r0, r1); W has `row_bytes` per row of n elements of `type`;
+/// x̂ is the quantized activation (q, d, s16). Returns 0, or -1 if the type has no such kernel.
+int moe_matvec_q(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                 const int8_t *q, const float *d, const float *s16, float *y);
+
+/// The same for `tokens` activations at once (prefill): activation t starts at q + t*n,
+/// d + t*n/32, s16 + t*n/16; y[t*ldy + r] receives row r for token t. Each weight row is
+/// unpacked once for all tokens.
+int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                 const int8_t *q, const float *d, const float *s16, float *y, int ldy);
+
+/// Float-activation kernels for F32, F16 and BF16 weights: y[t*ldy + r] = W[r] · x[t*n ...].
+int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                 const float *x, float *y, int ldy);
+
+/// The scalar reference of moe_matvec_q: the same arithmetic, one element at a time, never
+/// vectorized. Tests compare the dispatched kernels with it.
+int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                           const int8_t *q, const float *d, const float *s16, float *y);
+
+/// Name of the code path the loader chose for this CPU ("x86-64-v4", "x86-64-v3", "baseline").
+const char *moe_kernel_isa(void);
+
+/// f32 dot product (vectorized), for attention.
+float moe_dot_f32(const float *a, const float *b, int n);
+/// y += a * x (vectorized), for attention.
+void moe_axpy_f32(float a, const float *x, float *y, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,495 @@
+// See include/moe_kernels.h. Block layouts follow ggml-common.h; Sources/Quantization has
+// the Swift dequantizers these unpackers agree with (tested).
+#include "moe_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#define MOE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MOE_CLONES
+#endif
+
+#define MOE_INLINE static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------------------
+// Scalar helpers
+
+MOE_INLINE float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exponent = (h >> 10) & 0x1F;
+    uint32_t mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0) {
+        if (mantissa == 0) {
+            bits = sign;
+        } else {
+            // Subnormal: value = mantissa * 2^-24.
+            float v = (float)mantissa * 5.9604644775390625e-08f;
+            memcpy(&bits, &v, 4);
+            bits |= sign;
+        }
+    } else if (exponent == 31) {
+        bits = sign | 0x7F800000u | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    }
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+MOE_INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+MOE_INLINE uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+MOE_INLINE uint32_t load_u32(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24); }
+MOE_INLINE float load_f16(const uint8_t *p) { return f16_to_f32(load_u16(p)); }
+
+static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+MOE_INLINE float e8m0_half(uint8_t e) {
+    // ggml's GGML_E8M0_TO_FP32_HALF: 2^(e-128); the mxfp4 levels above are doubled FP4 values.
+    uint32_t bits = e < 2 ? (0x00200000u << e) : ((uint32_t)(e - 1) << 23);
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Activation quantization
+
+void moe_quantize_activations(const float *x, int n, int8_t *q, float *d, float *s16) {
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f;
+        float inverse = scale != 0 ? 1.0f / scale : 0.0f;
+        int sum0 = 0, sum1 = 0;
+        for (int i = 0; i < 32; i++) {
+            int v = (int)roundf(xb[i] * inverse);
+            q[32 * b + i] = (int8_t)v;
+            if (i < 16) sum0 += v; else sum1 += v;
+        }
+        d[b] = scale;
+        s16[2 * b] = scale * (float)sum0;
+        s16[2 * b + 1] = scale * (float)sum1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unpackers: one unit (a 32-element block, or a 256-element super-block) to int8 values
+// `q` with a scale `ws[g]` and offset `wm[g]` per 16 elements: w = ws * q - wm.
+
+#define UNPACK(name) MOE_INLINE void unpack_##name(const uint8_t *b, int8_t *q, float *ws, float *wm)
+
+UNPACK(q8_0) {
+    float d = load_f16(b);
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)b[2 + i];
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = 0;
+}
+
+UNPACK(q4_0) {
+    float d = load_f16(b);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((b[2 + j] & 0x0F) - 8);
+        q[j + 16] = (int8_t)((b[2 + j] >> 4) - 8);
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = 0;
+}
+
+UNPACK(q4_1) {
+    float d = load_f16(b), m = load_f16(b + 2);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(b[4 + j] & 0x0F);
+        q[j + 16] = (int8_t)(b[4 + j] >> 4);
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = -m;
+}
+
+UNPACK(q5_0) {
+    float d = load_f16(b);
+    uint32_t qh = load_u32(b + 2);
+    for (int j = 0; j < 16; j++) {
+        int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+        q[j] = (int8_t)(((b[6 + j] & 0x0F) | h0) - 16);
+        q[j + 16] = (int8_t)(((b[6 + j] >> 4) | h1) - 16);
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = 0;
+}
+
+UNPACK(q5_1) {
+    float d = load_f16(b), m = load_f16(b + 2);
+    uint32_t qh = load_u32(b + 4);
+    for (int j = 0; j < 16; j++) {
+        int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+        q[j] = (int8_t)((b[8 + j] & 0x0F) | h0);
+        q[j + 16] = (int8_t)((b[8 + j] >> 4) | h1);
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = -m;
+}
+
+UNPACK(iq4_nl) {
+    float d = load_f16(b);
+    for (int j = 0; j < 16; j++) {
+        q[j] = iq4nl_levels[b[2 + j] & 0x0F];
+        q[j + 16] = iq4nl_levels[b[2 + j] >> 4];
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = 0;
+}
+
+UNPACK(mxfp4) {
+    float d = e8m0_half(b[0]);
+    for (int j = 0; j < 16; j++) {
+        q[j] = mxfp4_levels[b[1 + j] & 0x0F];
+        q[j + 16] = mxfp4_levels[b[1 + j] >> 4];
+    }
+    ws[0] = ws[1] = d;
+    wm[0] = wm[1] = 0;
+}
+
+UNPACK(q2_K) {
+    // scales[16] | qs[64] | d | dmin
+    float d = load_f16(b + 80), dmin = load_f16(b + 82);
+    int g = 0;
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *qs = b + 16 + 32 * half;
+        for (int shift = 0; shift < 8; shift += 2) {
+            for (int part = 0; part < 2; part++) {
+                uint8_t sc = b[g];
+                ws[g] = d * (float)(sc & 0x0F);
+                wm[g] = dmin * (float)(sc >> 4);
+                for (int l = 0; l < 16; l++) q[16 * g + l] = (int8_t)((qs[16 * part + l] >> shift) & 3);
+                g++;
+            }
+        }
+    }
+}
+
+MOE_INLINE int q3_K_scale(const uint8_t *scales, int j) {
+    int low = j < 8 ? (scales[j] & 0x0F) : (scales[j - 8] >> 4);
+    int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+UNPACK(q3_K) {
+    // hmask[32] | qs[64] | scales[12] | d
+    float d = load_f16(b + 108);
+    int g = 0;
+    uint8_t mask = 1;
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *qs = b + 32 + 32 * half;
+        for (int shift = 0; shift < 8; shift += 2) {
+            for (int part = 0; part < 2; part++) {
+                ws[g] = d * (float)q3_K_scale(b + 96, g);
+                wm[g] = 0;
+                for (int l = 0; l < 16; l++) {
+                    int low = (qs[16 * part + l] >> shift) & 3;
+                    int high = (b[16 * part + l] & mask) ? 0 : 4;
+                    q[16 * g + l] = (int8_t)(low - high);
+                }
+                g++;
+            }
+            mask <<= 1;
+        }
+    }
+}
+
+MOE_INLINE void k4_scale_min(const uint8_t *scales, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = scales[j] & 63;
+        *m = scales[j + 4] & 63;
+    } else {
+        *sc = (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4);
+        *m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+    }
+}
+
+UNPACK(q4_K) {
+    // d | dmin | scales[12] | qs[128]
+    float d = load_f16(b), dmin = load_f16(b + 2);
+    for (int chunk = 0; chunk < 4; chunk++) {
+        const uint8_t *qs = b + 16 + 32 * chunk;
+        int sc1, m1, sc2, m2;
+        k4_scale_min(b + 4, 2 * chunk, &sc1, &m1);
+        k4_scale_min(b + 4, 2 * chunk + 1, &sc2, &m2);
+        for (int l = 0; l < 32; l++) {
+            q[64 * chunk + l] = (int8_t)(qs[l] & 0x0F);
+            q[64 * chunk + 32 + l] = (int8_t)(qs[l] >> 4);
+        }
+        ws[4 * chunk] = ws[4 * chunk + 1] = d * (float)sc1;
+        wm[4 * chunk] = wm[4 * chunk + 1] = dmin * (float)m1;
+        ws[4 * chunk + 2] = ws[4 * chunk + 3] = d * (float)sc2;
+        wm[4 * chunk + 2] = wm[4 * chunk + 3] = dmin * (float)m2;
+    }
+}
+
+UNPACK(q5_K) {
+    // d | dmin | scales[12] | qh[32] | qs[128]
+    float d = load_f16(b), dmin = load_f16(b + 2);
+    const uint8_t *qh = b + 16;
+    for (int chunk = 0; chunk < 4; chunk++) {
+        const uint8_t *qs = b + 48 + 32 * chunk;
+        int sc1, m1, sc2, m2;
+        k4_scale_min(b + 4, 2 * chunk, &sc1, &m1);
+        k4_scale_min(b + 4, 2 * chunk + 1, &sc2, &m2);
+        uint8_t bit1 = (uint8_t)(1 << (2 * chunk)), bit2 = (uint8_t)(2 << (2 * chunk));
+        for (int l = 0; l < 32; l++) {
+            q[64 * chunk + l] = (int8_t)((qs[l] & 0x0F) + ((qh[l] & bit1) ? 16 : 0));
+            q[64 * chunk + 32 + l] = (int8_t)((qs[l] >> 4) + ((qh[l] & bit2) ? 16 : 0));
+        }
+        ws[4 * chunk] = ws[4 * chunk + 1] = d * (float)sc1;
+        wm[4 * chunk] = wm[4 * chunk + 1] = dmin * (float)m1;
+        ws[4 * chunk + 2] = ws[4 * chunk + 3] = d * (float)sc2;
+        wm[4 * chunk + 2] = wm[4 * chunk + 3] = dmin * (float)m2;
+    }
+}
+
+UNPACK(q6_K) {
+    // ql[128] | qh[64] | scales[16] (int8) | d
+    float d = load_f16(b + 208);
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+        int8_t *out = q + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            out[l] = (int8_t)(((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
+            out[l + 32] = (int8_t)(((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            out[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            out[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+    for (int g = 0; g < 16; g++) {
+        ws[g] = d * (float)(int8_t)b[192 + g];
+        wm[g] = 0;
+    }
+}
+
+UNPACK(iq4_xs) {
+    // d | scales_h (u16) | scales_l[4] | qs[128]
+    float d = load_f16(b);
+    uint16_t scales_h = load_u16(b + 2);
+    for (int sub = 0; sub < 8; sub++) {
+        int low = (b[4 + sub / 2] >> (4 * (sub % 2))) & 0x0F;
+        int high = (scales_h >> (2 * sub)) & 3;
+        float dl = d * (float)((low | (high << 4)) - 32);
+        const uint8_t *qs = b + 8 + 16 * sub;
+        for (int j = 0; j < 16; j++) {
+            q[32 * sub + j] = iq4nl_levels[qs[j] & 0x0F];
+            q[32 * sub + j + 16] = iq4nl_levels[qs[j] >> 4];
+        }
+        ws[2 * sub] = ws[2 * sub + 1] = dl;
+        wm[2 * sub] = wm[2 * sub + 1] = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The dot product of one unpacked unit with quantized activations.
+
+MOE_INLINE float dot_unit(int groups, const int8_t *wq, const float *ws, const float *wm,
+                          const int8_t *aq, const float *ad, const float *as16) {
+    int32_t isum[16];
+    for (int g = 0; g < groups; g++) {
+        int32_t s = 0;
+        for (int i = 0; i < 16; i++) s += (int32_t)wq[16 * g + i] * (int32_t)aq[16 * g + i];
+        isum[g] = s;
+    }
+    float sum = 0;
+    for (int g = 0; g < groups; g++) sum += ws[g] * ad[g >> 1] * (float)isum[g] - wm[g] * as16[g];
+    return sum;
+}
+
+// One matvec/matmul per type, cloned per CPU level. `UNIT` elements per unit of `BYTES`.
+#define DEFINE_TYPE(name, UNIT, BYTES)                                                                  \
+    MOE_CLONES static void matmul_##name(int n, const uint8_t *w, size_t row_bytes, int r0, int r1,      \
+                                         int tokens, const int8_t *q, const float *d, const float *s16,  \
+                                         float *y, int ldy) {                                            \
+        int8_t wq[256];                                                                                  \
+        float ws[16], wm[16];                                                                            \
+        float acc[64];                                                                                   \
+        for (int r = r0; r < r1; r++) {                                                                  \
+            const uint8_t *row = w + (size_t)r * row_bytes;                                              \
+            for (int t0 = 0; t0 < tokens; t0 += 64) {                                                    \
+                int tn = tokens - t0 < 64 ? tokens - t0 : 64;                                            \
+                for (int t = 0; t < tn; t++) acc[t] = 0;                                                 \
+                for (int u = 0; u < n / UNIT; u++) {                                                     \
+                    unpack_##name(row + (size_t)u * BYTES, wq, ws, wm);                                  \
+                    for (int t = 0; t < tn; t++) {                                                       \
+                        size_t a = (size_t)(t0 + t) * n + (size_t)u * UNIT;                              \
+                        acc[t] += dot_unit(UNIT / 16, wq, ws, wm, q + a, d + a / 32, s16 + a / 16);      \
+                    }                                                                                    \
+                }                                                                                        \
+                for (int t = 0; t < tn; t++) y[(size_t)(t0 + t) * ldy + r] = acc[t];                     \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    __attribute__((optnone)) static void reference_##name(int n, const uint8_t *w, size_t row_bytes,     \
+                                                          int r0, int r1, const int8_t *q,               \
+                                                          const float *d, const float *s16, float *y) {  \
+        int8_t wq[256];                                                                                  \
+        float ws[16], wm[16];                                                                            \
+        for (int r = r0; r < r1; r++) {                                                                  \
+            const uint8_t *row = w + (size_t)r * row_bytes;                                              \
+            float acc = 0;                                                                               \
+            for (int u = 0; u < n / UNIT; u++) {                                                         \
+                unpack_##name(row + (size_t)u * BYTES, wq, ws, wm);                                      \
+                for (int g = 0; g < UNIT / 16; g++) {                                                    \
+                    int32_t s = 0;                                                                       \
+                    for (int i = 0; i < 16; i++) s += (int32_t)wq[16 * g + i] * (int32_t)q[u * UNIT + 16 * g + i]; \
+                    acc += ws[g] * d[(u * UNIT + 16 * g) / 32] * (float)s - wm[g] * s16[(u * UNIT) / 16 + g]; \
+                }                                                                                        \
+            }                                                                                            \
+            y[r] = acc;                                                                                  \
+        }                                                                                                \
+    }
+
+DEFINE_TYPE(q8_0, 32, 34)
+DEFINE_TYPE(q4_0, 32, 18)
+DEFINE_TYPE(q4_1, 32, 20)
+DEFINE_TYPE(q5_0, 32, 22)
+DEFINE_TYPE(q5_1, 32, 24)
+DEFINE_TYPE(iq4_nl, 32, 18)
+DEFINE_TYPE(mxfp4, 32, 17)
+DEFINE_TYPE(q2_K, 256, 84)
+DEFINE_TYPE(q3_K, 256, 110)
+DEFINE_TYPE(q4_K, 256, 144)
+DEFINE_TYPE(q5_K, 256, 176)
+DEFINE_TYPE(q6_K, 256, 210)
+DEFINE_TYPE(iq4_xs, 256, 136)
+
+typedef void (*matmul_fn)(int, const uint8_t *, size_t, int, int, int, const int8_t *, const float *, const float *, float *, int);
+typedef void (*reference_fn)(int, const uint8_t *, size_t, int, int, const int8_t *, const float *, const float *, float *);
+
+static int lookup(int type, matmul_fn *m, reference_fn *r, int *unit) {
+    switch (type) {
+#define CASE(T, name, U) case T: *m = matmul_##name; *r = reference_##name; *unit = U; return 0;
+        CASE(MOE_Q8_0, q8_0, 32)
+        CASE(MOE_Q4_0, q4_0, 32)
+        CASE(MOE_Q4_1, q4_1, 32)
+        CASE(MOE_Q5_0, q5_0, 32)
+        CASE(MOE_Q5_1, q5_1, 32)
+        CASE(MOE_IQ4_NL, iq4_nl, 32)
+        CASE(MOE_MXFP4, mxfp4, 32)
+        CASE(MOE_Q2_K, q2_K, 256)
+        CASE(MOE_Q3_K, q3_K, 256)
+        CASE(MOE_Q4_K, q4_K, 256)
+        CASE(MOE_Q5_K, q5_K, 256)
+        CASE(MOE_Q6_K, q6_K, 256)
+        CASE(MOE_IQ4_XS, iq4_xs, 256)
+#undef CASE
+    default: return -1;
+    }
+}
+
+int moe_kernel_kind(int type) {
+    matmul_fn m;
+    reference_fn r;
+    int unit;
+    if (lookup(type, &m, &r, &unit) == 0) return 1;
+    if (type == MOE_F32 || type == MOE_F16 || type == MOE_BF16) return 2;
+    return 0;
+}
+
+int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                 const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+    matmul_fn m;
+    reference_fn r;
+    int unit;
+    if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
+    m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+    return 0;
+}
+
+int moe_matvec_q(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                 const int8_t *q, const float *d, const float *s16, float *y) {
+    return moe_matmul_q(type, n, w, row_bytes, r0, r1, 1, q, d, s16, y, 0);
+}
+
+int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                           const int8_t *q, const float *d, const float *s16, float *y) {
+    matmul_fn m;
+    reference_fn r;
+    int unit;
+    if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
+    r(n, (const uint8_t *)w, row_bytes, r0, r1, q, d, s16, y);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Float-activation kernels (F32, F16, BF16 weights). 16 partial sums per row so the
+// compiler can vectorize without reassociating a single sum.
+
+#define DEFINE_FLOAT(name, ELEMENT, CONVERT)                                                             \
+    MOE_CLONES static void matmul_##name(int n, const uint8_t *w, size_t row_bytes, int r0, int r1,      \
+                                         int tokens, const float *x, float *y, int ldy) {                \
+        for (int r = r0; r < r1; r++) {                                                                  \
+            const ELEMENT *row = (const ELEMENT *)(w + (size_t)r * row_bytes);                           \
+            for (int t = 0; t < tokens; t++) {                                                           \
+                const float *xt = x + (size_t)t * n;                                                     \
+                float acc[16] = {0};                                                                     \
+                int i = 0;                                                                               \
+                for (; i + 16 <= n; i += 16)                                                             \
+                    for (int j = 0; j < 16; j++) acc[j] += CONVERT(row[i + j]) * xt[i + j];              \
+                float sum = 0;                                                                           \
+                for (int j = 0; j < 16; j++) sum += acc[j];                                              \
+                for (; i < n; i++) sum += CONVERT(row[i]) * xt[i];                                       \
+                y[(size_t)t * ldy + r] = sum;                                                            \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+#define AS_IS(v) (v)
+DEFINE_FLOAT(f32, float, AS_IS)
+DEFINE_FLOAT(f16, uint16_t, f16_to_f32)
+DEFINE_FLOAT(bf16, uint16_t, bf16_to_f32)
+
+int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                 const float *x, float *y, int ldy) {
+    switch (type) {
+    case MOE_F32: matmul_f32(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, x, y, ldy); return 0;
+    case MOE_F16: matmul_f16(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, x, y, ldy); return 0;
+    case MOE_BF16: matmul_bf16(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, x, y, ldy); return 0;
+    default: return -1;
+    }
+}
+
+MOE_CLONES float moe_dot_f32(const float *a, const float *b, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    float sum = 0;
+    for (int j = 0; j < 16; j++) sum += acc[j];
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+MOE_CLONES void moe_axpy_f32(float a, const float *x, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+const char *moe_kernel_isa(void) {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return "x86-64-v4";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3";
+    return "baseline";
+#else
+    return "baseline";
+#endif
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Synchronization
+
+/// A fixed set of worker threads that run one parallel region at a time.
+///
+/// Workers are created once and live as long as the pool; a region costs an atomic
+/// increment and, only if workers went to sleep, a condition-variable broadcast. Idle
+/// workers spin briefly (decode issues hundreds of small regions per token) and then sleep.
+/// The calling thread takes part as worker 0, so `threads == 1` runs everything inline.
+public final class ThreadPool: @unchecked Sendable {
+    public let threads: Int
+    private let generation = Atomic<Int>(0)
+    private let remaining = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let condition = NSCondition()
+    private var job: ((Int) -> Void)?
+    private var workers: [Thread] = []
+    private let finished = DispatchGroup()
+
+    /// Iterations a worker spins on an idle pool before sleeping (tens of microseconds).
+    static let spinLimit = 200_000
+
+    /// - Parameter threads: total threads including the caller; at least 1.
+    public init(threads: Int) {
+        self.threads = max(1, threads)
+        for index in 1..<self.threads {
+            finished.enter()
+            let thread = Thread { [unowned self] in
+                self.workerLoop(index: index)
+                self.finished.leave()
+            }
+            thread.name = "moe-worker-\(index)"
+            thread.stackSize = 1 << 20
+            workers.append(thread)
+            thread.start()
+        }
+    }
+
+    deinit {
+        stopping.store(true, ordering: .releasing)
+        condition.lock()
+        generation.add(1, ordering: .releasing)
+        condition.broadcast()
+        condition.unlock()
+        finished.wait()
+    }
+
+    /// The number of threads a default pool uses: the cores this process may run on.
+    public static var defaultThreadCount: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Runs `body(worker)` once on each of the `threads` workers and returns when all are done.
+    public func run(_ body: (Int) -> Void) {
+        if threads == 1 {
+            body(0)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            job = body
+            remaining.store(threads - 1, ordering: .relaxed)
+            condition.lock()
+            generation.add(1, ordering: .releasing)
+            condition.broadcast()
+            condition.unlock()
+            body(0)
+            while remaining.load(ordering: .acquiring) > 0 {}
+            job = nil
+        }
+    }
+
+    /// Splits `0..<count` into one contiguous range per worker (ranges of at least `grain`,
+    /// fewer workers if the work is small) and runs `body(range, worker)` on each.
+    public func parallelFor(_ count: Int, grain: Int = 1, _ body: (Range<Int>, Int) -> Void) {
+        guard count > 0 else { return }
+        let parts = min(threads, max(1, count / max(grain, 1)))
+        if parts == 1 {
+            body(0..<count, 0)
+            return
+        }
+        run { worker in
+            guard worker < parts else { return }
+            let start = count * worker / parts, end = count * (worker + 1) / parts
+            if start < end { body(start..<end, worker) }
+        }
+    }
+
+    private func workerLoop(index: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins >= ThreadPool.spinLimit {
+                    condition.lock()
+                    while generation.load(ordering: .acquiring) == seen { condition.wait() }
+                    condition.unlock()
+                    break
+                }
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            job?(index)
+            remaining.subtract(1, ordering: .releasing)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import CKernels
+
+/// A batch of activation vectors (`tokens` × `width` floats) and, on demand, their 8-bit
+/// quantization in the format the quantized kernels take (see CKernels/moe_kernels.h).
+///
+/// Quantize once, feed several weight matrices: the Q, K and V projections share one input,
+/// and so do an expert's gate and up projections.
+public final class ActivationBatch {
+    public let width: Int
+    public let capacity: Int
+    public private(set) var tokens: Int
+    /// `capacity * width` floats, token-major.
+    public let values: UnsafeMutablePointer<Float>
+    let q: UnsafeMutablePointer<Int8>
+    let d: UnsafeMutablePointer<Float>
+    let s16: UnsafeMutablePointer<Float>
+    private var quantizedTokens = 0
+
+    public init(width: Int, capacity: Int) {
+        self.width = width
+        self.capacity = max(capacity, 1)
+        tokens = 0
+        let n = width * self.capacity
+        values = .allocate(capacity: n)
+        values.initialize(repeating: 0, count: n)
+        q = .allocate(capacity: n)
+        d = .allocate(capacity: max(n / 32, 1))
+        s16 = .allocate(capacity: max(n / 16, 1))
+    }
+
+    deinit {
+        values.deallocate()
+        q.deallocate()
+        d.deallocate()
+        s16.deallocate()
+    }
+
+    /// Declares how many tokens the batch holds now; their quantization is stale.
+    public func reset(tokens: Int) {
+        precondition(tokens <= capacity, "activation batch holds at most \(capacity) tokens")
+        self.tokens = tokens
+        quantizedTokens = 0
+    }
+
+    /// Marks the float values as changed.
+    public func invalidate() { quantizedTokens = 0 }
+
+    /// Whether ``quantize()`` is up to date.
+    public var isQuantized: Bool { quantizedTokens == tokens }
+
+    public func row(_ token: Int) -> UnsafeMutablePointer<Float> { values + token * width }
+
+    /// Whether quantized kernels can take this width (whole 32-element blocks).
+    public var isQuantizable: Bool { width % 32 == 0 }
+
+    /// Quantizes every token (once until the values change).
+    public func quantize() {
+        guard quantizedTokens != tokens, isQuantizable else { return }
+        moe_quantize_activations(values, Int32(width * tokens), q, d, s16)
+        quantizedTokens = tokens
+    }
+}
+
+/// A weight matrix ready for the kernels: `rows` rows of `columns` elements of `type`.
+public struct WeightMatrix: @unchecked Sendable {
+    public let type: GGMLType
+    public let base: UnsafeRawPointer
+    public let rows: Int
+    public let columns: Int
+    public let rowBytes: Int
+
+    public init(type: GGMLType, base: UnsafeRawPointer, rows: Int, columns: Int) throws {
+        guard let rowBytes = type.traits.byteCount(elements: columns) else {
+            throw QuantizationError.partialBlock(type, elements: columns)
+        }
+        self.type = type
+        self.base = base
+        self.rows = rows
+        self.columns = columns
+        self.rowBytes = rowBytes
+    }
+}
+
+/// How a weight type is computed.
+public enum KernelPath: String, Sendable, CaseIterable {
+    /// Optimised kernels: 8-bit activations for block-quantized weights (as llama.cpp),
+    /// f32 activations for F32/F16/BF16 weights.
+    case fast
+    /// Dequantize each row to f32 and take an f32 dot product: slow, exact, the yardstick.
+    case reference
+}
+
+public enum Kernels {
+    /// Name of the instruction-set level the C kernels run at on this CPU.
+    public static var isa: String { String(cString: moe_kernel_isa()) }
+
+    /// Whether the fast path uses 8-bit activations for this weight type.
+    public static func usesQuantizedActivations(_ type: GGMLType) -> Bool { moe_kernel_kind(Int32(type.rawValue)) == 1 }
+
+    /// Whether the fast path has a kernel for this type.
+    public static func hasFastKernel(_ type: GGMLType) -> Bool { moe_kernel_kind(Int32(type.rawValue)) != 0 }
+
+    /// `output[(t - tokens.lowerBound) * ldy + r] = W[r] · input[t]` for rows `rows` and the
+    /// tokens `tokens` of `input` (all of them by default).
+    ///
+    /// The batch must already be quantized (``ActivationBatch/quantize()``) when the fast path
+    /// uses 8-bit activations for this type; this is checked.
+    ///
+    /// - Parameter scratch: `columns` floats, used by the reference path only.
+    public static func matmul(
+        _ w: WeightMatrix, rows: Range<Int>, input: ActivationBatch, tokens: Range<Int>? = nil,
+        output: UnsafeMutablePointer<Float>, ldy: Int, path: KernelPath, scratch: UnsafeMutablePointer<Float>
+    ) throws {
+        let tokens = tokens ?? 0..<input.tokens
+        guard !rows.isEmpty, !tokens.isEmpty else { return }
+        precondition(input.width == w.columns, "activation width must match the weight's columns")
+        precondition(tokens.upperBound <= input.tokens, "token range outside the batch")
+        let n = w.columns
+        let t0 = tokens.lowerBound
+        let type = Int32(w.type.rawValue)
+        let kind = path == .fast ? moe_kernel_kind(type) : 0
+        if kind == 1, input.isQuantizable {
+            precondition(input.isQuantized, "quantize the activation batch before a parallel region")
+            let status = moe_matmul_q(
+                type, Int32(n), w.base, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound), Int32(tokens.count),
+                input.q + t0 * n, input.d + t0 * n / 32, input.s16 + t0 * n / 16, output, Int32(ldy))
+            if status == 0 { return }
+        } else if kind == 2 {
+            let status = moe_matmul_f(
+                type, Int32(n), w.base, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound), Int32(tokens.count),
+                input.values + t0 * n, output, Int32(ldy))
+            if status == 0 { return }
+        }
+        // Reference: dequantize a row, f32 dot with each token.
+        guard let dequantize = w.type.traits.dequantize else {
+            throw QuantizationError.unsupported(w.type, operation: "matrix-vector product")
+        }
+        for r in rows {
+            dequantize(w.base + r * w.rowBytes, scratch, n)
+            for t in tokens {
+                output[(t - t0) * ldy + r] = MatVec.dot(scratch, input.row(t), count: n)
+            }
+        }
+    }
+
+    /// Whether `matmul` on this path needs the batch quantized first.
+    public static func needsQuantizedInput(_ type: GGMLType, path: KernelPath) -> Bool {
+        path == .fast && usesQuantizedActivations(type)
+    }
+
+    /// f32 dot product (vectorized C).
+    @inline(__always) public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        moe_dot_f32(a, b, Int32(count))
+    }
+
+    /// `y += a * x` (vectorized C).
+    @inline(__always) public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        moe_axpy_f32(a, x, y, Int32(count))
+    }
+}
