@@ -55,7 +55,7 @@ let package = Package(
         ),
         // Fixture locations and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v5),
-        .testTarget(name: "QuantizationTests", dependencies: ["Quantization"], swiftSettings: v5),
+        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v5),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),

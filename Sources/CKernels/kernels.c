@@ -372,6 +372,53 @@ DEFINE_TYPE(q5_K, 256, 176)
 DEFINE_TYPE(q6_K, 256, 210)
 DEFINE_TYPE(iq4_xs, 256, 136)
 
+// Hand-written row dots (simd_x86.c) for the hottest types, chosen once per process.
+typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
+#if defined(__x86_64__) && defined(__clang__)
+float moe_dot_q8_0_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q4_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
+static int simd_level(void) {
+    static int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            level = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            level = 1;
+        else
+            level = 0;
+    }
+    return level;
+}
+static row_dot_fn row_dot(int type) {
+    int level = simd_level();
+    if (level == 0) return 0;
+    switch (type) {
+    case MOE_Q8_0: return level == 2 ? moe_dot_q8_0_vnni : moe_dot_q8_0_avx2;
+    case MOE_Q4_K: return level == 2 ? moe_dot_q4_K_vnni : moe_dot_q4_K_avx2;
+    case MOE_Q6_K: return level == 2 ? moe_dot_q6_K_vnni : moe_dot_q6_K_avx2;
+    default: return 0;
+    }
+}
+#else
+static row_dot_fn row_dot(int type) { (void)type; return 0; }
+#endif
+
+static void matmul_rows(row_dot_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
+                        const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+            size_t a = (size_t)t * n;
+            y[(size_t)t * ldy + r] = dot(row, n, q + a, d + a / 32, s16 + a / 16);
+        }
+    }
+}
+
 typedef void (*matmul_fn)(int, const uint8_t *, size_t, int, int, int, const int8_t *, const float *, const float *, float *, int);
 typedef void (*reference_fn)(int, const uint8_t *, size_t, int, int, const int8_t *, const float *, const float *, float *);
 
@@ -411,7 +458,12 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
     reference_fn r;
     int unit;
     if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
-    m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+    row_dot_fn dot = row_dot(type);
+    if (dot) {
+        matmul_rows(dot, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+    } else {
+        m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+    }
     return 0;
 }
 
@@ -454,8 +506,16 @@ int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int
     }
 
 #define AS_IS(v) (v)
+#if defined(__FLT16_MANT_DIG__)
+// Hardware conversion (F16C in the x86-64-v3/v4 clones) where the compiler has _Float16.
+#define F16_AS_FLOAT(v) ((float)(v))
+typedef _Float16 moe_half;
+#else
+#define F16_AS_FLOAT(v) f16_to_f32(v)
+typedef uint16_t moe_half;
+#endif
 DEFINE_FLOAT(f32, float, AS_IS)
-DEFINE_FLOAT(f16, uint16_t, f16_to_f32)
+DEFINE_FLOAT(f16, moe_half, F16_AS_FLOAT)
 DEFINE_FLOAT(bf16, uint16_t, bf16_to_f32)
 
 int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
@@ -481,6 +541,58 @@ MOE_CLONES float moe_dot_f32(const float *a, const float *b, int n) {
 
 MOE_CLONES void moe_axpy_f32(float a, const float *x, float *y, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+MOE_CLONES void moe_scale_f32(float a, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] *= a;
+}
+
+MOE_CLONES float moe_dot_f16(const uint16_t *a, const float *b, int n) {
+    const moe_half *h = (const moe_half *)a;
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += F16_AS_FLOAT(h[i + j]) * b[i + j];
+    float sum = 0;
+    for (int j = 0; j < 16; j++) sum += acc[j];
+    for (; i < n; i++) sum += F16_AS_FLOAT(h[i]) * b[i];
+    return sum;
+}
+
+MOE_CLONES void moe_axpy_f16(float a, const uint16_t *x, float *y, int n) {
+    const moe_half *h = (const moe_half *)x;
+    for (int i = 0; i < n; i++) y[i] += a * F16_AS_FLOAT(h[i]);
+}
+
+void moe_f32_to_f16(const float *x, uint16_t *y, int n) {
+#if defined(__FLT16_MANT_DIG__)
+    _Float16 *h = (_Float16 *)y;
+    for (int i = 0; i < n; i++) h[i] = (_Float16)x[i];
+#else
+    for (int i = 0; i < n; i++) {
+        // Round-to-nearest-even by bit manipulation (same as Half.fromFloat).
+        uint32_t bits;
+        memcpy(&bits, &x[i], 4);
+        uint32_t sign = (bits >> 16) & 0x8000;
+        int exponent = (int)((bits >> 23) & 0xFF) - 127 + 15;
+        uint32_t mantissa = bits & 0x7FFFFF;
+        if (((bits >> 23) & 0xFF) == 0xFF) { y[i] = (uint16_t)(sign | 0x7C00 | (mantissa ? 0x200 : 0)); continue; }
+        if (exponent >= 31) { y[i] = (uint16_t)(sign | 0x7C00); continue; }
+        if (exponent <= 0) {
+            if (exponent < -10) { y[i] = (uint16_t)sign; continue; }
+            mantissa |= 0x800000;
+            int shift = 14 - exponent;
+            uint32_t half = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), mid = 1u << (shift - 1);
+            if (rest > mid || (rest == mid && (half & 1))) half++;
+            y[i] = (uint16_t)(sign | half);
+            continue;
+        }
+        uint32_t half = ((uint32_t)exponent << 10) | (mantissa >> 13);
+        uint32_t rest = mantissa & 0x1FFF;
+        if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) half++;
+        y[i] = (uint16_t)(sign | half);
+    }
+#endif
 }
 
 const char *moe_kernel_isa(void) {

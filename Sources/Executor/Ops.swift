@@ -2,27 +2,9 @@ import Foundation
 import ModelFormats
 import Quantization
 
-/// A linear layer `y = W x (+ b)` over a weight of any computable type.
-struct Linear {
-    let weight: TensorView
-    let bias: [Float]?
-    var inputs: Int { weight.rowLength }
-    var outputs: Int { weight.rowCount }
-
-    /// - Parameter scratch: room for `inputs` floats.
-    func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) throws {
-        // Safe: the view's shape was checked against the configuration when the model loaded.
-        try MatVec.apply(
-            type: weight.type, weights: weight.data.baseAddress!, columns: inputs, rows: 0..<outputs,
-            x: x, y: y, scratch: scratch)
-        if let bias {
-            for i in 0..<outputs { y[i] += bias[i] }
-        }
-    }
-}
-
 enum Ops {
     /// `out = x / sqrt(mean(x²) + eps) * weight`, as transformers' RMSNorm computes it in f32.
+    /// `out` may be `x`.
     static func rmsNorm(_ x: UnsafePointer<Float>, weight: [Float], eps: Float, count: Int, into out: UnsafeMutablePointer<Float>) {
         var sumSquares: Float = 0
         for i in 0..<count { sumSquares += x[i] * x[i] }

@@ -9,39 +9,67 @@ import Synchronization
 /// The calling thread takes part as worker 0, so `threads == 1` runs everything inline.
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
-    private let generation = Atomic<Int>(0)
-    private let remaining = Atomic<Int>(0)
-    private let stopping = Atomic<Bool>(false)
-    private let condition = NSCondition()
-    private var job: ((Int) -> Void)?
-    private var workers: [Thread] = []
+    private let shared = Shared()
     private let finished = DispatchGroup()
 
     /// Iterations a worker spins on an idle pool before sleeping (tens of microseconds).
     static let spinLimit = 200_000
+
+    /// State the workers share with the pool; the workers keep it alive, not the pool.
+    private final class Shared: @unchecked Sendable {
+        let generation = Atomic<Int>(0)
+        let remaining = Atomic<Int>(0)
+        let stopping = Atomic<Bool>(false)
+        let condition = NSCondition()
+        var job: ((Int) -> Void)?
+
+        func publish() {
+            condition.lock()
+            generation.add(1, ordering: .releasing)
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        func workerLoop(index: Int) {
+            var seen = 0
+            while true {
+                var spins = 0
+                while generation.load(ordering: .acquiring) == seen {
+                    spins += 1
+                    if spins >= ThreadPool.spinLimit {
+                        condition.lock()
+                        while generation.load(ordering: .acquiring) == seen { condition.wait() }
+                        condition.unlock()
+                        break
+                    }
+                }
+                seen = generation.load(ordering: .acquiring)
+                if stopping.load(ordering: .acquiring) { return }
+                job?(index)
+                remaining.subtract(1, ordering: .releasing)
+            }
+        }
+    }
 
     /// - Parameter threads: total threads including the caller; at least 1.
     public init(threads: Int) {
         self.threads = max(1, threads)
         for index in 1..<self.threads {
             finished.enter()
-            let thread = Thread { [unowned self] in
-                self.workerLoop(index: index)
-                self.finished.leave()
+            let shared = self.shared, finished = self.finished
+            let thread = Thread {
+                shared.workerLoop(index: index)
+                finished.leave()
             }
             thread.name = "moe-worker-\(index)"
             thread.stackSize = 1 << 20
-            workers.append(thread)
             thread.start()
         }
     }
 
     deinit {
-        stopping.store(true, ordering: .releasing)
-        condition.lock()
-        generation.add(1, ordering: .releasing)
-        condition.broadcast()
-        condition.unlock()
+        shared.stopping.store(true, ordering: .releasing)
+        shared.publish()
         finished.wait()
     }
 
@@ -55,15 +83,12 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         withoutActuallyEscaping(body) { body in
-            job = body
-            remaining.store(threads - 1, ordering: .relaxed)
-            condition.lock()
-            generation.add(1, ordering: .releasing)
-            condition.broadcast()
-            condition.unlock()
+            shared.job = body
+            shared.remaining.store(threads - 1, ordering: .relaxed)
+            shared.publish()
             body(0)
-            while remaining.load(ordering: .acquiring) > 0 {}
-            job = nil
+            while shared.remaining.load(ordering: .acquiring) > 0 {}
+            shared.job = nil
         }
     }
 
@@ -80,26 +105,6 @@ public final class ThreadPool: @unchecked Sendable {
             guard worker < parts else { return }
             let start = count * worker / parts, end = count * (worker + 1) / parts
             if start < end { body(start..<end, worker) }
-        }
-    }
-
-    private func workerLoop(index: Int) {
-        var seen = 0
-        while true {
-            var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
-                spins += 1
-                if spins >= ThreadPool.spinLimit {
-                    condition.lock()
-                    while generation.load(ordering: .acquiring) == seen { condition.wait() }
-                    condition.unlock()
-                    break
-                }
-            }
-            seen = generation.load(ordering: .acquiring)
-            if stopping.load(ordering: .acquiring) { return }
-            job?(index)
-            remaining.subtract(1, ordering: .releasing)
         }
     }
 }

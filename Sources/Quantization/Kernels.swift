@@ -157,4 +157,24 @@ public enum Kernels {
     @inline(__always) public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         moe_axpy_f32(a, x, y, Int32(count))
     }
+
+    /// `y *= a`.
+    @inline(__always) public static func scale(_ a: Float, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        moe_scale_f32(a, y, Int32(count))
+    }
+
+    /// Dot product of IEEE half values with floats.
+    @inline(__always) public static func dot(half a: UnsafePointer<UInt16>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        moe_dot_f16(a, b, Int32(count))
+    }
+
+    /// `y += a * x` for half values `x`.
+    @inline(__always) public static func axpy(_ a: Float, half x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        moe_axpy_f16(a, x, y, Int32(count))
+    }
+
+    /// Floats to IEEE half (round to nearest even).
+    @inline(__always) public static func toHalf(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, count: Int) {
+        moe_f32_to_f16(x, y, Int32(count))
+    }
 }

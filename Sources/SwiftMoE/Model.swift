@@ -16,9 +16,9 @@ public final class Model: @unchecked Sendable {
     public let source: ModelSource
     public let transformer: Transformer
 
-    public init(path: String) throws {
+    public init(path: String, options: ExecutorOptions = ExecutorOptions()) throws {
         source = try ModelSource(path: path)
-        transformer = try Transformer(source: source)
+        transformer = try Transformer(source: source, options: options)
     }
 
     public var configuration: ModelConfiguration { source.configuration }

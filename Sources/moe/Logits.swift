@@ -12,13 +12,14 @@ struct Logits: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelArgument
+    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Comma-separated token ids, e.g. 1,5,9.") var tokens: TokenList
     @Option(help: "Write logits here as a float32 .npy [tokens, vocab].") var out: String?
     @Option(name: .customLong("experts-out"), help: "Write the experts chosen per layer and token here (JSON).") var expertsOut: String?
 
     func run() throws {
         try reportingErrors {
-            let model = try Model(path: model.model)
+            let model = try Model(path: model.model, options: runtime.executorOptions)
             let (logits, routing) = try model.evaluate(tokens: tokens.ids)
             if let out {
                 try NPY.write(Array(logits.joined()), shape: [logits.count, model.configuration.vocabSize], to: out)
@@ -43,6 +44,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Greedy continuation of token ids.")
 
     @OptionGroup var model: ModelArgument
+    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Comma-separated prompt token ids.") var tokens: TokenList
     @Option(name: .customLong("max-new"), help: "How many tokens to generate.") var maxNew: Int = 16
 
@@ -52,7 +54,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let model = try Model(path: model.model)
+            let model = try Model(path: model.model, options: runtime.executorOptions)
             let start = Date()
             let generated = try model.generate(tokens: tokens.ids, maxNewTokens: maxNew)
             let seconds = Date().timeIntervalSince(start)

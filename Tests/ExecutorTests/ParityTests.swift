@@ -13,6 +13,8 @@ import XCTest
 /// (`max_abs_vs_f32`), measured by transformers, and is not what these tests check.
 final class ParityTests: XCTestCase {
     static let logitTolerance: Float = 1e-4
+    /// The exact path: f32 activations and KV cache.
+    static let exact = ExecutorOptions(threads: 2, kernels: .reference, kvCacheType: .f32)
     static let weightTolerance: Float = 1e-5
 
     func testFixturesExist() {
@@ -29,7 +31,7 @@ final class ParityTests: XCTestCase {
                     XCTFail("\(name): no reference \(entry.reference)")
                     continue
                 }
-                let model = try Model(path: Fixtures.path("\(name)/\(entry.path)"))
+                let model = try Model(path: Fixtures.path("\(name)/\(entry.path)"), options: Self.exact)
                 let recorded = try Fixtures.experts(name, reference)
                 for (s, tokens) in manifest.sequences.enumerated() {
                     let label = "\(name)/\(entry.path) sequence \(s) (\(tokens.count) tokens)"

@@ -58,6 +58,13 @@ const char *moe_kernel_isa(void);
 float moe_dot_f32(const float *a, const float *b, int n);
 /// y += a * x (vectorized), for attention.
 void moe_axpy_f32(float a, const float *x, float *y, int n);
+/// y *= a.
+void moe_scale_f32(float a, float *y, int n);
+/// Dot product of IEEE half values with floats, and y += a * half values (f16 KV cache).
+float moe_dot_f16(const uint16_t *a, const float *b, int n);
+void moe_axpy_f16(float a, const uint16_t *x, float *y, int n);
+/// Floats to IEEE half, round to nearest even.
+void moe_f32_to_f16(const float *x, uint16_t *y, int n);
 
 #ifdef __cplusplus
 }

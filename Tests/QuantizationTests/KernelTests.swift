@@ -1,0 +1,146 @@
+import CKernels
+import Foundation
+import Quantization
+import XCTest
+
+/// The dispatched (SIMD) kernels against their scalar reference and against f32 arithmetic on
+/// the dequantized operands.
+final class KernelTests: XCTestCase {
+    static let fastTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_xs]
+
+    struct Rng {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func gaussian() -> Float {
+            let u1 = Float(next() % 1_000_000 + 1) / 1_000_001, u2 = Float(next() % 1_000_000) / 1_000_000
+            return (-2 * logf(u1)).squareRoot() * cosf(2 * .pi * u2)
+        }
+    }
+
+    /// Random weight rows of `type`: quantized from Gaussians where we can quantize, otherwise
+    /// random bytes with finite scales (the dequantizer defines their meaning).
+    func randomRows(_ type: GGMLType, rows: Int, columns: Int, rng: inout Rng) throws -> [UInt8] {
+        let rowBytes = type.traits.byteCount(elements: columns)!
+        var bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+        if type.traits.quantize != nil {
+            var floats = [Float](repeating: 0, count: columns)
+            for r in 0..<rows {
+                for i in 0..<columns { floats[i] = rng.gaussian() * 0.1 }
+                try bytes.withUnsafeMutableBytes { raw in
+                    try type.quantize(floats, into: raw.baseAddress! + r * rowBytes, count: columns)
+                }
+            }
+        } else {
+            for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            // Make every f16 scale finite and modest: rewrite the blocks' scale fields.
+            let block = type.traits.bytesPerBlock
+            for b in 0..<(bytes.count / block) {
+                let o = b * block
+                switch type {
+                case .iq4_xs: bytes[o] = UInt8(truncatingIfNeeded: rng.next()); bytes[o + 1] = 0x1C  // d ~ 2^-8
+                case .mxfp4: bytes[o] = UInt8(118 + rng.next() % 8)  // 2^-10 .. 2^-3
+                default: bytes[o] = UInt8(truncatingIfNeeded: rng.next()); bytes[o + 1] = 0x1C
+                }
+            }
+        }
+        return bytes
+    }
+
+    func testFastKernelsMatchScalarReferenceAndDequantizedArithmetic() throws {
+        var rng = Rng(state: 7)
+        for type in Self.fastTypes {
+            let columns = type.traits.blockSize == 256 ? 512 : 96
+            let rows = 9
+            let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
+            let x = (0..<columns).map { _ in rng.gaussian() }
+            let rowBytes = type.traits.byteCount(elements: columns)!
+            var q = [Int8](repeating: 0, count: columns), d = [Float](repeating: 0, count: columns / 32), s16 = [Float](repeating: 0, count: columns / 16)
+            moe_quantize_activations(x, Int32(columns), &q, &d, &s16)
+            var fast = [Float](repeating: 0, count: rows), reference = [Float](repeating: 0, count: rows)
+            XCTAssertEqual(moe_matvec_q(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, s16, &fast), 0)
+            XCTAssertEqual(moe_matvec_q_reference(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, s16, &reference), 0)
+            // The activation the kernels see, dequantized.
+            let xq = (0..<columns).map { Float(q[$0]) * d[$0 / 32] }
+            var row = [Float](repeating: 0, count: columns)
+            for r in 0..<rows {
+                try weights.withUnsafeBytes { raw in try type.dequantize(raw.baseAddress! + r * rowBytes, into: &row, count: columns) }
+                var exactOnQuantized: Double = 0, exact: Double = 0, magnitude: Double = 0
+                for i in 0..<columns {
+                    exactOnQuantized += Double(row[i]) * Double(xq[i])
+                    exact += Double(row[i]) * Double(x[i])
+                    magnitude += abs(Double(row[i]) * Double(x[i]))
+                }
+                let scale = Float(max(magnitude, 1e-6))
+                XCTAssertEqual(fast[r], reference[r], accuracy: 1e-5 * scale, "\(type) row \(r): SIMD vs scalar reference")
+                XCTAssertEqual(fast[r], Float(exactOnQuantized), accuracy: 1e-5 * scale, "\(type) row \(r): vs f64 on the same operands")
+                // 8-bit activations: each product's activation is off by at most half a step.
+                XCTAssertEqual(fast[r], Float(exact), accuracy: 1e-2 * scale, "\(type) row \(r): vs unquantized activations")
+            }
+        }
+    }
+
+    func testBatchedMatmulEqualsRepeatedMatvec() throws {
+        var rng = Rng(state: 11)
+        for type in [GGMLType.q8_0, .q4_K, .q6_K] {
+            let columns = 256, rows = 5, tokens = 70  // more than one 64-token tile
+            let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
+            let rowBytes = type.traits.byteCount(elements: columns)!
+            let batch = ActivationBatch(width: columns, capacity: tokens)
+            batch.reset(tokens: tokens)
+            for i in 0..<(tokens * columns) { batch.values[i] = rng.gaussian() }
+            batch.quantize()
+            let w = try weights.withUnsafeBytes { try WeightMatrix(type: type, base: $0.baseAddress!, rows: rows, columns: columns) }
+            var together = [Float](repeating: 0, count: tokens * rows)
+            var scratch = [Float](repeating: 0, count: columns)
+            try weights.withUnsafeBytes { _ in
+                try Kernels.matmul(w, rows: 0..<rows, input: batch, output: &together, ldy: rows, path: .fast, scratch: &scratch)
+            }
+            for t in 0..<tokens {
+                var one = [Float](repeating: 0, count: rows)
+                try Kernels.matmul(w, rows: 0..<rows, input: batch, tokens: t..<(t + 1), output: &one, ldy: rows, path: .fast, scratch: &scratch)
+                XCTAssertEqual(one, Array(together[(t * rows)..<((t + 1) * rows)]), "\(type) token \(t)")
+            }
+            _ = rowBytes
+        }
+    }
+
+    func testFloatKernelsMatchReference() throws {
+        var rng = Rng(state: 3)
+        for type in [GGMLType.f32, .f16, .bf16] {
+            let columns = 77, rows = 6  // not a multiple of the vector width
+            var floats = (0..<(rows * columns)).map { _ in rng.gaussian() }
+            let rowBytes = type.traits.byteCount(elements: columns)!
+            var bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+            try bytes.withUnsafeMutableBytes { raw in try type.quantize(&floats, into: raw.baseAddress!, count: rows * columns) }
+            let batch = ActivationBatch(width: columns, capacity: 2)
+            batch.reset(tokens: 2)
+            for i in 0..<(2 * columns) { batch.values[i] = rng.gaussian() }
+            var fast = [Float](repeating: 0, count: 2 * rows), reference = fast
+            var scratch = [Float](repeating: 0, count: columns)
+            try bytes.withUnsafeBytes { raw in
+                let w = try WeightMatrix(type: type, base: raw.baseAddress!, rows: rows, columns: columns)
+                try Kernels.matmul(w, rows: 0..<rows, input: batch, output: &fast, ldy: rows, path: .fast, scratch: &scratch)
+                try Kernels.matmul(w, rows: 0..<rows, input: batch, output: &reference, ldy: rows, path: .reference, scratch: &scratch)
+            }
+            for i in fast.indices { XCTAssertEqual(fast[i], reference[i], accuracy: 1e-5 * max(1, abs(reference[i])), "\(type) \(i)") }
+        }
+    }
+
+    func testHalfConversionKernelRoundsLikeHalfFromFloat() {
+        var rng = Rng(state: 5)
+        let values = (0..<4096).map { _ in rng.gaussian() * Float(1 << (rng.next() % 20)) / 1024 } + [0, -0, 65504, 65520, 1e-8, -6.1e-5, .infinity]
+        var halves = [UInt16](repeating: 0, count: values.count)
+        Kernels.toHalf(values, &halves, count: values.count)
+        for (v, h) in zip(values, halves) { XCTAssertEqual(h, Half.fromFloat(v), "\(v)") }
+    }
+
+    func testKernelISAIsReported() {
+        XCTAssertTrue(["x86-64-v4", "x86-64-v3", "baseline"].contains(Kernels.isa))
+    }
+}
