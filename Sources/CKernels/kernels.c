@@ -374,7 +374,14 @@ DEFINE_TYPE(iq4_xs, 256, 136)
 
 // Hand-written row dots (simd_x86.c) for the hottest types, chosen once per process.
 typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
+typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 #if defined(__x86_64__) && defined(__clang__)
+void moe_dot4_q8_0_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+void moe_dot4_q4_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+void moe_dot4_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+void moe_dot4_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+void moe_dot4_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+void moe_dot4_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 float moe_dot_q8_0_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q4_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
@@ -404,15 +411,38 @@ static row_dot_fn row_dot(int type) {
     default: return 0;
     }
 }
+static row_dot4_fn row_dot4(int type) {
+    int level = simd_level();
+    if (level == 0) return 0;
+    switch (type) {
+    case MOE_Q8_0: return level == 2 ? moe_dot4_q8_0_vnni : moe_dot4_q8_0_avx2;
+    case MOE_Q4_K: return level == 2 ? moe_dot4_q4_K_vnni : moe_dot4_q4_K_avx2;
+    case MOE_Q6_K: return level == 2 ? moe_dot4_q6_K_vnni : moe_dot4_q6_K_avx2;
+    default: return 0;
+    }
+}
 #else
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
+static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 #endif
 
-static void matmul_rows(row_dot_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
-                        const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+// Rows outer, tokens inner in tiles of 4: a weight row is read from memory once per call and
+// unpacked once per 4 tokens. Arithmetic per (row, token) is the same in both forms, so a
+// token gives the same result alone or in a batch.
+static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                        int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t++) {
+        int t = 0;
+        if (dot4) {
+            float out[4];
+            for (; t + 4 <= tokens; t += 4) {
+                size_t a = (size_t)t * n;
+                dot4(row, n, q + a, d + a / 32, s16 + a / 16, out);
+                for (int i = 0; i < 4; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+            }
+        }
+        for (; t < tokens; t++) {
             size_t a = (size_t)t * n;
             y[(size_t)t * ldy + r] = dot(row, n, q + a, d + a / 32, s16 + a / 16);
         }
@@ -460,7 +490,7 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
     if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
     row_dot_fn dot = row_dot(type);
     if (dot) {
-        matmul_rows(dot, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+        matmul_rows(dot, row_dot4(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     } else {
         m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     }
