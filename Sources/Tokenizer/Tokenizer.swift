@@ -231,6 +231,21 @@ public final class Tokenizer: @unchecked Sendable {
         return String(decoding: tokenBytes[id], as: UTF8.self)
     }
 
+    /// The bytes one token decodes to (part of a character for byte-level and byte-fallback tokens).
+    public func pieceBytes(_ id: Int) -> [UInt8] {
+        guard id >= 0 && id < tokenBytes.count else { return [] }
+        return tokenBytes[id]
+    }
+
+    /// A readable form of a token for listings: its text quoted with escapes, or its bytes as
+    /// `<0xE4><0xBD>` when they are not complete UTF-8 on their own.
+    public func pieceDescription(_ id: Int) -> String {
+        let bytes = pieceBytes(id)
+        let s = String(decoding: bytes, as: UTF8.self)
+        if Array(s.utf8) == bytes { return s.debugDescription }
+        return bytes.map { BytePairModel.byteTokenName($0) }.joined()
+    }
+
     /// A decoder for generated tokens that returns text as soon as it is complete UTF-8.
     public func streamingDecoder(skipSpecialTokens: Bool = false) -> StreamingDecoder {
         StreamingDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)
@@ -296,5 +311,21 @@ public struct StreamingDecoder {
             return (c >= 0xC2 && need > n - i) ? i : n
         }
         return n
+    }
+}
+
+extension Tokenizer {
+    /// Opens the tokenizer of a model: a GGUF file's metadata or a Hugging Face directory's
+    /// tokenizer.json.
+    public convenience init(path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw TokenizerError.cannotRead(path: path, reason: "no such file or directory")
+        }
+        if isDirectory.boolValue {
+            try self.init(huggingFaceDirectory: path)
+        } else {
+            try self.init(gguf: GGUFFile(path: path))
+        }
     }
 }
