@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "SwiftMoE", targets: ["SwiftMoE"]),
         .executable(name: "moe", targets: ["moe"]),
+        .executable(name: "tokenizer-bench", targets: ["TokenizerBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -53,11 +54,14 @@ let package = Package(
             dependencies: ["SwiftMoE", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
+        // Encode throughput on ~1 MB of text (build with -c release).
+        .executableTarget(name: "TokenizerBench", dependencies: ["Tokenizer", "ModelFormats"], path: "Benchmarks/TokenizerBench", swiftSettings: v5),
         // Fixture locations and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v5),
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v5),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]

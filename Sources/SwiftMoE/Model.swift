@@ -3,6 +3,7 @@
 @_exported import ModelFormats
 @_exported import Quantization
 @_exported import Router
+@_exported import Tokenizer
 
 /// A loaded model, the entry point for apps: open a GGUF file or Hugging Face directory,
 /// evaluate token sequences, generate.

@@ -111,4 +111,25 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(message), "\(arguments): stderr was \(r.stderr)")
         }
     }
+
+    func testTokenizePrintsPiecesAndIdsMatchingTheLibrary() throws {
+        let text = "Hello <|im_end|> 你好"
+        for path in [Fixtures.path("tokenizers/qwen2/tokenizer.gguf"), Fixtures.path("tokenizers/qwen2/hf")] {
+            let expected = try Tokenizer(path: path).encode(text)
+            let ids = try run(["tokenize", path, text, "--ids"])
+            XCTAssertEqual(ids.status, 0, ids.stderr)
+            XCTAssertEqual(ids.stdout.trimmingCharacters(in: .whitespacesAndNewlines), expected.map(String.init).joined(separator: ","))
+
+            let listing = try run(["tokenize", path, text])
+            XCTAssertEqual(listing.status, 0, listing.stderr)
+            let lines = listing.stdout.split(separator: "\n")
+            XCTAssertEqual(lines.last, "\(expected.count) tokens")
+            XCTAssertEqual(lines.dropLast().map { Int($0.split(separator: "\t")[0]) }, expected)
+            XCTAssertTrue(listing.stdout.contains("\"<|im_end|>\""), listing.stdout)
+            XCTAssertTrue(listing.stdout.contains("<0xE4>"), listing.stdout)  // a partial character shown as bytes
+        }
+        let bad = try run(["tokenize", Fixtures.path("tokenizers/missing.gguf"), "x"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.hasPrefix("error: "), bad.stderr)
+    }
 }
