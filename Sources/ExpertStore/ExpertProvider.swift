@@ -36,10 +36,29 @@ extension ExpertProvider {
 
 public enum ExpertStoreError: Error, Equatable, CustomStringConvertible {
     case noSuchExpert(layer: Int, expert: Int)
+    case poolTooSmall(needed: Int, capacity: Int)
+    case cannotReserve(bytes: Int)
+    case checksumMismatch(path: String, layer: Int, expert: Int, offset: Int, expected: UInt64, found: UInt64)
+    case corruptRecord(path: String, layer: Int, expert: Int, offset: Int, reason: String)
+    case readFailed(path: String, offset: Int, length: Int, reason: String)
+    case budgetTooSmall(budget: Int, minimum: Int, detail: String)
 
     public var description: String {
         switch self {
-        case let .noSuchExpert(layer, expert): return "layer \(layer) has no expert \(expert)"
+        case let .noSuchExpert(layer, expert):
+            return "layer \(layer) has no expert \(expert)"
+        case let .poolTooSmall(needed, capacity):
+            return "the expert pool (\(capacity) bytes) cannot hold the \(needed) bytes one layer's active experts need at once; raise --memory"
+        case let .cannotReserve(bytes):
+            return "cannot reserve \(bytes) bytes for the expert pool"
+        case let .checksumMismatch(path, layer, expert, offset, expected, found):
+            return "\(path): expert \(expert) of layer \(layer): checksum mismatch at offset \(offset) (expected \(String(expected, radix: 16)), found \(String(found, radix: 16))); the file is damaged, re-run moe convert"
+        case let .corruptRecord(path, layer, expert, offset, reason):
+            return "\(path): expert \(expert) of layer \(layer) at offset \(offset): \(reason); the file is damaged, re-run moe convert"
+        case let .readFailed(path, offset, length, reason):
+            return "\(path): reading \(length) bytes at offset \(offset) failed: \(reason)"
+        case let .budgetTooSmall(budget, minimum, detail):
+            return "--memory \(budget) bytes cannot run this model: it needs at least \(minimum) bytes (\(detail))"
         }
     }
 }

@@ -9,7 +9,7 @@ public final class HFDirectory: @unchecked Sendable {
     public let shards: [SafetensorsFile]
     private let location: [String: Int]
 
-    public init(path: String) throws {
+    public init(path: String, randomAccess: Bool = false) throws {
         self.path = path
         let fm = FileManager.default
         let configPath = (path as NSString).appendingPathComponent("config.json")
@@ -45,7 +45,7 @@ public final class HFDirectory: @unchecked Sendable {
         var shards: [SafetensorsFile] = []
         var location: [String: Int] = [:]
         for (i, name) in shardNames.enumerated() {
-            let shard = try SafetensorsFile(path: (path as NSString).appendingPathComponent(name))
+            let shard = try SafetensorsFile(file: MappedFile(path: (path as NSString).appendingPathComponent(name), randomAccess: randomAccess))
             shards.append(shard)
             for tensor in shard.entries.keys {
                 if let expected = weightMap?[tensor], expected != name {

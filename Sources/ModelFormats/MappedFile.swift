@@ -13,8 +13,12 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     private let base: UnsafeMutableRawPointer?
+    /// Set when this is a slice of another mapping (which it keeps alive), not a mapping itself.
+    private let parent: MappedFile?
 
-    public init(path: String) throws {
+    /// - Parameter randomAccess: advise random access (no read-ahead) from the first fault on;
+    ///   see ``adviseRandomAccess()``.
+    public init(path: String, randomAccess: Bool = false) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
@@ -29,6 +33,7 @@ public final class MappedFile: @unchecked Sendable {
             throw ModelFormatError.cannotOpen(path: path, reason: "not a regular file")
         }
         size = Int(info.st_size)
+        parent = nil
         if size == 0 {
             base = nil
             return
@@ -38,10 +43,31 @@ public final class MappedFile: @unchecked Sendable {
             throw ModelFormatError.cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
         base = mapped
+        if randomAccess { madvise(mapped, size, Int32(MADV_RANDOM)) }
+    }
+
+    /// A byte range of another mapping, seen as a file of its own (e.g. a GGUF embedded in a store).
+    public init(slice range: Range<Int>, of parent: MappedFile, name: String) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= parent.size, "slice outside the mapping")
+        self.parent = parent
+        path = name
+        size = range.count
+        base = parent.base.map { $0 + range.lowerBound }
     }
 
     deinit {
-        if let base { munmap(base, size) }
+        if parent == nil, let base { munmap(base, size) }
+    }
+
+    /// Tells the kernel pages will be touched at random, which turns off read-ahead on page
+    /// faults. Under a memory budget this keeps a fault on a dense tensor from pulling
+    /// megabytes of neighbouring expert data into the page cache (read_ahead_kb is often 4-8 MB).
+    public func adviseRandomAccess() {
+        if let parent {
+            parent.adviseRandomAccess()
+        } else if let base {
+            madvise(base, size, Int32(MADV_RANDOM))
+        }
     }
 
     /// The whole file. Valid while `self` is alive; do not let the pointer escape the closure.

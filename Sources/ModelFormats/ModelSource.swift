@@ -7,6 +7,8 @@ public final class ModelSource: @unchecked Sendable {
     public enum Container: Sendable {
         case gguf(GGUFFile)
         case huggingFace(HFDirectory)
+        /// A `.moe` store written by `moe convert`: experts are paged from its records.
+        case store(MoEStoreFile)
     }
 
     public let path: String
@@ -14,16 +16,19 @@ public final class ModelSource: @unchecked Sendable {
     public let family: any ModelFamily.Type
     public let configuration: ModelConfiguration
 
-    /// Opens a GGUF file or a Hugging Face directory, recognises the family and validates the
-    /// configuration. Throws ``ModelFormatError`` for anything it cannot use.
-    public init(path: String) throws {
+    /// Opens a GGUF file, a Hugging Face directory or a `.moe` store, recognises the family and
+    /// validates the configuration. Throws ``ModelFormatError`` for anything it cannot use.
+    ///
+    /// - Parameter randomAccess: map files without read-ahead (for runs under a memory budget,
+    ///   where a fault on a dense tensor must not pull expert bytes into the page cache).
+    public init(path: String, randomAccess: Bool = false) throws {
         self.path = path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw ModelFormatError.cannotOpen(path: path, reason: "no such file or directory")
         }
         if isDirectory.boolValue {
-            let directory = try HFDirectory(path: path)
+            let directory = try HFDirectory(path: path, randomAccess: randomAccess)
             let reader = HFConfigReader(directory.config, path: (path as NSString).appendingPathComponent("config.json"))
             guard let modelType = directory.config["model_type"] as? String else {
                 throw ModelFormatError.missingConfigKey(path: reader.path, key: "model_type")
@@ -31,8 +36,13 @@ public final class ModelSource: @unchecked Sendable {
             family = try ModelFamilies.family(hfModelType: modelType)
             container = .huggingFace(directory)
             configuration = try family.configuration(hf: reader)
+        } else if ModelSource.hasStoreMagic(path) {
+            let store = try MoEStoreFile(file: MappedFile(path: path, randomAccess: randomAccess))
+            container = .store(store)
+            configuration = store.manifest.configuration
+            family = ModelFamilies.family(for: configuration.architecture)
         } else {
-            let file = try GGUFFile(path: path)
+            let file = try GGUFFile(file: MappedFile(path: path, randomAccess: randomAccess))
             guard let arch = file.architecture else {
                 throw ModelFormatError.invalidMetadata(path: path, key: "general.architecture", reason: "required key is missing")
             }
@@ -48,9 +58,25 @@ public final class ModelSource: @unchecked Sendable {
         try configuration.validate(source: path)
     }
 
-    /// The weight, or `nil` if the model does not have it.
+    /// Reads the first 8 bytes without read-ahead (a plain read() would pull megabytes of the
+    /// file into the page cache, which a run under a memory budget must not do).
+    static func hasStoreMagic(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        #if os(Linux)
+        posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM))
+        #endif
+        var magic = [UInt8](repeating: 0, count: 8)
+        return pread(fd, &magic, 8, 0) == 8 && magic == MoEStoreFile.magic
+    }
+
+    /// The weight, or `nil` if the model does not have it. Experts of a `.moe` store are not
+    /// weights here: they are paged by the expert store.
     public func weight(_ name: WeightName) throws -> TensorView? {
         switch container {
+        case let .store(store):
+            return name.stackedGGUFName == nil ? store.dense(name.ggufName) : nil
         case let .gguf(file):
             if let (stacked, expert) = name.stackedGGUFName {
                 guard let tensor = file.tensor(stacked) else { return nil }
@@ -68,7 +94,7 @@ public final class ModelSource: @unchecked Sendable {
     /// The file's own name for a weight, for messages.
     public func fileName(of name: WeightName) -> String {
         switch container {
-        case .gguf: return name.stackedGGUFName.map { "\($0.tensor) (expert \($0.expert))" } ?? name.ggufName
+        case .gguf, .store: return name.stackedGGUFName.map { "\($0.tensor) (expert \($0.expert))" } ?? name.ggufName
         case .huggingFace: return family.hfName(name)
         }
     }
@@ -104,9 +130,45 @@ public final class ModelSource: @unchecked Sendable {
         }
     }
 
+    /// Every file mapping the source reads weights through.
+    public var mappedFiles: [MappedFile] {
+        switch container {
+        case let .gguf(file): return [file.file]
+        case let .huggingFace(directory): return directory.shards.map(\.file)
+        case let .store(store): return [store.file]
+        }
+    }
+
+    /// The file and absolute byte offset where a view of this source's tensors lies.
+    public func fileLocation(of view: TensorView) throws -> (path: String, offset: Int) {
+        func locate(_ file: MappedFile) -> (String, Int)? {
+            return file.withBytes { bytes in
+                guard let base = bytes.baseAddress, let start = view.data.baseAddress, start >= base, start + view.data.count <= base + bytes.count else { return nil }
+                return (file.path, start - base)
+            }
+        }
+        switch container {
+        case let .gguf(file):
+            if let found = locate(file.file) { return found }
+        case let .huggingFace(directory):
+            for shard in directory.shards { if let found = locate(shard.file) { return found } }
+        case let .store(store):
+            if let found = locate(store.file) { return found }
+        }
+        throw ModelFormatError.invalidTensor(path: path, tensor: view.name, reason: "is not inside any file of this model")
+    }
+
     /// Every tensor in the container with its type, ggml-order shape and size in bytes.
     public var tensorInventory: [(name: String, type: GGMLType, shape: [Int], bytes: Int)] {
         switch container {
+        case let .store(store):
+            var all = store.manifest.dense.compactMap { t in GGMLType(name: t.type).map { (t.name, $0, t.shape, t.length) } }
+            for r in store.manifest.experts {
+                for t in r.tensors {
+                    if let type = GGMLType(name: t.type) { all.append(("blk.\(r.layer).\(t.name)[\(r.expert)]", type, t.shape, t.length)) }
+                }
+            }
+            return all
         case let .gguf(file):
             return file.tensors.map { ($0.name, $0.type, $0.dimensions, $0.byteCount) }
         case let .huggingFace(directory):

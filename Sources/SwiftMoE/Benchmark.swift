@@ -29,6 +29,9 @@ public struct BenchmarkResult: Codable, Sendable {
     public var prefill: Phase
     public var decode: Phase
     public var peak_rss_bytes: Int
+    /// Paging counters over the measured runs (absent when every expert is resident).
+    public var expert_store: ExpertStoreMetrics?
+    public var memory_plan: MemoryPlan?
 }
 
 extension Model {
@@ -44,7 +47,7 @@ extension Model {
         }
         var prefill: [Double] = [], decode: [Double] = []
         for run in 0...repetitions {
-            let cache = transformer.makeCache(maxPositions: promptTokens + genTokens + 1)
+            let cache = try makeCache(promptTokens + genTokens + 1)
             var clock = ContinuousClock.now
             var logits = try transformer.forward(tokens: prompt, cache: cache, logits: .last)
             let prefillSeconds = (ContinuousClock.now - clock).seconds
@@ -53,7 +56,10 @@ extension Model {
                 logits = try transformer.forward(tokens: [Model.argmax(logits)], cache: cache, logits: .last)
             }
             let decodeSeconds = (ContinuousClock.now - clock).seconds
-            guard run > 0 else { continue }  // warm-up
+            guard run > 0 else {  // warm-up
+                pagedExperts?.resetMetrics()
+                continue
+            }
             if promptTokens > 0 { prefill.append(Double(promptTokens) / prefillSeconds) }
             if genTokens > 0 { decode.append(Double(genTokens) / decodeSeconds) }
             progress?(run)
@@ -62,7 +68,7 @@ extension Model {
             model: source.path, threads: transformer.options.threads, prompt_tokens: promptTokens, gen_tokens: genTokens,
             repetitions: repetitions, kernels: transformer.options.kernels.rawValue, kv_cache: transformer.options.kvCacheType.rawValue,
             isa: Kernels.isa, prefill: .init(tokens_per_second: .init(prefill)), decode: .init(tokens_per_second: .init(decode)),
-            peak_rss_bytes: ProcessStats.peakResidentBytes)
+            peak_rss_bytes: ProcessStats.peakResidentBytes, expert_store: pagedExperts?.metrics, memory_plan: memoryPlan)
     }
 }
 

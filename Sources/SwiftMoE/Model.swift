@@ -4,6 +4,7 @@
 @_exported import Quantization
 @_exported import Router
 @_exported import Tokenizer
+@_exported import Tokenizer
 
 /// A loaded model, the entry point for apps: open a GGUF file or Hugging Face directory,
 /// evaluate token sequences, generate.
@@ -16,10 +17,54 @@
 public final class Model: @unchecked Sendable {
     public let source: ModelSource
     public let transformer: Transformer
+    /// The paging store when experts are paged (a `--memory` budget, or a `.moe` store).
+    public let pagedExperts: PagedExpertStore?
+    /// How the budget was spent, when there is one.
+    public let memoryPlan: MemoryPlan?
+    /// The longest context this model object will run (bounded by the budget's KV cache).
+    public let maxContext: Int
 
-    public init(path: String, options: ExecutorOptions = ExecutorOptions()) throws {
-        source = try ModelSource(path: path)
-        transformer = try Transformer(source: source, options: options)
+    /// Settings of expert paging.
+    public struct MemoryOptions: Sendable {
+        /// Bytes the whole process may keep resident; nil keeps every expert resident.
+        public var budget: Int?
+        public var cachePolicy: CachePolicyKind
+        /// The longest context to plan the KV cache for (default: the model's, at most 4096).
+        public var maxContext: Int?
+        /// The longest prompt evaluated in one forward pass (planned scratch memory).
+        public var promptChunk: Int
+
+        public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512) {
+            self.budget = budget
+            self.cachePolicy = cachePolicy
+            self.maxContext = maxContext
+            self.promptChunk = promptChunk
+        }
+    }
+
+    /// Opens a model. With `memory.budget`, experts are paged into a pool sized so the whole
+    /// process stays under the budget (throws ``ExpertStoreError/budgetTooSmall(budget:minimum:detail:)``
+    /// with the minimum if it cannot); without, GGUF and Hugging Face experts stay mapped and a
+    /// `.moe` store pages into a pool that holds all of them.
+    public init(path: String, options: ExecutorOptions = ExecutorOptions(), memory: MemoryOptions = MemoryOptions()) throws {
+        source = try ModelSource(path: path, randomAccess: memory.budget != nil)
+        let c = source.configuration
+        maxContext = max(1, min(memory.maxContext ?? min(c.contextLength, 4096), c.contextLength))
+        var paged: PagedExpertStore? = nil
+        if let budget = memory.budget {
+            let catalog = try ExpertCatalog(source: source)
+            let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext, promptChunk: memory.promptChunk)
+            memoryPlan = plan
+            paged = try PagedExpertStore(source: source, capacity: plan.pool, policy: memory.cachePolicy)
+        } else {
+            memoryPlan = nil
+            if case .store = source.container {
+                let catalog = try ExpertCatalog(source: source)
+                paged = try PagedExpertStore(source: source, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy)
+            }
+        }
+        pagedExperts = paged
+        transformer = try Transformer(source: source, experts: paged, options: options)
     }
 
     public var configuration: ModelConfiguration { source.configuration }
@@ -32,7 +77,7 @@ public final class Model: @unchecked Sendable {
         for l in 0..<c.layerCount where c.layerKinds[l] == .moe {
             routing[l] = Array(repeating: [], count: tokens.count)
         }
-        let flat = try transformer.forward(tokens: tokens, cache: transformer.makeCache(maxPositions: tokens.count)) { layer, position, choices in
+        let flat = try transformer.forward(tokens: tokens, cache: try makeCache(tokens.count)) { layer, position, choices in
             routing[layer][position] = choices
         }
         let logits = stride(from: 0, to: flat.count, by: c.vocabSize).map { Array(flat[$0..<($0 + c.vocabSize)]) }
@@ -46,7 +91,7 @@ public final class Model: @unchecked Sendable {
     /// times (or until `stop` returns true for a new token). Returns only the new tokens.
     public func generate(tokens: [Int], maxNewTokens: Int, stop: (Int) -> Bool = { _ in false }) throws -> [Int] {
         guard maxNewTokens > 0 else { return [] }
-        let cache = transformer.makeCache(maxPositions: tokens.count + maxNewTokens)
+        let cache = try makeCache(tokens.count + maxNewTokens)
         var logits = try transformer.forward(tokens: tokens, cache: cache, logits: .last)
         var generated: [Int] = []
         while true {
@@ -56,6 +101,12 @@ public final class Model: @unchecked Sendable {
             logits = try transformer.forward(tokens: [next], cache: cache, logits: .last)
         }
         return generated
+    }
+
+    /// A KV cache for `positions` tokens; throws if that is more than ``maxContext``.
+    public func makeCache(_ positions: Int) throws -> KVCache {
+        guard positions <= maxContext else { throw ExecutorError.contextFull(needed: positions, limit: maxContext) }
+        return transformer.makeCache(maxPositions: positions)
     }
 
     /// Index of the largest value (the first one on ties).

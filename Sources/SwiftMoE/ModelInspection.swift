@@ -34,6 +34,7 @@ public struct ModelInspection: Codable, Sendable {
         switch source.container {
         case .gguf(let file): format = "gguf v\(file.version)"
         case .huggingFace: format = "huggingface safetensors"
+        case .store(let store): format = "swiftmoe store v\(store.header.manifestLength > 0 ? Int(MoEStoreFile.version) : 0)"
         }
         architecture = c.architecture.rawValue
         configuration = c
@@ -61,6 +62,10 @@ public struct ModelInspection: Codable, Sendable {
             }
             var layerBytes = 0
             for e in 0..<c.expertCount {
+                if case let .store(store) = source.container {
+                    layerBytes += store.record(layer: l, expert: e)?.tensors.reduce(0) { $0 + $1.length } ?? 0
+                    continue
+                }
                 for name in [WeightName.expertGate(l, e), .expertUp(l, e), .expertDown(l, e)] {
                     layerBytes += try source.weight(name)?.data.count ?? 0
                 }

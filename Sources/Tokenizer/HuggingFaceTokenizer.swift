@@ -5,28 +5,40 @@ extension Tokenizer {
     /// (BOS/EOS names, `add_bos_token`/`add_eos_token`, `chat_template`), `chat_template.jinja`
     /// and `generation_config.json` (extra EOS ids) when present.
     public convenience init(huggingFaceDirectory dir: String) throws {
+        var files: [String: Data] = [:]
+        for name in Tokenizer.huggingFaceFiles {
+            if let data = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent(name)) { files[name] = data }
+        }
+        try self.init(huggingFaceFiles: files, source: dir)
+    }
+
+    /// The files of a Hugging Face directory the tokenizer reads (all but tokenizer.json optional).
+    public static let huggingFaceFiles = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
+
+    /// Loads from the contents of a Hugging Face directory's tokenizer files (name → bytes),
+    /// e.g. as a `.moe` store embeds them. `source` names them in errors.
+    public convenience init(huggingFaceFiles files: [String: Data], source dir: String) throws {
         let path = (dir as NSString).appendingPathComponent("tokenizer.json")
-        guard let root = try Self.readJSON(path, required: true) else {
+        guard let root = try Self.parseJSON(files["tokenizer.json"], path, required: true) else {
             throw TokenizerError.cannotRead(path: path, reason: "no tokenizer.json")
         }
-        let config = try Self.readJSON((dir as NSString).appendingPathComponent("tokenizer_config.json"), required: false) ?? [:]
+        let config = try Self.parseJSON(files["tokenizer_config.json"], (dir as NSString).appendingPathComponent("tokenizer_config.json"), required: false) ?? [:]
         let reader = HFTokenizerReader(path: path)
         var parts = try reader.parts(root)
         try reader.apply(config: config, to: &parts)
 
-        if parts.chatTemplate == nil {
-            let jinja = (dir as NSString).appendingPathComponent("chat_template.jinja")
-            if let data = FileManager.default.contents(atPath: jinja) { parts.chatTemplate = String(decoding: data, as: UTF8.self) }
+        if parts.chatTemplate == nil, let data = files["chat_template.jinja"] {
+            parts.chatTemplate = String(decoding: data, as: UTF8.self)
         }
-        if let gen = try? Self.readJSON((dir as NSString).appendingPathComponent("generation_config.json"), required: false) {
+        if let gen = try? Self.parseJSON(files["generation_config.json"], (dir as NSString).appendingPathComponent("generation_config.json"), required: false) {
             let values: [Any] = (gen["eos_token_id"] as? [Any]) ?? [gen["eos_token_id"] as Any]
             parts.extraEOS += values.compactMap { ($0 as? NSNumber)?.intValue }.filter { $0 >= 0 && $0 < parts.tokens.count }
         }
         self.init(parts)
     }
 
-    static func readJSON(_ path: String, required: Bool) throws -> [String: Any]? {
-        guard let data = FileManager.default.contents(atPath: path) else {
+    static func parseJSON(_ data: Data?, _ path: String, required: Bool) throws -> [String: Any]? {
+        guard let data else {
             if required { throw TokenizerError.cannotRead(path: path, reason: "file missing or unreadable") }
             return nil
         }
@@ -41,6 +53,7 @@ extension Tokenizer {
             throw TokenizerError.invalidValue(source: path, key: "(file)", reason: "not valid JSON: \(error.localizedDescription)")
         }
     }
+
 }
 
 /// Reads the parts of a `tokenizer.json` this implementation supports; anything else is an

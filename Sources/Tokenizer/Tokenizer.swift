@@ -324,8 +324,29 @@ extension Tokenizer {
         }
         if isDirectory.boolValue {
             try self.init(huggingFaceDirectory: path)
+        } else if let store = try? MoEStoreFile(path: path) {
+            try self.init(store: store)
         } else {
             try self.init(gguf: GGUFFile(path: path))
         }
+    }
+
+    /// The key prefix under which a `.moe` store embeds a Hugging Face directory's tokenizer files.
+    public static let embeddedFilePrefix = "tokenizer.huggingface.file."
+
+    /// Opens the tokenizer a `.moe` store embeds (GGUF tokenizer metadata or Hugging Face files).
+    public convenience init(store: MoEStoreFile) throws {
+        guard let gguf = try store.tokenizerGGUF() else {
+            throw TokenizerError.cannotRead(path: store.path, reason: "the store has no tokenizer")
+        }
+        if gguf.metadata["tokenizer.ggml.model"] != nil {
+            try self.init(gguf: gguf)
+            return
+        }
+        var files: [String: Data] = [:]
+        for (key, value) in gguf.metadata where key.hasPrefix(Tokenizer.embeddedFilePrefix) {
+            if let text = value.string { files[String(key.dropFirst(Tokenizer.embeddedFilePrefix.count))] = Data(text.utf8) }
+        }
+        try self.init(huggingFaceFiles: files, source: store.path)
     }
 }

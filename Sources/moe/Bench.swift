@@ -21,7 +21,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let model = try Model(path: model.model, options: runtime.executorOptions)
+            let model = try runtime.open(model.model)
             let result = try model.benchmark(promptTokens: promptTokens, genTokens: genTokens, repetitions: repetitions) { run in
                 if !json { FileHandle.standardError.write(Data("run \(run)/\(repetitions) done\n".utf8)) }
             }
@@ -38,6 +38,7 @@ struct Bench: ParsableCommand {
                 print(row("prefill", promptTokens, result.prefill.tokens_per_second))
                 print(row("decode", genTokens, result.decode.tokens_per_second))
                 print("peak RSS \(formatBytes(result.peak_rss_bytes))")
+                if let line = pagingSummary(model) { print(line) }
             }
         }
     }

@@ -19,7 +19,7 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let model = try Model(path: model.model, options: runtime.executorOptions)
+            let model = try runtime.open(model.model)
             let (logits, routing) = try model.evaluate(tokens: tokens.ids)
             if let out {
                 try NPY.write(Array(logits.joined()), shape: [logits.count, model.configuration.vocabSize], to: out)
@@ -30,6 +30,7 @@ struct Logits: ParsableCommand {
                     print("position \(i): token \(tokens.ids[i]) -> top \(best) (logit \(row[best]))")
                 }
             }
+            if let line = pagingSummary(model) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             if let expertsOut {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
@@ -54,12 +55,13 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let model = try Model(path: model.model, options: runtime.executorOptions)
+            let model = try runtime.open(model.model)
             let start = Date()
             let generated = try model.generate(tokens: tokens.ids, maxNewTokens: maxNew)
             let seconds = Date().timeIntervalSince(start)
             print(generated.map(String.init).joined(separator: ","))
-            FileHandle.standardError.write(Data(String(format: "%d prompt + %d generated tokens in %.3f s\n", tokens.ids.count, generated.count, seconds).utf8))
+            FileHandle.standardError.write(Data(String(format: "%d prompt + %d generated tokens in %.3f s, peak RSS %@ (%d bytes)\n", tokens.ids.count, generated.count, seconds, formatBytes(ProcessStats.peakResidentBytes), ProcessStats.peakResidentBytes).utf8))
+            if let line = pagingSummary(model) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }
     }
 }

@@ -7,7 +7,7 @@ struct Moe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Run mixture-of-experts language models in less RAM than the model.",
-        subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self]
+        subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self]
     )
 }
 
@@ -45,6 +45,16 @@ struct TokenList: ExpressibleByArgument {
 
 extension KernelPath: ExpressibleByArgument {}
 extension KVCache.ElementType: ExpressibleByArgument {}
+extension CachePolicyKind: ExpressibleByArgument {}
+
+/// A byte size on the command line: `2GB`, `1.5GiB`, `800M`, `4096`.
+struct ByteSize: ExpressibleByArgument {
+    var bytes: Int
+    init?(argument: String) {
+        guard let b = parseByteSize(argument), b > 0 else { return nil }
+        bytes = b
+    }
+}
 
 /// Options every command that runs the model shares.
 struct RuntimeOptions: ParsableArguments {
@@ -57,9 +67,35 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache"), help: "KV cache element type: f16 (half the memory, default) or f32 (exact).")
     var kvCache: KVCache.ElementType = .f16
 
+    @Option(help: "Keep the whole process under this much RAM (e.g. 2GB, 1.5GiB, 800M): experts are paged from disk into a pool of what is left. Smaller is slower (more reads). Default: no limit, experts stay mapped.")
+    var memory: ByteSize?
+
+    @Option(name: .customLong("cache-policy"), help: "Which expert to evict when the pool is full under --memory: lru, lfu, fifo, or edgemoe (frequency over forward layer distance).")
+    var cachePolicy: CachePolicyKind = .lru
+
+    @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most 4096.")
+    var context: Int?
+
     func validate() throws {
         guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
+        if let context, context < 1 { throw ValidationError("--context must be at least 1") }
     }
 
     var executorOptions: ExecutorOptions { ExecutorOptions(threads: threads, kernels: kernels, kvCacheType: kvCache) }
+    var memoryOptions: Model.MemoryOptions { Model.MemoryOptions(budget: memory?.bytes, cachePolicy: cachePolicy, maxContext: context) }
+
+    func open(_ path: String) throws -> Model {
+        try Model(path: path, options: executorOptions, memory: memoryOptions)
+    }
+}
+
+/// One line about paging, for the end of a run.
+func pagingSummary(_ model: Model) -> String? {
+    guard let store = model.pagedExperts else { return nil }
+    let m = store.metrics
+    var line = String(format: "experts: %d hits, %d misses (%.1f%% hit rate), %@ read in %.3f s, verify %.3f s, decode %.3f s, stalled %.3f s; pool %@",
+                      m.hits, m.misses, 100 * m.hitRate, formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, formatBytes(m.poolCapacity))
+    if let plan = model.memoryPlan { line += ", budget \(formatBytes(plan.budget))" }
+    line += m.directIO ? ", direct I/O" : ", buffered I/O + fadvise"
+    return line
 }

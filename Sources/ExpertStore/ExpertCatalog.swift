@@ -1,0 +1,178 @@
+import Foundation
+import ModelFormats
+import Quantization
+
+/// Where each expert's bytes are on disk and how they decode, for any model source.
+///
+/// - `.moe` stores: one aligned record per expert, maybe LZ4-compressed, with a checksum.
+/// - GGUF: three slabs (gate, up, down), one in each stacked `ffn_*_exps` tensor.
+/// - Hugging Face: three tensors per expert, possibly in different shards.
+public struct ExpertCatalog: Sendable {
+    /// A contiguous byte range of one file that becomes one tensor of the decoded expert.
+    public struct Slab: Sendable {
+        public var file: Int
+        public var offset: Int
+        public var length: Int
+    }
+
+    public enum Location: Sendable {
+        case record(MoEStoreFile.ExpertRecord)
+        case slabs([Slab])
+    }
+
+    public struct Entry: Sendable {
+        public var location: Location
+        /// gate, up, down: type, ggml shape, offset and length within the decoded expert.
+        public var tensors: [(type: GGMLType, shape: [Int], offset: Int, length: Int)]
+        public var decodedLength: Int
+    }
+
+    public let files: [String]
+    public let layerCount: Int
+    public let expertCount: Int
+    private let entries: [[Entry]]
+    /// Whether records carry checksums (only `.moe` stores do).
+    public let verified: Bool
+
+    public func entry(_ key: ExpertKey) -> Entry? {
+        guard key.layer >= 0, key.layer < entries.count, key.expert >= 0, key.expert < entries[key.layer].count else { return nil }
+        return entries[key.layer][key.expert]
+    }
+
+    /// The largest number of bytes any `k` experts of one layer need together (the minimum pool).
+    public func largestActiveSet(k: Int) -> Int {
+        entries.map { layer in layer.map { ExpertPool.rounded($0.decodedLength) }.sorted(by: >).prefix(k).reduce(0, +) }.max() ?? 0
+    }
+
+    public var totalBytes: Int { entries.joined().reduce(0) { $0 + ExpertPool.rounded($1.decodedLength) } }
+
+    /// The largest single read, for sizing staging buffers.
+    public var largestRead: Int {
+        entries.joined().map { entry -> Int in
+            switch entry.location {
+            case let .record(r): return r.paddedLength
+            case let .slabs(slabs): return slabs.map { $0.length + 2 * DirectReader.alignment }.max() ?? 0
+            }
+        }.max() ?? 0
+    }
+
+    /// Builds the catalog of `source`'s experts without reading any expert bytes.
+    public init(source: ModelSource) throws {
+        let c = source.configuration
+        layerCount = c.layerCount
+        expertCount = c.expertCount
+        func layout(_ views: [(GGMLType, [Int], Int)]) -> ([(type: GGMLType, shape: [Int], offset: Int, length: Int)], Int) {
+            var offset = 0
+            var out: [(type: GGMLType, shape: [Int], offset: Int, length: Int)] = []
+            for (type, shape, length) in views {
+                out.append((type, shape, offset, length))
+                offset = (offset + length + 63) / 64 * 64
+            }
+            return (out, offset)
+        }
+        switch source.container {
+        case let .store(store):
+            files = [store.path]
+            verified = true
+            entries = try (0..<c.layerCount).map { l in
+                guard c.layerKinds[l] == .moe else { return [] }
+                return try (0..<c.expertCount).map { e in
+                    guard let r = store.record(layer: l, expert: e) else { throw ModelFormatError.missingTensor("expert \(e) of layer \(l)", model: store.path) }
+                    let tensors = try r.tensors.map { t -> (type: GGMLType, shape: [Int], offset: Int, length: Int) in
+                        guard let type = GGMLType(name: t.type) else { throw ModelFormatError.invalidTensor(path: store.path, tensor: t.name, reason: "unknown type \(t.type)") }
+                        return (type, t.shape, t.offset, t.length)
+                    }
+                    return Entry(location: .record(r), tensors: tensors, decodedLength: r.decodedLength)
+                }
+            }
+        case .gguf, .huggingFace:
+            var fileIndex: [String: Int] = [:]
+            var paths: [String] = []
+            entries = try (0..<c.layerCount).map { l in
+                guard c.layerKinds[l] == .moe else { return [] }
+                return try (0..<c.expertCount).map { e in
+                    let names: [WeightName] = [.expertGate(l, e), .expertUp(l, e), .expertDown(l, e)]
+                    let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
+                    var slabs: [Slab] = []
+                    var views: [(GGMLType, [Int], Int)] = []
+                    for (name, shape) in zip(names, shapes) {
+                        let view = try source.require(name, shape: shape)
+                        let (path, offset) = try source.fileLocation(of: view)
+                        let index = fileIndex[path] ?? {
+                            paths.append(path)
+                            fileIndex[path] = paths.count - 1
+                            return paths.count - 1
+                        }()
+                        slabs.append(Slab(file: index, offset: offset, length: view.data.count))
+                        views.append((view.type, view.shape, view.data.count))
+                    }
+                    let (tensors, total) = layout(views)
+                    return Entry(location: .slabs(slabs), tensors: tensors, decodedLength: total)
+                }
+            }
+            files = paths
+            verified = false
+        }
+    }
+}
+
+/// Positioned reads that bypass the page cache: O_DIRECT where the file system allows it,
+/// otherwise ordinary reads followed by `posix_fadvise(DONTNEED)` so the kernel drops the
+/// pages again. Either way a run under `--memory` does not quietly grow the page cache.
+public final class DirectReader: @unchecked Sendable {
+    public static let alignment = 4096
+    public let path: String
+    public let direct: Bool
+    private let fd: Int32
+
+    public init(path: String) throws {
+        self.path = path
+        #if os(Linux)
+        var fd = open(path, O_RDONLY | DirectReader.oDirect)
+        var direct = fd >= 0
+        if fd < 0 {
+            fd = open(path, O_RDONLY)
+            direct = false
+        }
+        #else
+        let fd = open(path, O_RDONLY)
+        let direct = false
+        #endif
+        guard fd >= 0 else { throw ModelFormatError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        self.fd = fd
+        self.direct = direct
+    }
+
+    deinit { close(fd) }
+
+    #if os(Linux)
+    /// Linux's O_DIRECT, which Glibc does not export to Swift (it needs _GNU_SOURCE).
+    #if arch(x86_64) || arch(i386)
+    static let oDirect: Int32 = 0o40000
+    #else
+    static let oDirect: Int32 = 0o200000  // arm64, riscv64 and most others
+    #endif
+    #endif
+
+    /// Reads `length` bytes at `offset` into `buffer`. With O_DIRECT, `offset`, `length` and
+    /// `buffer` must be multiples of ``alignment`` (callers widen their ranges).
+    public func read(offset: Int, length: Int, into buffer: UnsafeMutableRawPointer) throws {
+        var done = 0
+        while done < length {
+            let n = pread(fd, buffer + done, length - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ExpertStoreError.readFailed(path: path, offset: offset + done, length: length - done, reason: String(cString: strerror(errno)))
+            }
+            if n == 0 {
+                // End of file: O_DIRECT reads of the last block may be short; zero the rest.
+                (buffer + done).initializeMemory(as: UInt8.self, repeating: 0, count: length - done)
+                break
+            }
+            done += n
+        }
+        #if os(Linux)
+        if !direct { posix_fadvise(fd, off_t(offset), off_t(length), Int32(POSIX_FADV_DONTNEED)) }
+        #endif
+    }
+}

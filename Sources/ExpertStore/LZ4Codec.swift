@@ -1,0 +1,79 @@
+import CLZ4
+import ModelFormats
+
+/// LZ4 block compression of expert records, with an optional byte-plane "shuffle" first:
+/// the bytes of `width`-byte elements are regrouped by position (all first bytes, then all
+/// second bytes, …). 16-bit weights have near-random low bytes and repetitive high bytes;
+/// grouped, LZ4 finds the repetition (design.md §5 measured BF16 at 84% after shuffle vs
+/// 100.4% without). Quantized blocks do not compress, so the writer stores them raw.
+public enum LZ4Codec {
+    public enum Error: Swift.Error, CustomStringConvertible {
+        case corrupt(what: String)
+        case tooLarge(Int)
+
+        public var description: String {
+            switch self {
+            case let .corrupt(what): return "\(what): LZ4 data is corrupt"
+            case let .tooLarge(n): return "\(n) bytes is too large for one LZ4 block"
+            }
+        }
+    }
+
+    /// Regroups bytes by position within `width`-byte elements. Trailing bytes stay in place.
+    public static func shuffle(_ input: UnsafeRawBufferPointer, width: Int, into output: UnsafeMutableRawBufferPointer) {
+        let n = input.count / width
+        for i in 0..<n {
+            for b in 0..<width { output[b * n + i] = input[i * width + b] }
+        }
+        for i in (n * width)..<input.count { output[i] = input[i] }
+    }
+
+    /// Inverse of ``shuffle(_:width:into:)``.
+    public static func unshuffle(_ input: UnsafeRawBufferPointer, width: Int, into output: UnsafeMutableRawBufferPointer) {
+        let n = input.count / width
+        for i in 0..<n {
+            for b in 0..<width { output[i * width + b] = input[b * n + i] }
+        }
+        for i in (n * width)..<input.count { output[i] = input[i] }
+    }
+
+    /// LZ4 (high-compression mode) of `input`; nil if it would not be smaller.
+    public static func compress(_ input: UnsafeRawBufferPointer) throws -> [UInt8]? {
+        guard input.count < Int(LZ4_MAX_INPUT_SIZE) else { throw Error.tooLarge(input.count) }
+        let bound = Int(LZ4_compressBound(Int32(input.count)))
+        var out = [UInt8](repeating: 0, count: bound)
+        let written = out.withUnsafeMutableBytes { o in
+            LZ4_compress_HC(input.baseAddress?.assumingMemoryBound(to: CChar.self), o.baseAddress!.assumingMemoryBound(to: CChar.self),
+                            Int32(input.count), Int32(bound), 9)
+        }
+        guard written > 0, Int(written) < input.count else { return nil }
+        out.removeLast(bound - Int(written))
+        return out
+    }
+
+    /// Decompresses exactly `output.count` bytes; throws on corrupt input (never reads or
+    /// writes out of bounds: LZ4_decompress_safe checks both).
+    public static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, what: @autoclosure () -> String) throws {
+        let n = LZ4_decompress_safe(input.baseAddress?.assumingMemoryBound(to: CChar.self), output.baseAddress?.assumingMemoryBound(to: CChar.self),
+                                    Int32(input.count), Int32(output.count))
+        guard n == Int32(output.count) else { throw Error.corrupt(what: what()) }
+    }
+
+    /// Decodes a stored record into `output` (decoded length) using `scratch` (decoded length)
+    /// for shuffled records.
+    public static func decode(
+        _ stored: UnsafeRawBufferPointer, compression: MoEStoreFile.Compression, into output: UnsafeMutableRawBufferPointer,
+        scratch: UnsafeMutableRawBufferPointer, what: @autoclosure () -> String
+    ) throws {
+        switch compression {
+        case .none:
+            output.copyMemory(from: stored)
+        case .lz4:
+            try decompress(stored, into: output, what: what())
+        case .lz4Shuffle2, .lz4Shuffle4:
+            let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<output.count])
+            try decompress(stored, into: planes, what: what())
+            unshuffle(UnsafeRawBufferPointer(planes), width: compression == .lz4Shuffle2 ? 2 : 4, into: output)
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import ModelFormats
+import Quantization
+
+/// Writes a `.moe` store (docs/store-format.md) sequentially to `<output>.partial`, and
+/// renames it to `<output>` only after the header — written last — is on disk. An interrupted
+/// convert therefore leaves at most a `.partial` file without a valid magic.
+public final class StoreWriter {
+    /// When records are LZ4-compressed.
+    public enum CompressionMode: String, CaseIterable, Sendable {
+        /// Try LZ4 (behind a byte-plane shuffle for 16/32-bit weights); keep it only if the
+        /// record shrinks to at most ``StoreWriter/keepRatio`` of its size.
+        case auto
+        /// Store every record raw.
+        case none
+    }
+
+    /// A compressed record is kept only if it is at most this fraction of the raw size:
+    /// smaller savings do not pay for the decode time (docs/store-format.md, "Compression").
+    public static let keepRatio = 0.9
+
+    public let outputPath: String
+    public let partialPath: String
+    private let handle: FileHandle
+    private var position = 0
+    private var dense: [MoEStoreFile.TensorEntry] = []
+    private var experts: [MoEStoreFile.ExpertRecord] = []
+    private var tokenizer: MoEStoreFile.Blob?
+    private var sections: [String: MoEStoreFile.Blob] = [:]
+    private var finished = false
+    public private(set) var rawExpertBytes = 0
+    public private(set) var storedExpertBytes = 0
+    public private(set) var compressedRecords = 0
+
+    public init(outputPath: String) throws {
+        self.outputPath = outputPath
+        partialPath = outputPath + ".partial"
+        FileManager.default.createFile(atPath: partialPath, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: partialPath) else {
+            throw ModelFormatError.cannotOpen(path: partialPath, reason: "cannot create the output file")
+        }
+        self.handle = handle
+        // Placeholder header: zeros, no magic, until finish().
+        try write([UInt8](repeating: 0, count: MoEStoreFile.headerSize))
+    }
+
+    deinit {
+        if !finished { abandon() }
+    }
+
+    private func write(_ bytes: UnsafeRawBufferPointer) throws {
+        do {
+            try handle.write(contentsOf: Data(bytes))
+        } catch {
+            throw ModelFormatError.cannotOpen(path: partialPath, reason: "write failed: \(error.localizedDescription)")
+        }
+        position += bytes.count
+    }
+
+    private func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+
+    private func pad(to alignment: Int) throws {
+        let padding = (alignment - position % alignment) % alignment
+        if padding > 0 { try write([UInt8](repeating: 0, count: padding)) }
+    }
+
+    /// Appends a dense tensor.
+    public func addDense(name: String, type: GGMLType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        try pad(to: MoEStoreFile.denseAlignment)
+        dense.append(.init(name: name, type: type.description, shape: shape, offset: position, length: bytes.count, checksum: XXH64.hash(bytes)))
+        try write(bytes)
+    }
+
+    /// Appends one expert: gate, up and down, each `(type, ggml shape, bytes)`.
+    public func addExpert(layer: Int, expert: Int, tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])], compression: CompressionMode) throws {
+        precondition(tensors.count == 3, "an expert record holds gate, up and down")
+        var decoded: [UInt8] = []
+        var entries: [MoEStoreFile.TensorEntry] = []
+        for (name, t) in zip(["gate", "up", "down"], tensors) {
+            while decoded.count % 64 != 0 { decoded.append(0) }
+            entries.append(.init(name: name, type: t.type.description, shape: t.shape, offset: decoded.count, length: t.bytes.count, checksum: nil))
+            decoded += t.bytes
+        }
+        var stored = decoded
+        var method = MoEStoreFile.Compression.none
+        if compression == .auto {
+            let types = Set(tensors.map(\.type))
+            let width = types == [.f16] || types == [.bf16] ? 2 : (types == [.f32] ? 4 : 1)
+            let candidate: [UInt8]? = try decoded.withUnsafeBytes { raw in
+                if width == 1 { return try LZ4Codec.compress(raw) }
+                var planes = [UInt8](repeating: 0, count: raw.count)
+                planes.withUnsafeMutableBytes { LZ4Codec.shuffle(raw, width: width, into: $0) }
+                return try planes.withUnsafeBytes { try LZ4Codec.compress($0) }
+            }
+            if let candidate, Double(candidate.count) <= StoreWriter.keepRatio * Double(decoded.count) {
+                stored = candidate
+                method = width == 2 ? .lz4Shuffle2 : (width == 4 ? .lz4Shuffle4 : .lz4)
+                compressedRecords += 1
+            }
+        }
+        try pad(to: MoEStoreFile.recordAlignment)
+        let checksum = stored.withUnsafeBytes { XXH64.hash($0) }
+        experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: stored.count, decodedLength: decoded.count,
+                             compression: method, checksum: checksum, tensors: entries))
+        try write(stored)
+        try pad(to: MoEStoreFile.recordAlignment)
+        rawExpertBytes += decoded.count
+        storedExpertBytes += stored.count
+    }
+
+    /// Stores the tokenizer as a metadata-only GGUF.
+    public func setTokenizer(_ gguf: GGUFWriter) throws {
+        let bytes = gguf.encode()
+        try pad(to: MoEStoreFile.denseAlignment)
+        tokenizer = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: XXH64.hash($0)) }
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Adds a named section (e.g. predictor statistics).
+    public func addSection(_ name: String, bytes: Data) throws {
+        try pad(to: MoEStoreFile.denseAlignment)
+        sections[name] = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: XXH64.hash($0)) }
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Writes the manifest and the header, syncs, and renames the file into place.
+    public func finish(configuration: ModelConfiguration, source: String) throws {
+        let manifest = MoEStoreFile.Manifest(
+            format: "swiftmoe-store", version: Int(MoEStoreFile.version), configuration: configuration, source: source,
+            createdBy: "SwiftMoE moe convert", tokenizer: tokenizer, dense: dense, experts: experts,
+            sections: sections.isEmpty ? nil : sections)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = try encoder.encode(manifest)
+        try pad(to: MoEStoreFile.denseAlignment)
+        let manifestOffset = position
+        try json.withUnsafeBytes { try write($0) }
+        let header = MoEStoreFile.Header(
+            manifestOffset: manifestOffset, manifestLength: json.count,
+            manifestChecksum: json.withUnsafeBytes { XXH64.hash($0) }, fileSize: position)
+        do {
+            try handle.synchronize()
+            try handle.seek(toOffset: 0)
+            try handle.write(contentsOf: Data(header.encode()))
+            try handle.synchronize()
+            try handle.close()
+        } catch {
+            throw ModelFormatError.cannotOpen(path: partialPath, reason: "write failed: \(error.localizedDescription)")
+        }
+        if FileManager.default.fileExists(atPath: outputPath) { try? FileManager.default.removeItem(atPath: outputPath) }
+        do {
+            try FileManager.default.moveItem(atPath: partialPath, toPath: outputPath)
+        } catch {
+            throw ModelFormatError.cannotOpen(path: outputPath, reason: "cannot rename \(partialPath) into place: \(error.localizedDescription)")
+        }
+        finished = true
+    }
+
+    /// Deletes the partial file.
+    public func abandon() {
+        try? handle.close()
+        try? FileManager.default.removeItem(atPath: partialPath)
+        finished = true
+    }
+}

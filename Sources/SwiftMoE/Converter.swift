@@ -1,0 +1,134 @@
+import Foundation
+
+/// `moe convert`: a GGUF file or Hugging Face directory to a `.moe` store.
+public struct Converter {
+    public struct Options: Sendable {
+        /// Per-expert types (a uniform plan is `BitPlan(default: "q4_K")`; "keep" stores source bytes).
+        public var plan: BitPlan
+        public var compression: StoreWriter.CompressionMode
+
+        public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto) {
+            self.plan = plan
+            self.compression = compression
+        }
+    }
+
+    public struct Progress: Sendable {
+        public var expertsDone: Int
+        public var expertsTotal: Int
+        public var bytesWritten: Int
+    }
+
+    public struct Report: Codable, Sendable {
+        public var output: String
+        public var experts: Int
+        public var denseTensors: Int
+        public var denseBytes: Int
+        public var expertBytesDecoded: Int
+        public var expertBytesStored: Int
+        public var compressedRecords: Int
+        /// Tensors written at another type than planned because their rows are not a whole
+        /// number of the planned type's blocks (e.g. q4_K needs rows of 256): "q4_K→q4_0: 12".
+        public var fallbacks: [String: Int]
+        public var typeCounts: [String: Int]
+        public var seconds: Double
+    }
+
+    /// Types used when a row length is not a whole number of the planned type's blocks,
+    /// closest in bits per weight with 32-element blocks, then f16.
+    static let fallbackTypes: [GGMLType: GGMLType] = [.q2_K: .q4_0, .q3_K: .q4_0, .q4_K: .q4_0, .q5_K: .q5_0, .q6_K: .q8_0]
+
+    static func storableType(_ planned: GGMLType, rowLength: Int) -> GGMLType {
+        var type = planned
+        if rowLength % type.traits.blockSize != 0, let next = fallbackTypes[type] { type = next }
+        if rowLength % type.traits.blockSize != 0 { type = .f16 }
+        return type
+    }
+
+    public static func convert(input: String, output: String, options: Options, progress: ((Progress) -> Void)? = nil) throws -> Report {
+        let start = Date()
+        let source = try ModelSource(path: input)
+        if case .store = source.container {
+            throw ModelFormatError.notAModel(path: input, reason: "already a .moe store; convert from the original GGUF or Hugging Face model")
+        }
+        let c = source.configuration
+        let types = try options.plan.resolve(for: c)
+        let writer = try StoreWriter(outputPath: output)
+        do {
+            // Dense tensors, as stored in the source.
+            var denseNames: [WeightName] = [.tokenEmbedding, .outputNorm, .output]
+            for l in 0..<c.layerCount {
+                denseNames += [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
+                               .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .sharedExpertRouter(l), .sharedGate(l), .sharedUp(l),
+                               .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l)]
+            }
+            var denseCount = 0, denseBytes = 0
+            for name in denseNames {
+                guard let view = try source.weight(name) else { continue }
+                try writer.addDense(name: name.ggufName, type: view.type, shape: view.shape, bytes: view.data)
+                denseCount += 1
+                denseBytes += view.data.count
+            }
+            try writer.setTokenizer(tokenizerMetadata(source))
+
+            // Experts, one record each, at their planned types.
+            var fallbacks: [String: Int] = [:], typeCounts: [String: Int] = [:]
+            let keys = types.keys.sorted { ($0.layer, $0.expert) < ($1.layer, $1.expert) }
+            var floats: [Float] = []
+            for (i, key) in keys.enumerated() {
+                let names: [WeightName] = [.expertGate(key.layer, key.expert), .expertUp(key.layer, key.expert), .expertDown(key.layer, key.expert)]
+                let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
+                var tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])] = []
+                for (name, shape) in zip(names, shapes) {
+                    let view = try source.require(name, shape: shape)
+                    guard let planned = types[key] ?? nil, planned != view.type else {
+                        tensors.append((view.type, view.shape, Array(view.data)))
+                        typeCounts[view.type.description, default: 0] += 1
+                        continue
+                    }
+                    let target = storableType(planned, rowLength: view.rowLength)
+                    if target != planned { fallbacks["\(planned)→\(target)", default: 0] += 1 }
+                    floats = try view.toFloats()
+                    let byteCount = target.traits.byteCount(elements: floats.count) ?? 0
+                    var bytes = [UInt8](repeating: 0, count: byteCount)
+                    try bytes.withUnsafeMutableBytes { try target.quantize(floats, into: $0.baseAddress!, count: floats.count) }
+                    tensors.append((target, view.shape, bytes))
+                    typeCounts[target.description, default: 0] += 1
+                }
+                try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
+                progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
+            }
+            try writer.finish(configuration: c, source: input)
+            return Report(
+                output: output, experts: keys.count, denseTensors: denseCount, denseBytes: denseBytes,
+                expertBytesDecoded: writer.rawExpertBytes, expertBytesStored: writer.storedExpertBytes,
+                compressedRecords: writer.compressedRecords, fallbacks: fallbacks, typeCounts: typeCounts,
+                seconds: Date().timeIntervalSince(start))
+        } catch {
+            writer.abandon()
+            throw error
+        }
+    }
+
+    /// The source's tokenizer as metadata-only GGUF: `tokenizer.*` keys of a GGUF, or the
+    /// Hugging Face tokenizer files as strings.
+    static func tokenizerMetadata(_ source: ModelSource) throws -> GGUFWriter {
+        var writer = GGUFWriter()
+        switch source.container {
+        case let .gguf(file):
+            for key in file.metadataKeys where key.hasPrefix("tokenizer.") {
+                if let value = file.metadata[key] { writer.set(key, value) }
+            }
+        case let .huggingFace(directory):
+            for name in Tokenizer.huggingFaceFiles {
+                let path = (directory.path as NSString).appendingPathComponent(name)
+                if let data = FileManager.default.contents(atPath: path) {
+                    writer.set(Tokenizer.embeddedFilePrefix + name, .string(String(decoding: data, as: UTF8.self)))
+                }
+            }
+        case .store:
+            break
+        }
+        return writer
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+
+/// How `--memory B` is spent (design.md §6): everything the process keeps resident —
+/// what it already holds (runtime, parsed metadata), dense weights, KV cache, scratch, the
+/// loader's staging buffers and a safety margin — and the expert pool gets the rest.
+public struct MemoryPlan: Codable, Sendable {
+    public var budget: Int
+    /// Resident bytes measured when the plan was made (runtime, libraries, parsed metadata).
+    public var baseline: Int
+    public var denseWeights: Int
+    public var kvCache: Int
+    public var scratch: Int
+    public var staging: Int
+    public var margin: Int
+    public var pool: Int
+    /// The smallest pool that can hold one layer's active experts at once.
+    public var minimumPool: Int
+
+    /// The smallest budget that would work.
+    public var minimumBudget: Int { budget - pool + minimumPool }
+
+    /// Fixed bytes for allocator slack, thread stacks and Foundation, plus 3% of the budget.
+    static func margin(for budget: Int, threads: Int) -> Int { 24 << 20 + threads * (1 << 20) + budget * 3 / 100 }
+
+    /// Plans `budget` for `source` running contexts of up to `maxPositions` tokens, prompts
+    /// of up to `promptChunk` tokens per forward pass.
+    public static func make(
+        budget: Int, source: ModelSource, catalog: ExpertCatalog, options: ExecutorOptions, maxPositions: Int, promptChunk: Int
+    ) throws -> MemoryPlan {
+        let c = source.configuration
+        let inspection = try ModelInspection(source: source)
+        let kvElement = options.kvCacheType == .f16 ? 2 : 4
+        let kv = 2 * c.layerCount * maxPositions * c.kvDim * kvElement
+        let widest = max(c.hiddenSize, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest) + 2 * (c.hiddenSize + c.queryDim)
+        let scratch = promptChunk * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
+        let staging = catalog.largestRead + (catalog.largestActiveSet(k: 1))
+        var plan = MemoryPlan(
+            budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes, kvCache: kv,
+            scratch: scratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
+            minimumPool: catalog.largestActiveSet(k: c.expertsPerToken))
+        plan.pool = budget - plan.baseline - plan.denseWeights - plan.kvCache - plan.scratch - plan.staging - plan.margin
+        guard plan.pool >= plan.minimumPool else {
+            throw ExpertStoreError.budgetTooSmall(budget: budget, minimum: plan.minimumBudget, detail: plan.breakdown)
+        }
+        return plan
+    }
+
+    public var breakdown: String {
+        "baseline \(formatBytes(baseline)) + dense weights \(formatBytes(denseWeights)) + KV cache \(formatBytes(kvCache)) + scratch \(formatBytes(scratch)) + staging \(formatBytes(staging)) + margin \(formatBytes(margin)) + at least \(formatBytes(minimumPool)) of experts for one layer"
+    }
+}
+
+/// Parses sizes like `2GB`, `1.5GiB`, `800M`, `4096` (bytes). Decimal units are powers of
+/// 1000, binary (KiB, MiB, GiB) powers of 1024; a bare `K`/`M`/`G` means binary.
+public func parseByteSize(_ text: String) -> Int? {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let digits = trimmed.prefix { $0.isNumber || $0 == "." }
+    guard let value = Double(digits), value >= 0, value.isFinite else { return nil }
+    let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces).lowercased()
+    let scale: Double
+    switch unit {
+    case "", "b": scale = 1
+    case "k", "kib": scale = 1024
+    case "kb": scale = 1000
+    case "m", "mib": scale = 1_048_576
+    case "mb": scale = 1_000_000
+    case "g", "gib": scale = 1_073_741_824
+    case "gb": scale = 1_000_000_000
+    case "t", "tib": scale = Double(1 << 40)
+    case "tb": scale = 1e12
+    default: return nil
+    }
+    let bytes = value * scale
+    guard bytes < Double(Int.max / 2) else { return nil }
+    return Int(bytes)
+}
