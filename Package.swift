@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]
