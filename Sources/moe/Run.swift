@@ -236,9 +236,11 @@ struct Run: ParsableCommand {
             let model = try Model(path: modelPath, options: runtime.executorOptions)
             let tokenizer = try Tokenizer(path: modelPath)
             let useChat = chat ?? (tokenizer.chatTemplate != nil || templateFlags.chatTemplate != nil || templateFlags.system != nil)
+            // Raw completion never renders a template, so a model template we cannot parse must not stop it.
+            let template = useChat ? try templateFlags.template() : ChatTemplate.chatML
             let session = try Session(model: model, tokenizer: tokenizer, systemPrompt: templateFlags.system,
-                                      template: try templateFlags.template(), contextLength: generation.context)
-            if useChat && session.usesFallbackTemplate {
+                                      template: template, contextLength: generation.context)
+            if useChat && session.usesFallbackTemplate && templateFlags.chatTemplate == nil {
                 Terminal.note("note: the model has no chat template; using ChatML")
             }
             var options = generation.options
