@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v5),
         // Text <-> token ids (issue 5).
         .target(name: "Tokenizer", dependencies: ["ModelFormats"], swiftSettings: v5),
+        // Jinja-subset interpreter for the chat templates models ship (issue 5).
+        .target(name: "ChatTemplate", swiftSettings: v5),
         // Expert activation traces (issue 9).
         .target(name: "Tracing", dependencies: ["Router"], swiftSettings: v5),
         // Cache-size tuning (issue 9).
@@ -45,7 +47,7 @@ let package = Package(
         // The library an app embeds.
         .target(
             name: "SwiftMoE",
-            dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor", "Tokenizer", "Tracing", "Tuning"],
+            dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor", "Tokenizer", "ChatTemplate", "Tracing", "Tuning"],
             swiftSettings: v5
         ),
         // The command line: parses arguments, calls SwiftMoE.
@@ -63,6 +65,8 @@ let package = Package(
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
         .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]

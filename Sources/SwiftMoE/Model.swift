@@ -4,7 +4,7 @@
 @_exported import Quantization
 @_exported import Router
 @_exported import Tokenizer
-@_exported import Tokenizer
+@_exported import ChatTemplate
 
 /// A loaded model, the entry point for apps: open a GGUF file or Hugging Face directory,
 /// evaluate token sequences, generate.

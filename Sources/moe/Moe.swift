@@ -7,7 +7,7 @@ struct Moe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Run mixture-of-experts language models in less RAM than the model.",
-        subcommands: [Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self]
+        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self]
     )
 }
 
@@ -24,7 +24,7 @@ func reportingErrors(_ body: () throws -> Void) throws {
 }
 
 struct ModelArgument: ParsableArguments {
-    @Argument(help: "A GGUF file or a Hugging Face model directory (config.json + *.safetensors).")
+    @Argument(help: "A GGUF file, a Hugging Face model directory (config.json + *.safetensors), or a .moe store.")
     var model: String
 }
 

@@ -1,0 +1,290 @@
+import Foundation
+
+/// Why generation could not start.
+public enum GenerationError: Error, Equatable, CustomStringConvertible {
+    case emptyPrompt
+    /// The prompt alone fills the context (after dropping every older chat turn).
+    case promptTooLong(tokens: Int, context: Int)
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt:
+            return "the prompt is empty"
+        case let .promptTooLong(tokens, context):
+            return "the prompt is \(tokens) tokens but the context holds \(context) (one more is needed to reply); shorten the prompt"
+        }
+    }
+}
+
+/// What one call produced and how fast.
+public struct GenerationResult: Sendable {
+    public enum FinishReason: String, Sendable {
+        /// The model produced an end-of-sequence/end-of-turn token.
+        case endOfSequence = "eos"
+        /// A stop string appeared.
+        case stopString = "stop"
+        case maxTokens = "max-tokens"
+        /// The KV cache reached the context length.
+        case contextFull = "context-full"
+        /// The caller cancelled (Task cancellation, Ctrl-C).
+        case cancelled
+    }
+    /// The text returned to the caller (stop string and EOS excluded).
+    public var text = ""
+    public var finishReason: FinishReason = .maxTokens
+    /// Tokens of the whole rendered prompt, and how many of them were already in the KV cache.
+    public var promptTokens = 0
+    public var reusedTokens = 0
+    public var generatedTokens = 0
+    /// Older chat turns dropped so the prompt fits the context.
+    public var droppedTurns = 0
+    public var prefillSeconds = 0.0
+    public var decodeSeconds = 0.0
+    public var seed: UInt64 = 0
+
+    /// Prompt tokens evaluated per second (reused tokens are not counted).
+    public var prefillTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptTokens - reusedTokens) / prefillSeconds : 0 }
+    /// Generated tokens per second (each needs one forward pass, except the last).
+    public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(max(0, generatedTokens - 1)) / decodeSeconds : 0 }
+}
+
+/// A conversation with a model: keeps the chat history and the KV cache between turns, so
+/// each turn evaluates only the tokens that are new since the last one.
+///
+/// ```swift
+/// let session = try Session(modelPath: "qwen3-30b-a3b-q4_k_m.gguf")
+/// for try await piece in session.respond(to: "Why is the sky blue?") { print(piece, terminator: "") }
+/// ```
+///
+/// ### Turns and the cache
+/// Each turn renders the whole conversation with the model's chat template, tokenizes it
+/// (special tokens parsed, no BOS/EOS added: the template writes them, as in transformers),
+/// keeps the longest prefix the KV cache already holds and evaluates the rest. If the
+/// conversation does not fit the context, the oldest turns after the system prompt are
+/// dropped (``GenerationResult/droppedTurns``); a single message that does not fit is an error.
+///
+/// ### Cancellation
+/// Cancelling the task that consumes a stream stops generation before the next token. The
+/// partial reply stays in ``history``; the cache keeps every token it evaluated, which is a
+/// prefix of what the next turn renders, so the session stays usable.
+///
+/// One call runs at a time; concurrent calls wait for each other.
+public final class Session: @unchecked Sendable {
+    public let model: Model
+    public let tokenizer: Tokenizer
+    /// The template used for chat turns (the model's own, or ``ChatTemplate/chatML`` if it has none).
+    public let template: ChatTemplate
+    /// True when the model ships no chat template and ``template`` is the ChatML fallback.
+    public let usesFallbackTemplate: Bool
+    public private(set) var history: [ChatMessage] = []
+    /// The statistics of the last completed call.
+    public private(set) var lastResult: GenerationResult?
+
+    private let lock = NSLock()
+    private let cache: KVCache
+    /// The token ids whose keys and values `cache` holds, in order.
+    private var cachedTokens: [Int] = []
+    private let bosText: String
+    private let eosText: String
+
+    /// - Parameters:
+    ///   - systemPrompt: the first message of every rendered conversation.
+    ///   - template: overrides the tokenizer's chat template.
+    ///   - contextLength: KV cache positions (default and maximum: the model's ``Model/maxContext``,
+    ///     which a memory budget plans for).
+    public init(model: Model, tokenizer: Tokenizer, systemPrompt: String? = nil, template: ChatTemplate? = nil, contextLength: Int? = nil) throws {
+        self.model = model
+        self.tokenizer = tokenizer
+        if let template {
+            self.template = template
+            usesFallbackTemplate = false
+        } else if let source = tokenizer.chatTemplate {
+            self.template = try ChatTemplate(source)
+            usesFallbackTemplate = false
+        } else {
+            self.template = ChatTemplate.chatML
+            usesFallbackTemplate = true
+        }
+        cache = try model.makeCache(min(contextLength ?? model.maxContext, model.maxContext))
+        bosText = tokenizer.bosTokenId.map { tokenizer.tokens[$0] } ?? ""
+        eosText = tokenizer.eosTokenId.map { tokenizer.tokens[$0] } ?? ""
+        if let systemPrompt, !systemPrompt.isEmpty { history = [.system(systemPrompt)] }
+    }
+
+    /// Opens a model file or directory and its tokenizer.
+    public convenience init(modelPath: String, options: ExecutorOptions = ExecutorOptions(), memory: Model.MemoryOptions = Model.MemoryOptions(), systemPrompt: String? = nil) throws {
+        let model = try Model(path: modelPath, options: options, memory: memory)
+        try self.init(model: model, tokenizer: try Tokenizer(path: modelPath), systemPrompt: systemPrompt)
+    }
+
+    /// Frees nothing but forgets what the KV cache holds: the next call evaluates its whole prompt.
+    public func discardCache() {
+        lock.lock()
+        defer { lock.unlock() }
+        cache.truncate(to: 0)
+        cachedTokens = []
+    }
+
+    /// KV cache positions available.
+    public var contextLength: Int { cache.maxPositions }
+
+    /// Forgets the conversation (keeping the system prompt) and the cache.
+    public func reset(keepingSystemPrompt: Bool = true) {
+        lock.lock()
+        defer { lock.unlock() }
+        history = keepingSystemPrompt ? history.prefix { $0.role == "system" } : []
+        cache.truncate(to: 0)
+        cachedTokens = []
+    }
+
+    // MARK: - Streams
+
+    /// Adds `message` as a user turn and streams the assistant's reply as text pieces (valid
+    /// UTF-8, special tokens left out). The reply joins ``history`` when the stream ends.
+    public func respond(to message: String, options: GenerationOptions = GenerationOptions()) -> AsyncThrowingStream<String, Error> {
+        stream { isCancelled, emit in try self.respond(to: message, options: options, isCancelled: isCancelled, onText: emit) }
+    }
+
+    /// Raw completion: continues `prompt` (BOS added as the tokenizer says), no chat template,
+    /// history untouched.
+    public func generate(prompt: String, options: GenerationOptions = GenerationOptions()) -> AsyncThrowingStream<String, Error> {
+        stream { isCancelled, emit in try self.complete(prompt: prompt, options: options, isCancelled: isCancelled, onText: emit) }
+    }
+
+    private func stream(_ body: @escaping (@escaping () -> Bool, @escaping (String) -> Void) throws -> GenerationResult) -> AsyncThrowingStream<String, Error> {
+        AsyncThrowingStream { continuation in
+            let cancelled = CancellationFlag()
+            continuation.onTermination = { _ in cancelled.set() }
+            // A thread of its own: forward passes block, and the cooperative pool must not.
+            let thread = Thread {
+                do {
+                    _ = try body({ cancelled.isSet }, { continuation.yield($0) })
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
+    // MARK: - Blocking calls (the CLI uses these)
+
+    /// A chat turn; `onText` receives the reply piece by piece; `isCancelled` is polled between tokens.
+    @discardableResult
+    public func respond(to message: String, options: GenerationOptions = GenerationOptions(),
+                        isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !message.isEmpty else { throw GenerationError.emptyPrompt }
+        let system = history.prefix { $0.role == "system" }
+        var turns = Array(history.dropFirst(system.count))
+        var result = GenerationResult()
+        var tokens: [Int]
+        while true {
+            let text = try template.render(messages: Array(system) + turns + [.user(message)], addGenerationPrompt: true,
+                                           bosToken: bosText, eosToken: eosText, variables: options.templateVariables)
+            tokens = tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
+            if tokens.count < cache.maxPositions { break }
+            guard !turns.isEmpty else { throw GenerationError.promptTooLong(tokens: tokens.count, context: cache.maxPositions) }
+            // Drop the oldest exchange (a user turn and what follows up to the next user turn).
+            let next = turns.dropFirst().firstIndex { $0.role == "user" } ?? turns.count
+            result.droppedTurns += next
+            turns.removeFirst(next)
+        }
+        history = Array(system) + turns + [.user(message)]
+        do {
+            try run(tokens, options: options, isCancelled: isCancelled, onText: onText, result: &result)
+        } catch {
+            // Keep a partial reply; forget a turn that produced nothing.
+            if result.text.isEmpty { history.removeLast() } else { history.append(.assistant(result.text)) }
+            throw error
+        }
+        history.append(.assistant(result.text))
+        return result
+    }
+
+    /// Raw completion of `prompt` (see ``generate(prompt:options:)``).
+    @discardableResult
+    public func complete(prompt: String, options: GenerationOptions = GenerationOptions(),
+                         isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
+        let tokens = tokenizer.encode(prompt, addSpecialTokens: true, parseSpecial: true)
+        guard tokens.count < cache.maxPositions else { throw GenerationError.promptTooLong(tokens: tokens.count, context: cache.maxPositions) }
+        var result = GenerationResult()
+        try run(tokens, options: options, isCancelled: isCancelled, onText: onText, result: &result)
+        return result
+    }
+
+    /// Evaluates `prompt` after the longest prefix the cache already holds, then samples.
+    private func run(_ prompt: [Int], options: GenerationOptions, isCancelled: () -> Bool, onText: (String) -> Void, result: inout GenerationResult) throws {
+        let transformer = model.transformer
+        var sampler = Sampler(options: options)
+        result.seed = sampler.seed
+        result.promptTokens = prompt.count
+        defer {
+            // The cache is the truth: it only advances after a whole forward pass.
+            cachedTokens = Array(cachedTokens.prefix(cache.count))
+            lastResult = result
+        }
+
+        var common = zip(prompt, cachedTokens).prefix { $0 == $1 }.count
+        if common == prompt.count { common -= 1 }  // the last prompt token must be evaluated for its logits
+        cache.truncate(to: common)
+        cachedTokens.removeSubrange(common...)
+        result.reusedTokens = common
+
+        if isCancelled() { result.finishReason = .cancelled; return }
+        let prefillStart = Date()
+        let fresh = Array(prompt[common...])
+        var logits = try transformer.forward(tokens: fresh, cache: cache, logits: .last)
+        cachedTokens += fresh
+        result.prefillSeconds = Date().timeIntervalSince(prefillStart)
+
+        var sequence = prompt
+        var decoder = tokenizer.streamingDecoder(skipSpecialTokens: true)
+        var stops = StopStringMatcher(options.stop)
+        let decodeStart = Date()
+        defer { result.decodeSeconds = Date().timeIntervalSince(decodeStart) }
+        func emit(_ text: String) {
+            guard !text.isEmpty else { return }
+            result.text += text
+            onText(text)
+        }
+        while true {
+            if options.maxTokens <= result.generatedTokens { result.finishReason = .maxTokens; break }
+            let token = sampler.sample(logits: logits, previous: sequence)
+            if (options.stopAtEndOfSequence && tokenizer.eosTokenIds.contains(token)) || options.stopTokens.contains(token) {
+                result.finishReason = .endOfSequence
+                break
+            }
+            result.generatedTokens += 1
+            sequence.append(token)
+            emit(stops.append(decoder.append(token)))
+            if stops.stopped { result.finishReason = .stopString; break }
+            if result.generatedTokens == options.maxTokens { result.finishReason = .maxTokens; break }
+            if cache.count >= cache.maxPositions { result.finishReason = .contextFull; break }
+            if isCancelled() { result.finishReason = .cancelled; break }
+            logits = try transformer.forward(tokens: [token], cache: cache, logits: .last)
+            cachedTokens.append(token)
+        }
+        if !stops.stopped { emit(stops.append(decoder.finish())); emit(stops.flush()) }
+    }
+}
+
+/// A flag set from one thread and read from another.
+final class CancellationFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+extension ChatTemplate {
+    /// ChatML (`<|im_start|>role\n...<|im_end|>`), used when a model ships no template, as llama.cpp does.
+    public static let chatML: ChatTemplate = try! ChatTemplate(
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+}

@@ -1,0 +1,140 @@
+import Foundation
+import TestSupport
+import XCTest
+
+@testable import ChatTemplate
+
+/// Golden renderings made by transformers' own jinja2 environment (tools/make_chat_template_fixtures.py).
+final class ChatTemplateGoldenTests: XCTestCase {
+    struct Fixture: Decodable {
+        struct Case: Decodable {
+            let template: String
+            let conversation: String
+            let bos: String
+            let eos: String
+            let messages: [ChatMessage]
+            let add_generation_prompt: Bool
+            let variables: [String: Bool]
+            let expected: String?
+            let error: String?
+        }
+        let cases: [Case]
+    }
+
+    func testRealTemplatesMatchTransformers() throws {
+        let dir = Fixtures.root.appendingPathComponent("chat-templates")
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: dir.appendingPathComponent("cases.json")))
+        XCTAssertGreaterThan(fixture.cases.count, 100)
+        var templates: [String: ChatTemplate] = [:]
+        let date = ISO8601DateFormatter().date(from: "2025-06-01T09:30:00Z")!
+        var checked = Set<String>()
+        for c in fixture.cases {
+            if templates[c.template] == nil {
+                let source = try String(contentsOf: dir.appendingPathComponent(c.template + ".jinja"), encoding: .utf8)
+                templates[c.template] = try ChatTemplate(source)
+            }
+            let label = "\(c.template) / \(c.conversation) / gen=\(c.add_generation_prompt) / \(c.variables)"
+            let variables = c.variables.mapValues { TemplateValue.bool($0) }
+            do {
+                let out = try templates[c.template]!.render(messages: c.messages, addGenerationPrompt: c.add_generation_prompt,
+                                                             bosToken: c.bos, eosToken: c.eos, variables: variables, now: date)
+                if let expected = c.expected {
+                    XCTAssertEqual(out, expected, label)
+                    if out != expected { print("--- ours\n\(out)\n--- expected\n\(expected)") }
+                } else {
+                    XCTFail("\(label): expected error \(c.error ?? "")")
+                }
+            } catch let TemplateError.raised(message, _) {
+                XCTAssertEqual(message, c.error, label)
+            } catch {
+                XCTFail("\(label): \(error)")
+            }
+            checked.insert(c.template)
+        }
+        XCTAssertEqual(checked.count, 14)
+    }
+}
+
+final class ChatTemplateTests: XCTestCase {
+    func render(_ source: String, _ variables: [String: TemplateValue] = [:], messages: [ChatMessage] = []) throws -> String {
+        try ChatTemplate(source).render(messages: messages, addGenerationPrompt: false, variables: variables)
+    }
+
+    func testWhitespaceControlAsTransformers() throws {
+        // trim_blocks + lstrip_blocks: block lines vanish entirely.
+        XCTAssertEqual(try render("a\n  {% if true %}\n  b\n  {% endif %}\nc"), "a\n  b\nc")
+        XCTAssertEqual(try render("a  {{- ' b ' -}}  c"), "a b c")
+        XCTAssertEqual(try render("x {#- comment -#} y"), "xy")
+        XCTAssertEqual(try render("  {%+ if true %}k{% endif %}"), "  k")
+        XCTAssertEqual(try render("{{ 'a' }}\nb"), "a\nb")  // no trim after an output tag
+    }
+
+    func testExpressionsAndFilters() throws {
+        XCTAssertEqual(try render("{{ 1 + 2 * 3 }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 7 / 2 }}"), "7 3 2 1024 3.5")
+        XCTAssertEqual(try render("{{ 'a' ~ 1 ~ none }} {{ 'x' + 'y' }}"), "a1None xy")
+        XCTAssertEqual(try render("{{ [1, 2, 3][1:] }} {{ 'hello'[::-1] }} {{ [1,2,3][-1] }}"), "[2, 3] olleh 3")
+        XCTAssertEqual(try render("{{ '  hi  ' | trim | upper }}|{{ 'AbC' | lower }}|{{ [1,2] | length }}"), "HI|abc|2")
+        XCTAssertEqual(try render("{{ x | default('d') }} {{ '' | default('e', true) }}"), "d e")
+        XCTAssertEqual(try render("{{ ['a','b'] | join(', ') }} {{ ['a','b'] | first }}{{ ['a','b'] | last }}"), "a, b ab")
+        XCTAssertEqual(try render("{{ {'k': [1, 'two', none, true, 1.5]} | tojson }}"), "{\"k\": [1, \"two\", null, true, 1.5]}")
+        XCTAssertEqual(try render("{{ {'a': {'b': 1}} | tojson(indent=2) }}"), "{\n  \"a\": {\n    \"b\": 1\n  }\n}")
+        XCTAssertEqual(try render("{{ 'é\"\\n' | tojson }}"), "\"é\\\"\\n\"")
+        XCTAssertEqual(try render("{% for k, v in {'a': 1, 'b': 2} | items %}{{ k }}={{ v }};{% endfor %}"), "a=1;b=2;")
+        XCTAssertEqual(try render("{{ 'aXbXc' | replace('X', '-') }} {{ 3 | string ~ '!' }}"), "a-b-c 3!")
+        let messages: [ChatMessage] = [.system("s"), .user("u1"), .assistant("a"), .user("u2")]
+        XCTAssertEqual(try render("{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}", messages: messages), "u1,u2")
+        XCTAssertEqual(try render("{{ messages | rejectattr('role', 'equalto', 'user') | list | length }}", messages: messages), "2")
+    }
+
+    func testMethodsTestsAndLogic() throws {
+        XCTAssertEqual(try render("{{ ' x '.strip() }}|{{ 'a,b'.split(',') }}|{{ 'abc'.startswith('ab') }}|{{ 'abc'.endswith(('x', 'c')) }}"), "x|['a', 'b']|True|True")
+        XCTAssertEqual(try render("{{ '\\n\\nx'.lstrip('\\n') }}|{{ 'x  '.rstrip() }}|{{ 'a b  c'.split() }}"), "x|x|['a', 'b', 'c']")
+        XCTAssertEqual(try render("{{ x is defined }} {{ none is none }} {{ 'a' is string }} {{ 3 is not string }} {{ false is false }} {{ 0 is false }}"),
+                       "False True True True True False")
+        XCTAssertEqual(try render("{{ 'b' in 'abc' }} {{ 2 not in [1, 3] }} {{ 'k' in {'k': 1} }}"), "True True True")
+        XCTAssertEqual(try render("{{ 1 < 2 <= 2 }} {{ 'a' if false else 'b' }} {{ none or 'z' }} {{ 1 and 0 }}"), "True b z 0")
+        XCTAssertEqual(try render("{{ 'yes' if x }}|"), "|")
+    }
+
+    func testLoopsSetNamespaceMacro() throws {
+        XCTAssertEqual(try render("{% for x in [1,2,3] %}{{ loop.index }}{{ loop.index0 }}{% if loop.first %}F{% endif %}{% if loop.last %}L{% endif %} {% endfor %}"),
+                       "10F 21 32L ")
+        XCTAssertEqual(try render("{% for x in [] %}a{% else %}empty{% endfor %}"), "empty")
+        XCTAssertEqual(try render("{% for x in range(10) if x % 3 == 0 %}{{ x }}{{ '' if loop.last else ',' }}{% endfor %}"), "0,3,6,9")
+        XCTAssertEqual(try render("{% for x in range(5) %}{% if x == 3 %}{% break %}{% endif %}{% if x == 1 %}{% continue %}{% endif %}{{ x }}{% endfor %}"), "02")
+        // set inside a loop does not leak; namespace attributes do.
+        XCTAssertEqual(try render("{% set a = 1 %}{% set ns = namespace(b=1) %}{% for x in [5] %}{% set a = x %}{% set ns.b = x %}{% endfor %}{{ a }}{{ ns.b }}"), "15")
+        XCTAssertEqual(try render("{% set a, b = [1, 2] %}{{ b }}{{ a }}"), "21")
+        XCTAssertEqual(try render("{% set block %}in{{ 1 }}{% endset %}[{{ block }}]"), "[in1]")
+        XCTAssertEqual(try render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', punct='?') }}"), "Hi A! Hi B?")
+        XCTAssertEqual(try render("{{ strftime_now('%Y') | length }}"), "4")
+    }
+
+    func testErrorsNameLineAndColumn() throws {
+        XCTAssertThrowsError(try ChatTemplate("ok\n{% if x %}never closed")) { error in
+            guard case let TemplateError.syntax(_, loc) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(loc, SourceLocation(line: 2, column: 1))
+        }
+        XCTAssertThrowsError(try ChatTemplate("{{ a + }}")) { error in
+            guard case TemplateError.syntax = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try ChatTemplate("{% call foo() %}{% endcall %}")) { error in
+            XCTAssertTrue("\(error)".contains("unsupported statement `{% call %}`"), "\(error)")
+        }
+        XCTAssertThrowsError(try render("line1\n  {{ x | nosuchfilter }}")) { error in
+            guard case let TemplateError.render(message, loc) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("nosuchfilter"))
+            XCTAssertEqual(loc.line, 2)
+        }
+        XCTAssertThrowsError(try render("{{ raise_exception('nope') }}")) { error in
+            XCTAssertEqual(error as? TemplateError, .raised("nope", SourceLocation(line: 1, column: 4)))
+        }
+        XCTAssertThrowsError(try render("{{ x.y }}")) { error in
+            XCTAssertTrue("\(error)".contains("'x' is undefined"), "\(error)")
+        }
+        XCTAssertThrowsError(try render("{{ 'a' + 1 }}"))
+        for broken in ["{{", "{%", "{#", "{{ 'abc }}", "{% for %}", "{% set %}", "{{ [1, }}", "{{ ) }}", "{% endif %}", "{% else %}", "{{ a[:1:2:3] }}"] {
+            XCTAssertThrowsError(try ChatTemplate(broken).render(messages: [], addGenerationPrompt: false), broken)
+        }
+    }
+}
