@@ -1,0 +1,40 @@
+import Foundation
+import SwiftMoE
+import TestSupport
+import XCTest
+
+/// `Model.perplexity` against transformers on the same tokens and windows
+/// (tools/make_perplexity_fixture.py).
+final class PerplexityTests: XCTestCase {
+    struct Reference: Decodable {
+        struct Result: Decodable {
+            let context: Int
+            let stride: Int?
+            let scored: Int
+            let mean_nll: Double
+            let perplexity: Double
+        }
+        let text: String
+        let tokens: [Int]
+        let bos: Int?
+        let results: [String: Result]
+    }
+
+    func testMatchesTransformersWithBothMethods() throws {
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: Fixtures.root.appendingPathComponent("perplexity/reference.json")))
+        let path = Fixtures.path("qwen3moe/hf")
+        // Our tokenizer gives the same ids as transformers' on this text.
+        XCTAssertEqual(try Tokenizer(path: path).encode(reference.text), reference.tokens)
+        for kernels in [KernelPath.reference, .fast] {
+            let model = try Model(path: path, options: ExecutorOptions(threads: 2, kernels: kernels, kvCacheType: kernels == .reference ? .f32 : .f16))
+            for (name, method) in [("llamacpp", Model.PerplexityMethod.llamaCpp), ("sliding", .slidingWindow(stride: 32))] {
+                let expected = try XCTUnwrap(reference.results[name])
+                let ours = try model.perplexity(tokens: reference.tokens, context: expected.context, method: method, bos: reference.bos)
+                XCTAssertEqual(ours.scoredTokens, expected.scored, name)
+                // Within 0.5% (the bar); the exact path is far closer.
+                XCTAssertEqual(ours.perplexity, expected.perplexity, accuracy: expected.perplexity * (kernels == .reference ? 1e-4 : 5e-3), "\(name) \(kernels)")
+                XCTAssertGreaterThan(ours.standardError, 0)
+            }
+        }
+    }
+}
