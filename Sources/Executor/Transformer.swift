@@ -64,6 +64,17 @@ public final class Transformer: @unchecked Sendable {
     let output: Linear
     let rope: Rope
     let router: Router
+    /// Guesses the experts of the layers ahead during decode so the store can load them while
+    /// this layer computes (nil: no prefetching).
+    public var predictor: ExpertPredictor?
+    /// Precision and recall of the predictor's guesses so far.
+    public private(set) var predictionStats = PredictionStats()
+    /// Predictions made for layers not yet reached in the current decode step.
+    private var pendingPredictions: [Int: [Int]] = [:]
+    private var routedThisStep: [Int: [Int]] = [:]
+    private lazy var moeLayers: [Int] = (0..<configuration.layerCount).filter { configuration.layerKinds[$0] == .moe }
+
+    public func resetPredictionStats() { predictionStats = PredictionStats() }
 
     struct FFN {
         let gate: Linear, up: Linear, down: Linear
@@ -331,6 +342,7 @@ public final class Transformer: @unchecked Sendable {
                 for choice in choices { assignments[choice.expert].append((t, choice.weight)) }
             }
             let active = (0..<c.expertCount).filter { !assignments[$0].isEmpty }
+            if n == 1 { predictAhead(layer: l, chosen: active, ws: ws) }
             if n == 1 {
                 try experts.withExperts(layer: l, experts: active) { weights in
                     try runActiveExperts(weights, routerWeights: active.map { assignments[$0][0].weight }, input: input, ws: ws)
@@ -354,6 +366,52 @@ public final class Transformer: @unchecked Sendable {
             }
         }
         for i in 0..<(n * h) { ws.x[i] += ws.moeOutput[i] }
+    }
+
+    /// Scores the last prediction for layer `l` against what the router chose, then predicts the
+    /// next `depth` MoE layers and asks the store to prefetch them (nearest layer first). The
+    /// loads overlap this layer's expert computation.
+    private func predictAhead(layer l: Int, chosen: [Int], ws: Workspace) {
+        guard let predictor, predictor.kind != .none else { return }
+        if let predicted = pendingPredictions.removeValue(forKey: l) {
+            predictionStats.record(layer: l, predicted: predicted, actual: chosen)
+        }
+        if l == moeLayers.first { routedThisStep.removeAll() }
+        routedThisStep[l] = chosen
+        guard let position = moeLayers.firstIndex(of: l) else { return }
+        let previous = position > 0 ? routedThisStep[moeLayers[position - 1]] : nil
+        var keys: [ExpertKey] = []
+        for target in moeLayers.dropFirst(position + 1).prefix(predictor.depth) {
+            var lookahead: [Float]? = nil
+            if predictor.kind == .lookahead || predictor.kind == .hybrid, let gate = layers[target].router {
+                lookahead = gateProbabilities(gate, norm: layers[target].ffnNorm, ws: ws)
+            }
+            let predicted = predictor.predict(target: target, currentLayer: l, current: chosen, previous: previous, lookahead: lookahead)
+            pendingPredictions[target] = predicted
+            keys += predicted.map { ExpertKey(layer: target, expert: $0) }
+        }
+        experts.prefetchIfSupported(keys, currentLayer: l)
+    }
+
+    /// softmax(gate · rmsnorm(x)) for the current token's residual stream (decode only).
+    private func gateProbabilities(_ gate: Linear, norm: [Float], ws: Workspace) -> [Float]? {
+        let h = configuration.hiddenSize
+        let normed = ws.batch(width: h, tokens: 1, slot: 7)
+        Ops.rmsNorm(ws.x, weight: norm, eps: configuration.rmsNormEpsilon, count: h, into: normed.row(0))
+        normed.invalidate()
+        if Kernels.needsQuantizedInput(gate.matrix.type, path: .fast) { normed.quantize() }
+        var logits = [Float](repeating: 0, count: gate.outputs)
+        do {
+            try logits.withUnsafeMutableBufferPointer { out in
+                try Kernels.matmul(gate.matrix, rows: 0..<gate.outputs, input: normed, output: out.baseAddress!, ldy: gate.outputs,
+                                   path: .fast, scratch: ws.scratch(0))
+            }
+        } catch {
+            return nil
+        }
+        var probabilities = [Float](repeating: 0, count: logits.count)
+        logits.withUnsafeBufferPointer { Router.softmax($0, into: &probabilities) }
+        return probabilities
     }
 
     /// `moeOutput[t] += weight_t * down(silu(gate x_t) * up x_t)` for the listed tokens of `input`,

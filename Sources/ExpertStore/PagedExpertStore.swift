@@ -4,16 +4,26 @@ import Quantization
 
 /// Counters of a paged run, reported by `moe run/bench/generate` and in `--json`.
 public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
+    /// Requests served from the pool (including experts a prefetch had started loading).
     public var hits = 0
+    /// Requests that had to load the expert on the spot.
     public var misses = 0
     public var evictions = 0
     public var bytesRead = 0
-    /// Seconds spent in reads, checksum verification and decoding.
+    /// Seconds spent in reads, checksum verification and decoding (all threads).
     public var readSeconds = 0.0
     public var verifySeconds = 0.0
     public var decodeSeconds = 0.0
-    /// Seconds the executor waited for an expert that was not resident.
+    /// Seconds the executor waited for an expert that was not ready (misses, and prefetches
+    /// still in flight).
     public var stallSeconds = 0.0
+    /// Prefetches issued, used before eviction, and evicted unused.
+    public var prefetchIssued = 0
+    public var prefetchUseful = 0
+    public var prefetchWasted = 0
+    public var prefetchBytes = 0
+    /// Requests that found their expert still loading (the prefetch was late).
+    public var prefetchLate = 0
     public var poolCapacity = 0
     public var peakPoolBytes = 0
     public var directIO = false
@@ -21,24 +31,32 @@ public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
     public var hitRate: Double { hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses) }
 }
 
-/// Experts paged on demand into a fixed ``ExpertPool`` under a ``CachePolicy``.
+/// Experts paged into a fixed ``ExpertPool`` under a ``CachePolicy``, on demand and ahead of
+/// demand (``prefetch(_:currentLayer:)``) by loader threads.
 ///
 /// `withExpert` pins the expert for the duration of the call: a pinned expert is never
 /// evicted, so the weights handed to the body stay valid until it returns. Loads read with
 /// ``DirectReader`` (O_DIRECT or fadvise), verify the record's checksum when the source has
-/// one, and decode (LZ4, byte-plane shuffle) straight into the pool. Thread-safe.
+/// one, and decode (LZ4, byte-plane shuffle) straight into the pool. Demand loads run on the
+/// calling thread and never queue behind prefetches. Thread-safe.
 public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     public let catalog: ExpertCatalog
     public let pool: ExpertPool
     public let policy: CachePolicy
+    /// Prefetched bytes that may sit in the pool unused (a cap so guesses cannot crowd out hits).
+    public var maxPrefetchBytes: Int
     private let readers: [DirectReader]
-    private let staging: UnsafeMutableRawPointer
-    private let stagingSize: Int
-    private let scratch: UnsafeMutableRawPointer
-    private let scratchSize: Int
-    private let lock = NSLock()
+    /// Buffers for demand loads; concurrent callers each take their own (normally there is one).
+    private var demandBuffers: [IOBuffers]
+    private let bufferSizes: (staging: Int, scratch: Int)
+    private let condition = NSCondition()
     private var resident: [ExpertKey: Resident] = [:]
     private var stats = ExpertStoreMetrics()
+    private var queue: [(key: ExpertKey, offset: Int)] = []
+    private var loaders: [Thread] = []
+    private var loaderBuffers: [IOBuffers] = []
+    private var stopping = false
+    private var prefetchedUnusedBytes = 0
     /// Every request in order, for traces and for replaying cache policies.
     public private(set) var accessLog: [ExpertKey] = []
     public var recordsAccesses = false
@@ -47,56 +65,111 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         var offset: Int
         var size: Int
         var pins: Int
-        var weights: ExpertWeights
+        var weights: ExpertWeights?
+        var loading: Bool
+        var prefetched: Bool
+        var used: Bool
+    }
+
+    /// Staging and decode buffers of one loading thread.
+    final class IOBuffers {
+        let staging: UnsafeMutableRawPointer
+        let stagingSize: Int
+        let scratch: UnsafeMutableRawPointer
+        let scratchSize: Int
+        init(stagingSize: Int, scratchSize: Int) {
+            self.stagingSize = stagingSize
+            self.scratchSize = scratchSize
+            staging = .allocate(byteCount: stagingSize, alignment: DirectReader.alignment)
+            scratch = .allocate(byteCount: scratchSize, alignment: 64)
+        }
+        deinit {
+            staging.deallocate()
+            scratch.deallocate()
+        }
+    }
+
+    /// What one load cost, merged into the metrics under the lock.
+    struct LoadCost {
+        var bytes = 0, read = 0.0, verify = 0.0, decode = 0.0
     }
 
     /// - Parameters:
     ///   - capacity: bytes of the pool (rounded down to 4096).
     ///   - policy: which expert to evict when the pool is full.
-    public init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .lru) throws {
+    ///   - loaderThreads: threads that load prefetched experts (0: no prefetching).
+    public init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
         catalog = try ExpertCatalog(source: source)
         pool = try ExpertPool(capacity: capacity)
         self.policy = policy.make(layerCount: source.configuration.layerCount)
+        self.maxPrefetchBytes = maxPrefetchBytes ?? capacity / 2
         readers = try catalog.files.map { try DirectReader(path: $0) }
-        stagingSize = max(DirectReader.alignment, (catalog.largestRead + DirectReader.alignment - 1) / DirectReader.alignment * DirectReader.alignment)
-        staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: DirectReader.alignment)
-        let catalog = self.catalog
-        scratchSize = max(1, (0..<catalog.layerCount).flatMap { l in (0..<catalog.expertCount).compactMap { catalog.entry(ExpertKey(layer: l, expert: $0))?.decodedLength } }.max() ?? 1)
-        scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 64)
+        bufferSizes = (PagedExpertStore.stagingSize(catalog), PagedExpertStore.scratchSize(catalog))
+        demandBuffers = [IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)]
         stats.poolCapacity = pool.capacity
         stats.directIO = readers.allSatisfy(\.direct)
+        for i in 0..<max(0, loaderThreads) {
+            let buffers = IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
+            loaderBuffers.append(buffers)
+            // The thread holds the store only while it handles one job, so the store can go away.
+            let thread = Thread { [weak self] in
+                while let store = self, store.loaderStep(buffers) {}
+            }
+            thread.name = "moe-loader-\(i)"
+            loaders.append(thread)
+            thread.start()
+        }
     }
 
     deinit {
-        staging.deallocate()
-        scratch.deallocate()
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
     }
 
-    /// Bytes the store allocates besides the pool (staging and decode buffers).
-    public var overheadBytes: Int { stagingSize + scratchSize }
+    /// Stops the loader threads (the store keeps serving demand loads).
+    public func stopLoaders() {
+        condition.lock()
+        stopping = true
+        queue.removeAll()
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    static func stagingSize(_ catalog: ExpertCatalog) -> Int {
+        max(DirectReader.alignment, (catalog.largestRead + DirectReader.alignment - 1) / DirectReader.alignment * DirectReader.alignment)
+    }
+
+    static func scratchSize(_ catalog: ExpertCatalog) -> Int {
+        max(1, (0..<catalog.layerCount).flatMap { l in (0..<catalog.expertCount).compactMap { catalog.entry(ExpertKey(layer: l, expert: $0))?.decodedLength } }.max() ?? 1)
+    }
+
+    /// Bytes the store allocates besides the pool (staging and decode buffers of every thread).
+    public var overheadBytes: Int { (1 + loaderBuffers.count) * (bufferSizes.staging + bufferSizes.scratch) }
 
     public var metrics: ExpertStoreMetrics {
-        lock.lock()
-        defer { lock.unlock() }
+        condition.lock()
+        defer { condition.unlock() }
         var m = stats
         m.peakPoolBytes = pool.peakUsedBytes
         return m
     }
 
     public func resetMetrics() {
-        lock.lock()
+        condition.lock()
         let capacity = stats.poolCapacity, direct = stats.directIO
         stats = ExpertStoreMetrics()
         stats.poolCapacity = capacity
         stats.directIO = direct
         accessLog.removeAll()
-        lock.unlock()
+        condition.unlock()
     }
 
-    /// Experts resident now.
+    /// Experts resident now (loaded or loading).
     public var residentKeys: Set<ExpertKey> {
-        lock.lock()
-        defer { lock.unlock() }
+        condition.lock()
+        defer { condition.unlock() }
         return Set(resident.keys)
     }
 
@@ -109,103 +182,224 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
 
     /// Makes `key` resident and pins it. Pair with ``release(_:)``.
     public func acquire(_ key: ExpertKey) throws -> ExpertWeights {
-        lock.lock()
-        defer { lock.unlock() }
+        condition.lock()
+        defer { condition.unlock() }
         guard let entry = catalog.entry(key) else { throw ExpertStoreError.noSuchExpert(layer: key.layer, expert: key.expert) }
         policy.recordAccess(key)
         if recordsAccesses { accessLog.append(key) }
+        let clock = DispatchTime.now().uptimeNanoseconds
         if var r = resident[key] {
             r.pins += 1
+            if r.prefetched && !r.used {
+                r.used = true
+                stats.prefetchUseful += 1
+                prefetchedUnusedBytes -= ExpertPool.rounded(r.size)
+            }
             resident[key] = r
             stats.hits += 1
-            return r.weights
+            if r.loading {
+                stats.prefetchLate += 1
+                while resident[key]?.loading == true { condition.wait() }
+                stats.stallSeconds += Double(DispatchTime.now().uptimeNanoseconds - clock) * 1e-9
+                guard let weights = resident[key]?.weights else {
+                    // The prefetch failed (and was dropped): load it ourselves, which reports the error.
+                    stats.hits -= 1
+                    return try demandLoad(key, entry, clock: clock)
+                }
+                return weights
+            }
+            return r.weights!  // ready entries always have weights
         }
+        return try demandLoad(key, entry, clock: clock)
+    }
+
+    /// Loads a missing expert on the calling thread (lock held on entry and exit; released
+    /// during I/O). The entry is pinned while loading so nothing evicts it.
+    private func demandLoad(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, clock: UInt64) throws -> ExpertWeights {
         stats.misses += 1
-        let start = DispatchTime.now().uptimeNanoseconds
-        defer { stats.stallSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9 }
-        let offset = try makeRoom(for: entry.decodedLength, layer: key.layer)
-        do {
-            let weights = try load(key, entry, into: pool.base + offset)
-            resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 1, weights: weights)
+        defer { stats.stallSeconds += Double(DispatchTime.now().uptimeNanoseconds - clock) * 1e-9 }
+        let offset = try makeRoom(for: entry.decodedLength, layer: key.layer, protecting: [])
+        resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 1, weights: nil, loading: true, prefetched: false, used: true)
+        let buffers = demandBuffers.popLast() ?? IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
+        condition.unlock()
+        var cost = LoadCost()
+        let result = Result { try load(key, entry, into: pool.base + offset, buffers: buffers, cost: &cost) }
+        condition.lock()
+        demandBuffers.append(buffers)
+        merge(cost)
+        switch result {
+        case let .success(weights):
+            resident[key]?.weights = weights
+            resident[key]?.loading = false
             policy.recordInsert(key)
+            condition.broadcast()
             return weights
-        } catch {
+        case let .failure(error):
+            resident.removeValue(forKey: key)
             pool.release(offset: offset, size: entry.decodedLength)
+            condition.broadcast()
             throw error
         }
     }
 
     public func release(_ key: ExpertKey) {
-        lock.lock()
+        condition.lock()
         if var r = resident[key] {
             r.pins -= 1
             resident[key] = r
         }
-        lock.unlock()
+        condition.unlock()
     }
 
-    /// Evicts every unpinned expert (their bytes return to the pool). Returns how many.
+    /// Starts loading `keys` (most wanted first) in the background, as far as the pool and the
+    /// prefetch cap allow, without evicting pinned or loading experts, experts of
+    /// `currentLayer`, or earlier prefetches not yet used. A wrong guess costs only its read.
+    /// Returns the keys actually queued.
+    @discardableResult
+    public func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey] {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !loaders.isEmpty, !stopping else { return [] }
+        var queued: [ExpertKey] = []
+        for key in keys where resident[key] == nil {
+            guard let entry = catalog.entry(key) else { continue }
+            let size = ExpertPool.rounded(entry.decodedLength)
+            guard prefetchedUnusedBytes + size <= maxPrefetchBytes else { break }
+            guard let offset = try? makeRoom(for: entry.decodedLength, layer: currentLayer, protecting: Set(queued), forPrefetch: true) else { break }
+            resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 0, weights: nil, loading: true, prefetched: true, used: false)
+            prefetchedUnusedBytes += size
+            stats.prefetchIssued += 1
+            stats.prefetchBytes += size
+            queue.append((key, offset))
+            queued.append(key)
+        }
+        if !queued.isEmpty { condition.broadcast() }
+        return queued
+    }
+
+    /// Waits (briefly) for one prefetch job and loads it. Returns false when the store stops.
+    private func loaderStep(_ buffers: IOBuffers) -> Bool {
+        condition.lock()
+        if queue.isEmpty && !stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05)) }
+        if stopping {
+            condition.unlock()
+            return false
+        }
+        guard !queue.isEmpty else {
+            condition.unlock()
+            return true
+        }
+        let job = queue.removeFirst()
+        guard let entry = catalog.entry(job.key), resident[job.key]?.loading == true else {
+            condition.unlock()
+            return true
+        }
+        condition.unlock()
+        var cost = LoadCost()
+        let result = Result { try load(job.key, entry, into: pool.base + job.offset, buffers: buffers, cost: &cost) }
+        condition.lock()
+        merge(cost)
+        switch result {
+        case let .success(weights):
+            resident[job.key]?.weights = weights
+            resident[job.key]?.loading = false
+            policy.recordInsert(job.key)
+        case .failure:
+            // Drop it; a demand load will retry and report the error to the caller.
+            if let r = resident.removeValue(forKey: job.key) {
+                pool.release(offset: r.offset, size: r.size)
+                if !r.used { prefetchedUnusedBytes -= ExpertPool.rounded(r.size) }
+            }
+        }
+        condition.broadcast()
+        condition.unlock()
+        return true
+    }
+
+    private func merge(_ cost: LoadCost) {
+        stats.bytesRead += cost.bytes
+        stats.readSeconds += cost.read
+        stats.verifySeconds += cost.verify
+        stats.decodeSeconds += cost.decode
+    }
+
+    /// Evicts every unpinned, loaded expert (their bytes return to the pool). Returns how many.
     @discardableResult
     public func evictAll() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        let victims = resident.filter { $0.value.pins == 0 }
-        for (key, r) in victims {
-            resident.removeValue(forKey: key)
-            pool.release(offset: r.offset, size: r.size)
-            policy.recordRemoval(key)
-        }
+        condition.lock()
+        defer { condition.unlock() }
+        let victims = resident.filter { $0.value.pins == 0 && !$0.value.loading }
+        for (key, _) in victims { evict(key) }
         return victims.count
     }
 
-    /// Evicts unpinned experts in policy order until a block of `size` fits; returns its offset.
-    private func makeRoom(for size: Int, layer: Int) throws -> Int {
-        while true {
-            if let offset = pool.allocate(size) { return offset }
-            let candidates = resident.filter { $0.value.pins == 0 }.map(\.key)
-            guard !candidates.isEmpty else {
-                let pinned = resident.values.reduce(0) { $0 + ExpertPool.rounded($1.size) }
-                throw ExpertStoreError.poolTooSmall(needed: pinned + ExpertPool.rounded(size), capacity: pool.capacity)
-            }
-            let victim = policy.victim(among: candidates, currentLayer: layer)
-            if let r = resident.removeValue(forKey: victim) {
-                pool.release(offset: r.offset, size: r.size)
-                policy.recordRemoval(victim)
-                stats.evictions += 1
-            }
+    private func evict(_ key: ExpertKey) {
+        guard let r = resident.removeValue(forKey: key) else { return }
+        pool.release(offset: r.offset, size: r.size)
+        policy.recordRemoval(key)
+        if r.prefetched && !r.used {
+            stats.prefetchWasted += 1
+            prefetchedUnusedBytes -= ExpertPool.rounded(r.size)
         }
     }
 
-    private func load(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, into destination: UnsafeMutableRawPointer) throws -> ExpertWeights {
+    /// Evicts unpinned, loaded experts in policy order until a block of `size` fits; returns
+    /// its offset. For a prefetch, experts of `layer` and unused prefetches are off limits too,
+    /// and failure returns nil instead of throwing.
+    private func makeRoom(for size: Int, layer: Int, protecting: Set<ExpertKey>, forPrefetch: Bool = false) throws -> Int {
+        while true {
+            if let offset = pool.allocate(size) { return offset }
+            let candidates = resident.filter { key, r in
+                r.pins == 0 && !r.loading && !protecting.contains(key)
+                    && !(forPrefetch && (key.layer == layer || (r.prefetched && !r.used)))
+            }.map(\.key)
+            guard !candidates.isEmpty else {
+                // A demand load never fails because of a guess: wait for in-flight prefetches to
+                // land (unpinned, they become evictable), then try again.
+                if !forPrefetch, resident.values.contains(where: { $0.loading && $0.pins == 0 }) {
+                    condition.wait()
+                    continue
+                }
+                let pinned = resident.values.filter { $0.pins > 0 || $0.loading }.reduce(0) { $0 + ExpertPool.rounded($1.size) }
+                throw ExpertStoreError.poolTooSmall(needed: pinned + ExpertPool.rounded(size), capacity: pool.capacity)
+            }
+            let victim = policy.victim(among: candidates, currentLayer: layer)
+            evict(victim)
+            stats.evictions += 1
+        }
+    }
+
+    private func load(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, into destination: UnsafeMutableRawPointer, buffers: IOBuffers, cost: inout LoadCost) throws -> ExpertWeights {
         let clock = { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
         switch entry.location {
         case let .record(record):
             let path = catalog.files[0]
             var t0 = clock()
             let direct = record.compression == .none
-            let target = direct ? destination : staging
-            guard record.paddedLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : stagingSize) else {
+            let target = direct ? destination : buffers.staging
+            guard record.paddedLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
                 throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
             }
             try readers[0].read(offset: record.offset, length: record.paddedLength, into: target)
-            stats.bytesRead += record.paddedLength
-            stats.readSeconds += clock() - t0
+            cost.bytes += record.paddedLength
+            cost.read += clock() - t0
             t0 = clock()
             let found = XXH64.hash(UnsafeRawBufferPointer(start: target, count: record.storedLength))
-            stats.verifySeconds += clock() - t0
+            cost.verify += clock() - t0
             guard found == record.checksum else {
                 throw ExpertStoreError.checksumMismatch(path: path, layer: key.layer, expert: key.expert, offset: record.offset, expected: record.checksum, found: found)
             }
             if !direct {
                 t0 = clock()
                 do {
-                    try LZ4Codec.decode(UnsafeRawBufferPointer(start: staging, count: record.storedLength), compression: record.compression,
+                    try LZ4Codec.decode(UnsafeRawBufferPointer(start: buffers.staging, count: record.storedLength), compression: record.compression,
                                         into: UnsafeMutableRawBufferPointer(start: destination, count: record.decodedLength),
-                                        scratch: UnsafeMutableRawBufferPointer(start: scratch, count: scratchSize), what: "expert \(key.expert) of layer \(key.layer)")
+                                        scratch: UnsafeMutableRawBufferPointer(start: buffers.scratch, count: buffers.scratchSize),
+                                        what: "expert \(key.expert) of layer \(key.layer)")
                 } catch {
                     throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "\(error)")
                 }
-                stats.decodeSeconds += clock() - t0
+                cost.decode += clock() - t0
             }
         case let .slabs(slabs):
             for (slab, tensor) in zip(slabs, entry.tensors) {
@@ -214,20 +408,20 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
                 let start = slab.offset / a * a
                 let end = (slab.offset + slab.length + a - 1) / a * a
                 var done = start
-                // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
                 var copied = 0
+                // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
                 while done < end {
-                    let chunk = min(stagingSize, end - done)
-                    try readers[slab.file].read(offset: done, length: chunk, into: staging)
-                    stats.bytesRead += chunk
+                    let chunk = min(buffers.stagingSize, end - done)
+                    try readers[slab.file].read(offset: done, length: chunk, into: buffers.staging)
+                    cost.bytes += chunk
                     let lo = max(slab.offset, done), hi = min(slab.offset + slab.length, done + chunk)
                     if lo < hi {
-                        (destination + tensor.offset + copied).copyMemory(from: staging + (lo - done), byteCount: hi - lo)
+                        (destination + tensor.offset + copied).copyMemory(from: buffers.staging + (lo - done), byteCount: hi - lo)
                         copied += hi - lo
                     }
                     done += chunk
                 }
-                stats.readSeconds += clock() - t0
+                cost.read += clock() - t0
             }
         }
         let names = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
@@ -236,5 +430,12 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
                        data: UnsafeRawBufferPointer(start: destination + t.offset, count: t.length), owner: self)
         }
         return ExpertWeights(gate: views[0], up: views[1], down: views[2])
+    }
+}
+
+extension ExpertProvider {
+    /// Asks the provider to start loading these experts; resident providers ignore it.
+    public func prefetchIfSupported(_ keys: [ExpertKey], currentLayer: Int) {
+        (self as? PagedExpertStore)?.prefetch(keys, currentLayer: currentLayer)
     }
 }

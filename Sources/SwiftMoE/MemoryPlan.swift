@@ -16,16 +16,24 @@ public struct MemoryPlan: Codable, Sendable {
     /// The smallest pool that can hold one layer's active experts at once.
     public var minimumPool: Int
 
-    /// The smallest budget that would work.
-    public var minimumBudget: Int { budget - pool + minimumPool }
+    /// The smallest budget that would work (the margin grows with the budget, so this solves
+    /// budget = fixed needs + minimum pool + margin(budget)).
+    public var minimumBudget: Int {
+        let fixedMargin = margin - budget * MemoryPlan.marginPercent / 100
+        let needs = baseline + denseWeights + kvCache + scratch + staging + fixedMargin + minimumPool
+        return (needs * 100 + (100 - MemoryPlan.marginPercent) - 1) / (100 - MemoryPlan.marginPercent)
+    }
+
+    static let marginPercent = 3
 
     /// Fixed bytes for allocator slack, thread stacks and Foundation, plus 3% of the budget.
-    static func margin(for budget: Int, threads: Int) -> Int { 24 << 20 + threads * (1 << 20) + budget * 3 / 100 }
+    static func margin(for budget: Int, threads: Int) -> Int { 24 << 20 + threads * (1 << 20) + budget * marginPercent / 100 }
 
     /// Plans `budget` for `source` running contexts of up to `maxPositions` tokens, prompts
     /// of up to `promptChunk` tokens per forward pass.
     public static func make(
-        budget: Int, source: ModelSource, catalog: ExpertCatalog, options: ExecutorOptions, maxPositions: Int, promptChunk: Int
+        budget: Int, source: ModelSource, catalog: ExpertCatalog, options: ExecutorOptions, maxPositions: Int, promptChunk: Int,
+        loaderThreads: Int = 0
     ) throws -> MemoryPlan {
         let c = source.configuration
         let inspection = try ModelInspection(source: source)
@@ -34,7 +42,8 @@ public struct MemoryPlan: Codable, Sendable {
         let widest = max(c.hiddenSize, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest) + 2 * (c.hiddenSize + c.queryDim)
         let scratch = promptChunk * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
-        let staging = catalog.largestRead + (catalog.largestActiveSet(k: 1))
+        // Each loading thread (the caller, and every prefetch loader) has a staging and a decode buffer.
+        let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1))
         var plan = MemoryPlan(
             budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes, kvCache: kv,
             scratch: scratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,

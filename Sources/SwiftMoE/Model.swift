@@ -1,3 +1,4 @@
+import Foundation
 @_exported import ExpertStore
 @_exported import Executor
 @_exported import ModelFormats
@@ -33,12 +34,29 @@ public final class Model: @unchecked Sendable {
         public var maxContext: Int?
         /// The longest prompt evaluated in one forward pass (planned scratch memory).
         public var promptChunk: Int
+        /// How experts of the layers ahead are guessed and loaded during decode.
+        public var prefetch: PredictorKind
+        /// MoE layers ahead to prefetch.
+        public var prefetchDepth: Int
+        /// Experts prefetched per layer ahead (default: top-k + 1).
+        public var prefetchWidth: Int?
+        /// Path statistics from `moe calibrate` (default: MODEL.calibration.json if it exists).
+        public var calibration: String?
+        /// Threads that load prefetched experts.
+        public var loaderThreads: Int
 
-        public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512) {
+        public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512,
+                    prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
+                    loaderThreads: Int = 1) {
             self.budget = budget
             self.cachePolicy = cachePolicy
             self.maxContext = maxContext
             self.promptChunk = promptChunk
+            self.prefetch = prefetch
+            self.prefetchDepth = prefetchDepth
+            self.prefetchWidth = prefetchWidth
+            self.calibration = calibration
+            self.loaderThreads = loaderThreads
         }
     }
 
@@ -53,9 +71,11 @@ public final class Model: @unchecked Sendable {
         var paged: PagedExpertStore? = nil
         if let budget = memory.budget {
             let catalog = try ExpertCatalog(source: source)
-            let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext, promptChunk: memory.promptChunk)
+            let loaders = memory.prefetch == .none ? 0 : max(1, memory.loaderThreads)
+            let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext,
+                                           promptChunk: memory.promptChunk, loaderThreads: loaders)
             memoryPlan = plan
-            paged = try PagedExpertStore(source: source, capacity: plan.pool, policy: memory.cachePolicy)
+            paged = try PagedExpertStore(source: source, capacity: plan.pool, policy: memory.cachePolicy, loaderThreads: loaders)
         } else {
             memoryPlan = nil
             if case .store = source.container {
@@ -65,6 +85,58 @@ public final class Model: @unchecked Sendable {
         }
         pagedExperts = paged
         transformer = try Transformer(source: source, experts: paged, options: options)
+        if memory.prefetch != .none, paged != nil {
+            var table: TransitionTable? = nil
+            let sidecar = Model.calibrationPath(for: path)
+            if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
+                let loaded = try TransitionTable.load(path: file)
+                let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+                guard loaded.layers == moeLayers, loaded.expertCount == c.expertCount else {
+                    throw PredictorError.mismatch(path: file, reason: "it has \(loaded.layers.count) MoE layers × \(loaded.expertCount) experts, the model \(moeLayers.count) × \(c.expertCount)")
+                }
+                table = loaded
+            }
+            transformer.predictor = try ExpertPredictor(kind: memory.prefetch, depth: memory.prefetchDepth,
+                                                        width: memory.prefetchWidth ?? c.expertsPerToken + 1, table: table)
+        }
+    }
+
+    /// Paging figures of the run so far: the store's counters, the predictor's accuracy, and
+    /// Belady's MIN hit rate for the same access sequence at the same capacity (in experts of
+    /// the average size; exact for equal-size experts, a bound otherwise).
+    public struct PagingReport: Codable, Sendable {
+        public var metrics: ExpertStoreMetrics?
+        public var beladyHitRate: Double?
+        public var capacityExperts: Int?
+        public var prediction: PredictionStats?
+        public var predictionPrecision: Double?
+        public var predictionRecall: Double?
+    }
+
+    public func pagingReport() -> PagingReport {
+        var report = PagingReport()
+        guard let store = pagedExperts else { return report }
+        report.metrics = store.metrics
+        let log = store.accessLog
+        if !log.isEmpty {
+            let sizes = log.compactMap { store.catalog.entry($0).map { ExpertPool.rounded($0.decodedLength) } }
+            let average = sizes.reduce(0, +) / max(sizes.count, 1)
+            let capacity = average > 0 ? store.pool.capacity / average : 0
+            report.capacityExperts = capacity
+            report.beladyHitRate = CacheSimulator.belady(log, capacity: capacity).hitRate
+        }
+        if let predictor = transformer.predictor, predictor.kind != .none {
+            let p = transformer.predictionStats
+            report.prediction = p
+            report.predictionPrecision = p.precision()
+            report.predictionRecall = p.recall()
+        }
+        return report
+    }
+
+    /// Where `moe calibrate` writes a model's path statistics by default.
+    public static func calibrationPath(for modelPath: String) -> String {
+        (modelPath.hasSuffix("/") ? String(modelPath.dropLast()) : modelPath) + ".calibration.json"
     }
 
     public var configuration: ModelConfiguration { source.configuration }

@@ -98,3 +98,26 @@ extension Model {
             perplexity: ppl, standardError: standardError, seconds: Date().timeIntervalSince(start))
     }
 }
+
+extension Model {
+    /// Routes `tokens` (in windows of `window`) and counts expert frequencies and layer-to-layer
+    /// transitions: the statistics the `path` predictor uses (EdgeMoE) and `moe trace` reports.
+    public func calibrate(tokens: [Int], window: Int, progress: ((Int, Int) -> Void)? = nil) throws -> TransitionTable {
+        let c = configuration
+        let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+        var table = TransitionTable(layers: moeLayers, expertCount: c.expertCount)
+        var start = 0
+        while start < tokens.count {
+            let chunk = Array(tokens[start..<min(start + window, tokens.count)])
+            var routes = [[[Int]]](repeating: Array(repeating: [], count: moeLayers.count), count: chunk.count)
+            let index = Dictionary(uniqueKeysWithValues: moeLayers.enumerated().map { ($1, $0) })
+            _ = try transformer.forward(tokens: chunk, cache: try makeCache(chunk.count), logits: .last) { layer, position, choices in
+                if let i = index[layer], position < routes.count { routes[position][i] = choices.map(\.expert) }
+            }
+            for route in routes { table.record(route) }
+            start += chunk.count
+            progress?(start, tokens.count)
+        }
+        return table
+    }
+}

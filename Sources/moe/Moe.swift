@@ -7,7 +7,7 @@ struct Moe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Run mixture-of-experts language models in less RAM than the model.",
-        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self]
+        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self, Calibrate.self]
     )
 }
 
@@ -46,6 +46,7 @@ struct TokenList: ExpressibleByArgument {
 extension KernelPath: ExpressibleByArgument {}
 extension KVCache.ElementType: ExpressibleByArgument {}
 extension CachePolicyKind: ExpressibleByArgument {}
+extension PredictorKind: ExpressibleByArgument {}
 
 /// A byte size on the command line: `2GB`, `1.5GiB`, `800M`, `4096`.
 struct ByteSize: ExpressibleByArgument {
@@ -76,16 +77,39 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most 4096.")
     var context: Int?
 
+    @Option(help: "Under --memory, load the experts of the next layers while this one computes: none, lookahead (next layer's gate on this hidden state), path (EdgeMoE statistics from moe calibrate), hybrid (both). Wrong guesses cost reads and pool space.")
+    var prefetch: PredictorKind = .lookahead
+
+    @Option(name: .customLong("prefetch-depth"), help: "MoE layers ahead to prefetch. Deeper hides more latency but guesses worse.")
+    var prefetchDepth: Int = 1
+
+    @Option(name: .customLong("prefetch-width"), help: "Experts prefetched per layer ahead (default: top-k + 1). Wider raises recall and wasted reads.")
+    var prefetchWidth: Int?
+
+    @Option(help: "Path statistics written by moe calibrate (default: MODEL.calibration.json when it exists).")
+    var calibration: String?
+
+    @Option(name: .customLong("loader-threads"), help: "Threads that read prefetched experts (each adds a staging buffer to the budget).")
+    var loaderThreads: Int = 1
+
     func validate() throws {
         guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
         if let context, context < 1 { throw ValidationError("--context must be at least 1") }
+        guard prefetchDepth >= 1, prefetchDepth <= 64 else { throw ValidationError("--prefetch-depth must be between 1 and 64") }
+        if let prefetchWidth, prefetchWidth < 1 { throw ValidationError("--prefetch-width must be at least 1") }
+        guard loaderThreads >= 1, loaderThreads <= 16 else { throw ValidationError("--loader-threads must be between 1 and 16") }
     }
 
     var executorOptions: ExecutorOptions { ExecutorOptions(threads: threads, kernels: kernels, kvCacheType: kvCache) }
-    var memoryOptions: Model.MemoryOptions { Model.MemoryOptions(budget: memory?.bytes, cachePolicy: cachePolicy, maxContext: context) }
+    var memoryOptions: Model.MemoryOptions {
+        Model.MemoryOptions(budget: memory?.bytes, cachePolicy: cachePolicy, maxContext: context, prefetch: prefetch,
+                            prefetchDepth: prefetchDepth, prefetchWidth: prefetchWidth, calibration: calibration, loaderThreads: loaderThreads)
+    }
 
     func open(_ path: String) throws -> Model {
-        try Model(path: path, options: executorOptions, memory: memoryOptions)
+        let model = try Model(path: path, options: executorOptions, memory: memoryOptions)
+        model.pagedExperts?.recordsAccesses = true
+        return model
     }
 }
 
@@ -97,5 +121,14 @@ func pagingSummary(_ model: Model) -> String? {
                       m.hits, m.misses, 100 * m.hitRate, formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, formatBytes(m.poolCapacity))
     if let plan = model.memoryPlan { line += ", budget \(formatBytes(plan.budget))" }
     line += m.directIO ? ", direct I/O" : ", buffered I/O + fadvise"
+    let report = model.pagingReport()
+    if let belady = report.beladyHitRate {
+        line += String(format: "; Belady MIN at this capacity %.1f%%", 100 * belady)
+    }
+    if let predictor = model.transformer.predictor, predictor.kind != .none {
+        let p = model.transformer.predictionStats
+        line += String(format: "; prefetch %@: %d issued, %d used, %d wasted, %d late, precision %.1f%%, recall %.1f%%",
+                       predictor.kind.rawValue, m.prefetchIssued, m.prefetchUseful, m.prefetchWasted, m.prefetchLate, 100 * p.precision(), 100 * p.recall())
+    }
     return line
 }

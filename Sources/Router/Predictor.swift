@@ -1,0 +1,198 @@
+import Foundation
+
+/// Which experts the next layers will want, guessed while the current layer computes, so the
+/// store can load them in time (design.md §5: EdgeMoE's path statistics, Mixtral-offloading
+/// and Fate's gate lookahead).
+public enum PredictorKind: String, CaseIterable, Sendable, Codable {
+    /// No prefetching.
+    case none
+    /// Apply layer l+d's gate to layer l's hidden state.
+    case lookahead
+    /// EdgeMoE: P(expert at l+1 | experts at l and l−1), learned by `moe calibrate`.
+    case path
+    /// Lookahead probabilities plus path statistics.
+    case hybrid
+}
+
+/// Expert-to-expert statistics of one model on a calibration text (`moe calibrate`).
+///
+/// `next[l][e][f]`: how often expert f was chosen at layer l+1 for a token that chose e at
+/// layer l; `skip[l][e][f]`: the same from layer l−1 to l+1; `frequency[l][e]`: how often e was
+/// chosen at l. Layers are MoE layer indices in model order (dense layers are skipped).
+public struct TransitionTable: Codable, Sendable, Equatable {
+    public var format = "swiftmoe-calibration"
+    public var version = 1
+    public var layers: [Int]
+    public var expertCount: Int
+    public var tokens: Int
+    public var frequency: [[Int]]
+    public var next: [[[Int]]]
+    public var skip: [[[Int]]]
+
+    public init(layers: [Int], expertCount: Int) {
+        self.layers = layers
+        self.expertCount = expertCount
+        tokens = 0
+        frequency = Array(repeating: Array(repeating: 0, count: expertCount), count: layers.count)
+        next = Array(repeating: Array(repeating: Array(repeating: 0, count: expertCount), count: expertCount), count: layers.count)
+        skip = next
+    }
+
+    /// Adds one token's route: `chosen[i]` = experts of MoE layer `layers[i]`.
+    public mutating func record(_ chosen: [[Int]]) {
+        guard chosen.count == layers.count else { return }
+        tokens += 1
+        for (i, set) in chosen.enumerated() {
+            for e in set where e >= 0 && e < expertCount { frequency[i][e] += 1 }
+            if i + 1 < chosen.count {
+                for e in set where e >= 0 && e < expertCount { for f in chosen[i + 1] where f >= 0 && f < expertCount { next[i][e][f] += 1 } }
+            }
+            if i + 2 < chosen.count {
+                for e in set where e >= 0 && e < expertCount { for f in chosen[i + 2] where f >= 0 && f < expertCount { skip[i][e][f] += 1 } }
+            }
+        }
+    }
+
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    public static func load(path: String) throws -> TransitionTable {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
+        }
+        let table: TransitionTable
+        do { table = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
+            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(error))")
+        }
+        let e = table.expertCount, l = table.layers.count
+        guard table.format == "swiftmoe-calibration", table.version == 1, e > 0, e <= 1 << 12, l > 0,
+              table.frequency.count == l, table.next.count == l, table.skip.count == l,
+              table.frequency.allSatisfy({ $0.count == e }),
+              (table.next + table.skip).allSatisfy({ $0.count == e && $0.allSatisfy { $0.count == e } }) else {
+            throw PredictorError.invalidCalibration(path: path, reason: "tables do not match \(l) layers × \(e) experts")
+        }
+        return table
+    }
+
+    /// Index of model layer `layer` among the MoE layers, if it is one.
+    public func index(ofLayer layer: Int) -> Int? { layers.firstIndex(of: layer) }
+}
+
+public enum PredictorError: Error, CustomStringConvertible, Equatable {
+    case invalidCalibration(path: String, reason: String)
+    case needsCalibration(PredictorKind)
+    case mismatch(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalidCalibration(path, reason): return "\(path): invalid calibration: \(reason)"
+        case let .needsCalibration(kind): return "--prefetch \(kind.rawValue) needs path statistics: run moe calibrate MODEL --text FILE first (or pass --calibration FILE)"
+        case let .mismatch(path, reason): return "\(path): calibration is for another model: \(reason)"
+        }
+    }
+}
+
+/// Scores experts of the layers ahead and picks the likeliest.
+public final class ExpertPredictor: @unchecked Sendable {
+    public let kind: PredictorKind
+    /// Layers ahead to predict (1 = the next MoE layer only).
+    public let depth: Int
+    /// Experts to predict per layer (top-k plus a margin).
+    public let width: Int
+    public let table: TransitionTable?
+
+    public init(kind: PredictorKind, depth: Int, width: Int, table: TransitionTable?) throws {
+        if (kind == .path || kind == .hybrid) && table == nil { throw PredictorError.needsCalibration(kind) }
+        self.kind = kind
+        self.depth = max(1, depth)
+        self.width = max(1, width)
+        self.table = table
+    }
+
+    /// Predicted experts of MoE layer `target` (a model layer index), best first.
+    ///
+    /// - Parameters:
+    ///   - current: experts chosen at `currentLayer`; `previous`: at the MoE layer before it.
+    ///   - lookahead: `target`'s gate probabilities on the current hidden state, if computed.
+    public func predict(target: Int, currentLayer: Int, current: [Int], previous: [Int]?, lookahead: [Float]?) -> [Int] {
+        var scores: [Double]
+        switch kind {
+        case .none:
+            return []
+        case .lookahead:
+            guard let lookahead else { return [] }
+            scores = lookahead.map(Double.init)
+        case .path, .hybrid:
+            scores = pathScores(target: target, currentLayer: currentLayer, current: current, previous: previous)
+            if kind == .hybrid, let lookahead {
+                // Both are distributions over the target's experts; lookahead sees this token's
+                // own hidden state, so it gets the larger weight.
+                for e in scores.indices where e < lookahead.count { scores[e] = 0.35 * scores[e] + 0.65 * Double(lookahead[e]) }
+            }
+        }
+        return scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }.prefix(width).map { $0 }
+    }
+
+    /// EdgeMoE's conditional statistics as a distribution over the target layer's experts.
+    func pathScores(target: Int, currentLayer: Int, current: [Int], previous: [Int]?) -> [Double] {
+        guard let table, let t = table.index(ofLayer: target), let c = table.index(ofLayer: currentLayer) else {
+            return []
+        }
+        let e = table.expertCount
+        var scores = [Double](repeating: 0, count: e)
+        func add(_ counts: [[Int]], _ from: [Int], weight: Double) {
+            for source in from where source >= 0 && source < e {
+                let row = counts[source]
+                let total = Double(row.reduce(0, +))
+                guard total > 0 else { continue }
+                for f in 0..<e { scores[f] += weight * Double(row[f]) / total }
+            }
+        }
+        if t == c + 1 {
+            add(table.next[c], current, weight: 1)
+            if let previous, c >= 1 { add(table.skip[c - 1], previous, weight: 0.5) }
+        } else if t == c + 2 {
+            add(table.skip[c], current, weight: 1)
+        }
+        let sum = scores.reduce(0, +)
+        if sum > 0 {
+            for f in 0..<e { scores[f] /= sum }
+        } else {
+            // No statistics for this pair: fall back to the target layer's frequencies.
+            let freq = table.frequency[t]
+            let total = Double(max(freq.reduce(0, +), 1))
+            scores = freq.map { Double($0) / total }
+        }
+        return scores
+    }
+}
+
+/// Precision and recall of predictions against what the router then chose, per layer.
+public struct PredictionStats: Codable, Sendable, Equatable {
+    public var predicted: [Int: Int] = [:]
+    public var correct: [Int: Int] = [:]
+    public var actual: [Int: Int] = [:]
+
+    public init() {}
+
+    public mutating func record(layer: Int, predicted p: [Int], actual a: [Int]) {
+        predicted[layer, default: 0] += p.count
+        actual[layer, default: 0] += a.count
+        correct[layer, default: 0] += Set(p).intersection(a).count
+    }
+
+    public func precision(layer: Int? = nil) -> Double {
+        let p = layer.map { predicted[$0] ?? 0 } ?? predicted.values.reduce(0, +)
+        let c = layer.map { correct[$0] ?? 0 } ?? correct.values.reduce(0, +)
+        return p == 0 ? 0 : Double(c) / Double(p)
+    }
+
+    public func recall(layer: Int? = nil) -> Double {
+        let a = layer.map { actual[$0] ?? 0 } ?? actual.values.reduce(0, +)
+        let c = layer.map { correct[$0] ?? 0 } ?? correct.values.reduce(0, +)
+        return a == 0 ? 0 : Double(c) / Double(a)
+    }
+}
