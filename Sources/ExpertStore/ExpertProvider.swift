@@ -48,7 +48,7 @@ public enum ExpertStoreError: Error, Equatable, CustomStringConvertible {
         case let .noSuchExpert(layer, expert):
             return "layer \(layer) has no expert \(expert)"
         case let .poolTooSmall(needed, capacity):
-            return "the expert pool (\(capacity) bytes) cannot hold the \(needed) bytes one layer's active experts need at once; raise --memory"
+            return "the expert pool (\(capacity) bytes) cannot hold the \(needed) bytes one layer's active experts need at once; raise --memory or --expert-cache"
         case let .cannotReserve(bytes):
             return "cannot reserve \(bytes) bytes for the expert pool"
         case let .checksumMismatch(path, layer, expert, offset, expected, found):

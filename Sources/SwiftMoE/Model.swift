@@ -44,10 +44,13 @@ public final class Model: @unchecked Sendable {
         public var calibration: String?
         /// Threads that load prefetched experts.
         public var loaderThreads: Int
+        /// Caps the expert pool itself (with or without `budget`), as bytes or a fraction of
+        /// all expert bytes.
+        public var expertCache: ExpertCacheSize?
 
         public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512,
                     prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
-                    loaderThreads: Int = 1) {
+                    loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil) {
             self.budget = budget
             self.cachePolicy = cachePolicy
             self.maxContext = maxContext
@@ -57,6 +60,7 @@ public final class Model: @unchecked Sendable {
             self.prefetchWidth = prefetchWidth
             self.calibration = calibration
             self.loaderThreads = loaderThreads
+            self.expertCache = expertCache
         }
     }
 
@@ -65,17 +69,30 @@ public final class Model: @unchecked Sendable {
     /// with the minimum if it cannot); without, GGUF and Hugging Face experts stay mapped and a
     /// `.moe` store pages into a pool that holds all of them.
     public init(path: String, options: ExecutorOptions = ExecutorOptions(), memory: MemoryOptions = MemoryOptions()) throws {
-        source = try ModelSource(path: path, randomAccess: memory.budget != nil)
+        let paging = memory.budget != nil || memory.expertCache != nil
+        source = try ModelSource(path: path, randomAccess: paging)
         let c = source.configuration
         maxContext = max(1, min(memory.maxContext ?? min(c.contextLength, 4096), c.contextLength))
         var paged: PagedExpertStore? = nil
-        if let budget = memory.budget {
+        if paging {
             let catalog = try ExpertCatalog(source: source)
             let loaders = memory.prefetch == .none ? 0 : max(1, memory.loaderThreads)
-            let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext,
-                                           promptChunk: memory.promptChunk, loaderThreads: loaders)
-            memoryPlan = plan
-            paged = try PagedExpertStore(source: source, capacity: plan.pool, policy: memory.cachePolicy, loaderThreads: loaders)
+            var capacity = catalog.totalBytes + ExpertPool.alignment
+            if let budget = memory.budget {
+                let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext,
+                                               promptChunk: memory.promptChunk, loaderThreads: loaders)
+                memoryPlan = plan
+                capacity = plan.pool
+            } else {
+                memoryPlan = nil
+            }
+            if let cache = memory.expertCache {
+                let bytes = cache.bytes(ofTotal: catalog.totalBytes)
+                let minimum = catalog.largestActiveSet(k: c.expertsPerToken)
+                guard bytes >= minimum else { throw ExpertStoreError.poolTooSmall(needed: minimum, capacity: bytes) }
+                capacity = min(capacity, bytes)
+            }
+            paged = try PagedExpertStore(source: source, capacity: capacity, policy: memory.cachePolicy, loaderThreads: loaders)
         } else {
             memoryPlan = nil
             if case .store = source.container {
@@ -132,6 +149,30 @@ public final class Model: @unchecked Sendable {
             report.predictionRecall = p.recall()
         }
         return report
+    }
+
+    /// A cap on the expert pool: bytes, or a fraction of the model's expert bytes.
+    public enum ExpertCacheSize: Sendable, Equatable {
+        case bytes(Int)
+        case fraction(Double)
+
+        public func bytes(ofTotal total: Int) -> Int {
+            switch self {
+            case let .bytes(b): return b
+            case let .fraction(f): return Int(Double(total) * f)
+            }
+        }
+
+        /// `4MB`, `1.5GiB`, `25%`.
+        public init?(_ text: String) {
+            if text.hasSuffix("%") {
+                guard let p = Double(text.dropLast()), p > 0, p <= 100 else { return nil }
+                self = .fraction(p / 100)
+            } else {
+                guard let b = parseByteSize(text), b > 0 else { return nil }
+                self = .bytes(b)
+            }
+        }
     }
 
     /// Where `moe calibrate` writes a model's path statistics by default.

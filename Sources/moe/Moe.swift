@@ -48,6 +48,15 @@ extension KVCache.ElementType: ExpressibleByArgument {}
 extension CachePolicyKind: ExpressibleByArgument {}
 extension PredictorKind: ExpressibleByArgument {}
 
+/// `--expert-cache`: `64MB` or `25%`.
+struct ExpertCacheArgument: ExpressibleByArgument {
+    var size: Model.ExpertCacheSize
+    init?(argument: String) {
+        guard let s = Model.ExpertCacheSize(argument) else { return nil }
+        size = s
+    }
+}
+
 /// A byte size on the command line: `2GB`, `1.5GiB`, `800M`, `4096`.
 struct ByteSize: ExpressibleByArgument {
     var bytes: Int
@@ -70,6 +79,9 @@ struct RuntimeOptions: ParsableArguments {
 
     @Option(help: "Keep the whole process under this much RAM (e.g. 2GB, 1.5GiB, 800M): experts are paged from disk into a pool of what is left. Smaller is slower (more reads). Default: no limit, experts stay mapped.")
     var memory: ByteSize?
+
+    @Option(name: .customLong("expert-cache"), help: "Cap the expert pool itself: bytes (64MB) or a share of the model's expert bytes (25%). Works with or without --memory; smaller means more reads.")
+    var expertCache: ExpertCacheArgument?
 
     @Option(name: .customLong("cache-policy"), help: "Which expert to evict when the pool is full under --memory: lru, lfu, fifo, or edgemoe (frequency over forward layer distance).")
     var cachePolicy: CachePolicyKind = .lru
@@ -103,7 +115,8 @@ struct RuntimeOptions: ParsableArguments {
     var executorOptions: ExecutorOptions { ExecutorOptions(threads: threads, kernels: kernels, kvCacheType: kvCache) }
     var memoryOptions: Model.MemoryOptions {
         Model.MemoryOptions(budget: memory?.bytes, cachePolicy: cachePolicy, maxContext: context, prefetch: prefetch,
-                            prefetchDepth: prefetchDepth, prefetchWidth: prefetchWidth, calibration: calibration, loaderThreads: loaderThreads)
+                            prefetchDepth: prefetchDepth, prefetchWidth: prefetchWidth, calibration: calibration, loaderThreads: loaderThreads,
+                            expertCache: expertCache?.size)
     }
 
     func open(_ path: String) throws -> Model {
