@@ -1,0 +1,277 @@
+// Single-threaded matrix-vector throughput per GGML type, in GB/s of weight bytes, next to the
+// machine's memory bandwidth measured in the same run.
+//
+// Usage (from Benchmarks/matvec):
+//
+//     swift run -c release matvec-bench [--mb 64] [--columns 4096] [--seconds 1]
+//                                       [--types f32,q8_0,...] [--json out.json] [--random-blocks]
+//
+// --mb is the size of each weight matrix (16-64 MB; the default 64 is twice this machine's
+// L3, so the weights stream from DRAM as in a real decode); --seconds is the minimum time per
+// measurement. Types: F32, F16, BF16, Q8_0, Q4_0 and every other type whose
+// `GGMLType.traits.dequantize` is non-nil in this build. Weights are random floats quantized
+// where a quantizer is at hand, otherwise random blocks with valid scales (--random-blocks
+// forces that for every block type, to check that path).
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import SwiftMoE
+
+// MARK: - The kernel under test
+
+/// Runs one matrix-vector product `y = W x` over all rows. This is the one place to switch
+/// the benchmark to a faster entry point when the library gets one.
+@inline(never)
+func runMatVec(
+    _ w: WeightMatrix, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>
+) throws {
+    try MatVec.apply(type: w.type, weights: UnsafeRawPointer(w.bytes), columns: w.columns, rows: 0..<w.rows, x: x, y: y, scratch: scratch)
+}
+
+// MARK: - Timing
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+struct Measurement {
+    var seconds: [Double] = []
+    var best: Double { seconds.min()! }
+    var median: Double {
+        let s = seconds.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+}
+
+/// Runs `body` once to warm up, then repeatedly until `minSeconds` have passed and at least
+/// `minRuns` runs were timed.
+func measure(minSeconds: Double, minRuns: Int = 3, _ body: () throws -> Void) rethrows -> Measurement {
+    try body()
+    var m = Measurement()
+    let start = now()
+    while m.seconds.count < minRuns || now() - start < minSeconds {
+        let t0 = now()
+        try body()
+        m.seconds.append(now() - t0)
+    }
+    return m
+}
+
+/// Results fold into this, and it is printed at the end, so the optimizer cannot drop the
+/// loops that computed them.
+var sink: UInt64 = 0
+
+// MARK: - Options
+
+struct Options {
+    var megabytes = 64
+    var columns = 4096
+    var seconds = 1.0
+    var types: [GGMLType]? = nil
+    var json: String? = nil
+    var randomBlocks = false
+
+    static func parse(_ args: [String]) -> Options {
+        var o = Options()
+        var i = 0
+        func value() -> String {
+            i += 1
+            guard i < args.count else { fail("missing value after \(args[i - 1])") }
+            return args[i]
+        }
+        while i < args.count {
+            switch args[i] {
+            case "--mb": o.megabytes = required(Int(value()), "--mb needs an integer")
+            case "--columns": o.columns = required(Int(value()), "--columns needs an integer")
+            case "--seconds": o.seconds = required(Double(value()), "--seconds needs a number")
+            case "--types":
+                o.types = value().split(separator: ",").map { required(GGMLType(name: String($0)), "unknown type \($0)") }
+            case "--json": o.json = value()
+            case "--random-blocks": o.randomBlocks = true
+            case "-h", "--help":
+                print("usage: matvec-bench [--mb 64] [--columns 4096] [--seconds 1] [--types f32,q8_0,...] [--json FILE] [--random-blocks]")
+                exit(0)
+            default: fail("unknown argument \(args[i])")
+            }
+            i += 1
+        }
+        guard o.columns > 0, o.columns % 256 == 0 else { fail("--columns must be a positive multiple of 256") }
+        guard (1...4096).contains(o.megabytes) else { fail("--mb must be 1...4096") }
+        return o
+    }
+}
+
+func required<T>(_ value: T?, _ message: String) -> T {
+    guard let value else { fail(message) }
+    return value
+}
+
+func fail(_ message: String) -> Never {
+    fputs("matvec-bench: \(message)\n", stderr)
+    exit(2)
+}
+
+// MARK: - Memory bandwidth
+
+struct Bandwidth {
+    var copyGBs: Double  // bytes copied per second (each byte is read once and written once)
+    var readGBs: Double  // bytes read per second by a sum loop
+}
+
+/// memcpy of a 256 MB buffer, and a read-only sum over it, one thread.
+func measureBandwidth(seconds: Double) -> Bandwidth {
+    let size = 256 << 20
+    let src = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+    let dst = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+    defer { src.deallocate(); dst.deallocate() }
+    memset(src, 1, size)  // fault every page in before timing
+    memset(dst, 2, size)
+
+    let copy = measure(minSeconds: seconds) { memcpy(dst, src, size) }
+
+    let words = src.bindMemory(to: UInt64.self, capacity: size / 8)
+    let read = measure(minSeconds: seconds) {
+        // Eight independent sums: a plain loop LLVM vectorizes; no dependency chain limits it.
+        var s0: UInt64 = 0, s1: UInt64 = 0, s2: UInt64 = 0, s3: UInt64 = 0
+        var s4: UInt64 = 0, s5: UInt64 = 0, s6: UInt64 = 0, s7: UInt64 = 0
+        var i = 0
+        let n = size / 8
+        while i < n {
+            s0 &+= words[i]; s1 &+= words[i + 1]; s2 &+= words[i + 2]; s3 &+= words[i + 3]
+            s4 &+= words[i + 4]; s5 &+= words[i + 5]; s6 &+= words[i + 6]; s7 &+= words[i + 7]
+            i += 8
+        }
+        sink &+= s0 &+ s1 &+ s2 &+ s3 &+ s4 &+ s5 &+ s6 &+ s7
+    }
+    return Bandwidth(copyGBs: Double(size) / copy.median / 1e9, readGBs: Double(size) / read.median / 1e9)
+}
+
+// MARK: - Formatting (no Foundation)
+
+/// `value` with `decimals` digits after the point.
+func fixed(_ value: Double, _ decimals: Int) -> String {
+    guard value.isFinite else { return "\(value)" }
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let scaled = (abs(value) * scale).rounded()
+    let whole = Int(scaled / scale)
+    var frac = String(Int(scaled) - whole * Int(scale))
+    while frac.count < decimals { frac = "0" + frac }
+    return (value < 0 ? "-" : "") + String(whole) + (decimals > 0 ? "." + frac : "")
+}
+
+func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, width - s.count))
+    return right ? fill + s : s + fill
+}
+
+// MARK: - Main
+
+struct Row {
+    let type: GGMLType
+    let bitsPerWeight: Double
+    let rows: Int
+    let megabytes: Double
+    let origin: String
+    let gbPerSecond: Double
+    let bestGBPerSecond: Double
+    let microseconds: Double
+}
+
+func cpuModel() -> String {
+    guard let f = fopen("/proc/cpuinfo", "r") else { return "unknown" }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 4096)
+    while fgets(&line, Int32(line.count), f) != nil {
+        let s = String(cString: line)
+        if s.hasPrefix("model name"), let colon = s.firstIndex(of: ":") {
+            return s[s.index(after: colon)...].trimmingCharacters()
+        }
+    }
+    return "unknown"
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(self.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == "\n" || $0 == " " }).reversed())
+    }
+}
+
+let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+let defaultOrder: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0]
+let computable = GGMLType.allCases.filter { $0.traits.dequantize != nil }
+let types = options.types ?? (defaultOrder.filter { computable.contains($0) } + computable.filter { !defaultOrder.contains($0) })
+
+print("CPU: \(cpuModel()); one thread; weight matrices of \(options.megabytes) MB, \(options.columns) columns")
+let bandwidth = measureBandwidth(seconds: options.seconds)
+print("memory: memcpy 256 MB \(fixed(bandwidth.copyGBs, 1)) GB/s copied (\(fixed(2 * bandwidth.copyGBs, 1)) GB/s read+write), "
+    + "read-only sum \(fixed(bandwidth.readGBs, 1)) GB/s")
+
+let x = UnsafeMutablePointer<Float>.allocate(capacity: options.columns)
+let scratch = UnsafeMutablePointer<Float>.allocate(capacity: options.columns)
+var rng = SplitMix64(seed: 42)
+for i in 0..<options.columns { x[i] = rng.nextFloat() }
+
+var results: [Row] = []
+var skipped: [(GGMLType, String)] = []
+for type in types {
+    guard type.traits.dequantize != nil else {
+        skipped.append((type, "no dequantizer in this build"))
+        continue
+    }
+    let w = WeightMatrix(
+        type: type, columns: options.columns, targetBytes: options.megabytes << 20, seed: 7, randomBlocks: options.randomBlocks)
+    let y = UnsafeMutablePointer<Float>.allocate(capacity: w.rows)
+    defer { y.deallocate() }
+    do {
+        try runMatVec(w, x: x, y: y, scratch: scratch)
+        if let bad = (0..<w.rows).first(where: { !y[$0].isFinite }) {
+            skipped.append((type, "row \(bad) gives a non-finite result (\(w.origin))"))
+            continue
+        }
+        let m = try measure(minSeconds: options.seconds) { try runMatVec(w, x: x, y: y, scratch: scratch) }
+        sink &+= UInt64(truncatingIfNeeded: y[w.rows / 2].bitPattern)
+        results.append(Row(
+            type: type, bitsPerWeight: type.traits.bitsPerWeight, rows: w.rows,
+            megabytes: Double(w.byteCount) / Double(1 << 20), origin: w.origin,
+            gbPerSecond: Double(w.byteCount) / m.median / 1e9, bestGBPerSecond: Double(w.byteCount) / m.best / 1e9,
+            microseconds: m.median * 1e6))
+    } catch {
+        skipped.append((type, "\(error)"))
+    }
+}
+
+print("")
+print("type      bits/w   matrix              GB/s   best GB/s  % of read BW   ms/matvec  weights")
+print("-------   ------   -----------------   ------   ---------   ----------   ---------  -------------")
+for r in results {
+    let shape = "\(r.rows) x \(options.columns)"
+    let cells = [
+        pad(r.type.description, 7), pad(fixed(r.bitsPerWeight, 2), 6, right: true), pad(shape, 17),
+        pad(fixed(r.gbPerSecond, 2), 6, right: true), pad(fixed(r.bestGBPerSecond, 2), 9, right: true),
+        pad(fixed(100 * r.gbPerSecond / bandwidth.readGBs, 1) + "%", 10, right: true),
+        pad(fixed(r.microseconds / 1e3, 2), 9, right: true),
+    ]
+    print(cells.joined(separator: "   ") + "  " + r.origin)
+}
+for (type, reason) in skipped { print("\(type): skipped, \(reason)") }
+print("(checksum \(sink))")
+
+if let path = options.json {
+    var s = "{\n  \"cpu\": \"\(cpuModel())\", \"threads\": 1, \"matrix_megabytes\": \(options.megabytes), \"columns\": \(options.columns),\n"
+    s += "  \"memcpy_gb_per_s\": \(bandwidth.copyGBs), \"read_gb_per_s\": \(bandwidth.readGBs),\n  \"types\": [\n"
+    s += results.map { r in
+        "    {\"type\": \"\(r.type)\", \"bits_per_weight\": \(r.bitsPerWeight), \"rows\": \(r.rows), \"gb_per_s\": \(r.gbPerSecond), "
+            + "\"best_gb_per_s\": \(r.bestGBPerSecond), \"ms_per_matvec\": \(r.microseconds / 1e3), \"weights\": \"\(r.origin)\"}"
+    }.joined(separator: ",\n")
+    s += "\n  ]\n}\n"
+    guard let f = fopen(path, "w") else { fail("cannot write \(path)") }
+    fputs(s, f)
+    fclose(f)
+    print("wrote \(path)")
+}
