@@ -193,8 +193,10 @@ def run_moe(binary: str, spec: dict, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"engine": "SwiftMoE", "command": cmd, "error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        return {"engine": "SwiftMoE", "command": cmd,
-                "error": f"exit {proc.returncode}: {tail(proc.stderr or proc.stdout)}"}
+        message = f"exit {proc.returncode}: {tail(proc.stderr or proc.stdout)}"
+        if "Unexpected argument 'bench'" in message or "Unknown option" in message:
+            message += "\n(this moe build has no `moe bench` with these options yet)"
+        return {"engine": "SwiftMoE", "command": cmd, "error": message}
     try:
         doc = parse_moe_json(proc.stdout)
         check_moe_schema(doc)
