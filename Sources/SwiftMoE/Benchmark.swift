@@ -32,6 +32,8 @@ public struct BenchmarkResult: Codable, Sendable {
     /// Paging counters over the measured runs (absent when every expert is resident).
     public var expert_store: ExpertStoreMetrics?
     public var memory_plan: MemoryPlan?
+    /// Belady's MIN on the same accesses and the predictor's precision/recall (when paging).
+    public var paging: Model.PagingReport?
 }
 
 extension Model {
@@ -58,6 +60,7 @@ extension Model {
             let decodeSeconds = (ContinuousClock.now - clock).seconds
             guard run > 0 else {  // warm-up
                 pagedExperts?.resetMetrics()
+                transformer.resetPredictionStats()
                 continue
             }
             if promptTokens > 0 { prefill.append(Double(promptTokens) / prefillSeconds) }
@@ -68,7 +71,8 @@ extension Model {
             model: source.path, threads: transformer.options.threads, prompt_tokens: promptTokens, gen_tokens: genTokens,
             repetitions: repetitions, kernels: transformer.options.kernels.rawValue, kv_cache: transformer.options.kvCacheType.rawValue,
             isa: Kernels.isa, prefill: .init(tokens_per_second: .init(prefill)), decode: .init(tokens_per_second: .init(decode)),
-            peak_rss_bytes: ProcessStats.peakResidentBytes, expert_store: pagedExperts?.metrics, memory_plan: memoryPlan)
+            peak_rss_bytes: ProcessStats.peakResidentBytes, expert_store: pagedExperts?.metrics, memory_plan: memoryPlan,
+            paging: pagedExperts == nil ? nil : pagingReport())
     }
 }
 

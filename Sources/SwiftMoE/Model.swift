@@ -87,8 +87,8 @@ public final class Model: @unchecked Sendable {
                 memoryPlan = nil
             }
             if let cache = memory.expertCache {
-                let bytes = cache.bytes(ofTotal: catalog.totalBytes)
                 let minimum = catalog.largestActiveSet(k: c.expertsPerToken)
+                let bytes = cache.bytes(ofTotal: catalog.totalBytes, minimum: minimum)
                 guard bytes >= minimum else { throw ExpertStoreError.poolTooSmall(needed: minimum, capacity: bytes) }
                 capacity = min(capacity, bytes)
             }
@@ -155,17 +155,22 @@ public final class Model: @unchecked Sendable {
     public enum ExpertCacheSize: Sendable, Equatable {
         case bytes(Int)
         case fraction(Double)
+        /// Just one layer's active experts: load on demand, no cache (the EdgeMoE baseline).
+        case minimum
 
-        public func bytes(ofTotal total: Int) -> Int {
+        public func bytes(ofTotal total: Int, minimum: Int = 0) -> Int {
             switch self {
             case let .bytes(b): return b
             case let .fraction(f): return Int(Double(total) * f)
+            case .minimum: return minimum
             }
         }
 
-        /// `4MB`, `1.5GiB`, `25%`.
+        /// `4MB`, `1.5GiB`, `25%`, `min`.
         public init?(_ text: String) {
-            if text.hasSuffix("%") {
+            if text == "min" {
+                self = .minimum
+            } else if text.hasSuffix("%") {
                 guard let p = Double(text.dropLast()), p > 0, p <= 100 else { return nil }
                 self = .fraction(p / 100)
             } else {

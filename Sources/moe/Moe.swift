@@ -80,7 +80,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Keep the whole process under this much RAM (e.g. 2GB, 1.5GiB, 800M): experts are paged from disk into a pool of what is left. Smaller is slower (more reads). Default: no limit, experts stay mapped.")
     var memory: ByteSize?
 
-    @Option(name: .customLong("expert-cache"), help: "Cap the expert pool itself: bytes (64MB) or a share of the model's expert bytes (25%). Works with or without --memory; smaller means more reads.")
+    @Option(name: .customLong("expert-cache"), help: "Cap the expert pool itself: bytes (64MB), a share of the model's expert bytes (25%), or min (one layer's active experts: load on demand). Works with or without --memory; smaller means more reads.")
     var expertCache: ExpertCacheArgument?
 
     @Option(name: .customLong("cache-policy"), help: "Which expert to evict when the pool is full under --memory: lru, lfu, fifo, or edgemoe (frequency over forward layer distance).")
