@@ -121,3 +121,70 @@ extension Model {
         return table
     }
 }
+
+/// How far a model's next-token distributions are from a base model's on the same text.
+public struct KLDivergenceResult: Codable, Sendable {
+    public var context: Int
+    public var scoredTokens: Int
+    /// Mean KL(base ‖ model) in nats per token, and its standard error.
+    public var meanKLD: Double
+    public var standardError: Double
+    /// Largest per-token KL divergence seen.
+    public var maxKLD: Double
+    /// Fraction of positions where both models' most likely token agrees.
+    public var top1Agreement: Double
+    /// Perplexities of both models over the same positions.
+    public var perplexity: Double
+    public var basePerplexity: Double
+}
+
+extension Model {
+    /// `llama-perplexity --kl-divergence`: both models evaluate the same chunks (llama.cpp's
+    /// layout: `context` tokens, BOS first, second half scored); for every scored position,
+    /// KL(base ‖ self) of the softmax distributions and whether their argmax tokens agree.
+    public func klDivergence(from base: Model, tokens: [Int], context: Int, bos: Int?, maxWindows: Int? = nil,
+                             progress: ((Int, Int, Double) -> Void)? = nil) throws -> KLDivergenceResult {
+        guard base.configuration.vocabSize == configuration.vocabSize else {
+            throw ModelFormatError.invalidConfig(path: source.path, reason: "vocabulary of \(configuration.vocabSize) tokens differs from the base model's \(base.configuration.vocabSize)")
+        }
+        let vocab = configuration.vocabSize
+        var chunks = tokens.count / context
+        if let maxWindows { chunks = min(chunks, maxWindows) }
+        guard chunks > 0 else { throw ExecutorError.contextFull(needed: context, limit: tokens.count) }
+        var sum = 0.0, sumSquares = 0.0, worst = 0.0, agree = 0, count = 0, nll = 0.0, baseNLL = 0.0
+        func logSoftmax(_ row: ArraySlice<Float>) -> [Double] {
+            let m = Double(row.max() ?? 0)
+            let total = row.reduce(0.0) { $0 + exp(Double($1) - m) }
+            let logTotal = log(total) + m
+            return row.map { Double($0) - logTotal }
+        }
+        for i in 0..<chunks {
+            var chunk = Array(tokens[(i * context)..<((i + 1) * context)])
+            if let bos { chunk[0] = bos }
+            let ours = try transformer.forward(tokens: chunk, cache: try makeCache(context), logits: .all)
+            let theirs = try base.transformer.forward(tokens: chunk, cache: try base.makeCache(context), logits: .all)
+            for position in (context / 2)..<(context - 1) {
+                let p = logSoftmax(theirs[(position * vocab)..<((position + 1) * vocab)])
+                let q = logSoftmax(ours[(position * vocab)..<((position + 1) * vocab)])
+                var kld = 0.0
+                for v in 0..<vocab where p[v] > -60 { kld += exp(p[v]) * (p[v] - q[v]) }
+                kld = max(kld, 0)
+                sum += kld
+                sumSquares += kld * kld
+                worst = max(worst, kld)
+                let target = chunk[position + 1]
+                nll -= q[target]
+                baseNLL -= p[target]
+                if p.indices.max(by: { p[$0] < p[$1] }) == q.indices.max(by: { q[$0] < q[$1] }) { agree += 1 }
+                count += 1
+            }
+            progress?(i + 1, chunks, sum / Double(count))
+        }
+        let mean = sum / Double(count)
+        let variance = max(0, sumSquares / Double(count) - mean * mean)
+        return KLDivergenceResult(
+            context: context, scoredTokens: count, meanKLD: mean, standardError: count > 1 ? (variance / Double(count - 1)).squareRoot() : 0,
+            maxKLD: worst, top1Agreement: Double(agree) / Double(count), perplexity: exp(nll / Double(count)),
+            basePerplexity: exp(baseNLL / Double(count)))
+    }
+}

@@ -37,4 +37,19 @@ final class PerplexityTests: XCTestCase {
             }
         }
     }
+
+    func testKLDivergenceIsZeroAgainstItselfAndSmallForQ8() throws {
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: Fixtures.root.appendingPathComponent("perplexity/reference.json")))
+        let f32 = try Model(path: Fixtures.path("qwen3moe/model-f32.gguf"), options: ExecutorOptions(threads: 2))
+        let q8 = try Model(path: Fixtures.path("qwen3moe/model-q8_0.gguf"), options: ExecutorOptions(threads: 2))
+        let same = try f32.klDivergence(from: f32, tokens: reference.tokens, context: 64, bos: nil)
+        XCTAssertEqual(same.meanKLD, 0, accuracy: 1e-9)
+        XCTAssertEqual(same.top1Agreement, 1)
+        XCTAssertEqual(same.perplexity, same.basePerplexity, accuracy: 1e-9)
+        let quantized = try q8.klDivergence(from: f32, tokens: reference.tokens, context: 64, bos: nil)
+        XCTAssertGreaterThan(quantized.meanKLD, 0)
+        XCTAssertLessThan(quantized.meanKLD, 0.05)
+        XCTAssertGreaterThan(quantized.top1Agreement, 0.8)
+        XCTAssertEqual(quantized.scoredTokens, same.scoredTokens)
+    }
 }
