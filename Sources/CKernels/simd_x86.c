@@ -206,4 +206,53 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
 KERNELS4(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
 KERNELS4(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
 
+
+/* Q5_K: | f16 d | f16 dmin | scales[12] | qh[32] | qs[128] |: Q4_K's nibbles plus a 5th bit
+   from qh (bit 2j for sub-block 2j, bit 2j+1 for 2j+1). One body for 1 and 4 tokens. */
+#define KERNELS_Q5K(SUFFIX, TARGET, DPBUSD)                                                               \
+    __attribute__((target(TARGET))) static inline void q5k_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                         const float *d, const float *s16, float *out, int tokens) { \
+        const __m256i low = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);                           \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+        float minimum[4] = {0, 0, 0, 0};                                                                  \
+        for (int u = 0; u < n / 256; u++) {                                                               \
+            const uint8_t *b = row + 176 * u;                                                             \
+            float dd = half_to_float(b), dmin = half_to_float(b + 2);                                     \
+            int sc[8], m[8];                                                                              \
+            k4_scales(b + 4, sc, m);                                                                      \
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 16));                                   \
+            for (int j = 0; j < 4; j++) {                                                                 \
+                __m256i v = _mm256_loadu_si256((const __m256i *)(b + 48 + 32 * j));                        \
+                __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);    \
+                __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4); \
+                __m256i lo = _mm256_or_si256(_mm256_and_si256(v, low), h0);                               \
+                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), h1);         \
+                for (int t = 0; t < tokens; t++) {                                                        \
+                    const int8_t *a = q + (size_t)t * n + 256 * u + 64 * j;                               \
+                    const float *da = d + (size_t)t * (n / 32) + 8 * u + 2 * j;                           \
+                    const float *sa = s16 + (size_t)t * (n / 16) + 16 * u + 4 * j;                        \
+                    __m256i p0 = DPBUSD(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)a)); \
+                    __m256i p1 = DPBUSD(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)(a + 32))); \
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dd * (float)sc[2 * j] * da[0]), acc[t]); \
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(dd * (float)sc[2 * j + 1] * da[1]), acc[t]); \
+                    minimum[t] += dmin * ((float)m[2 * j] * (sa[0] + sa[1]) + (float)m[2 * j + 1] * (sa[2] + sa[3])); \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - minimum[t];                     \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) float moe_dot_q5_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16) {       \
+        float out;                                                                                        \
+        q5k_body_##SUFFIX(row, n, q, d, s16, &out, 1);                                                    \
+        return out;                                                                                       \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) void moe_dot4_q5_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16, float *out) { \
+        q5k_body_##SUFFIX(row, n, q, d, s16, out, 4);                                                     \
+    }
+
+KERNELS_Q5K(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
+KERNELS_Q5K(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
+
 #endif

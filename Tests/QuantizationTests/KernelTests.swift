@@ -87,7 +87,7 @@ final class KernelTests: XCTestCase {
 
     func testBatchedMatmulEqualsRepeatedMatvec() throws {
         var rng = Rng(state: 11)
-        for type in [GGMLType.q8_0, .q4_K, .q6_K] {
+        for type in [GGMLType.q8_0, .q4_K, .q5_K, .q6_K] {
             let columns = 256, rows = 5, tokens = 70  // more than one 64-token tile
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!
