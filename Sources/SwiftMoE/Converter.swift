@@ -6,10 +6,13 @@ public struct Converter {
         /// Per-expert types (a uniform plan is `BitPlan(default: "q4_K")`; "keep" stores source bytes).
         public var plan: BitPlan
         public var compression: StoreWriter.CompressionMode
+        /// Path statistics (`moe calibrate`) to embed, so `--prefetch path|hybrid` finds them in the store.
+        public var calibration: TransitionTable?
 
-        public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto) {
+        public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto, calibration: TransitionTable? = nil) {
             self.plan = plan
             self.compression = compression
+            self.calibration = calibration
         }
     }
 
@@ -33,6 +36,9 @@ public struct Converter {
         public var typeCounts: [String: Int]
         public var seconds: Double
     }
+
+    /// The store section holding `moe calibrate` statistics.
+    public static let calibrationSection = "calibration"
 
     /// Types used when a row length is not a whole number of the planned type's blocks,
     /// closest in bits per weight with 32-element blocks, then f16.
@@ -97,6 +103,13 @@ public struct Converter {
                 }
                 try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
                 progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
+            }
+            if let calibration = options.calibration {
+                let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+                guard calibration.layers == moeLayers, calibration.expertCount == c.expertCount else {
+                    throw PredictorError.mismatch(path: input, reason: "the calibration has \(calibration.layers.count) MoE layers × \(calibration.expertCount) experts")
+                }
+                try writer.addSection(Converter.calibrationSection, bytes: try JSONEncoder().encode(calibration))
             }
             try writer.finish(configuration: c, source: input)
             return Report(

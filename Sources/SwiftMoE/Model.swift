@@ -105,7 +105,15 @@ public final class Model: @unchecked Sendable {
         if memory.prefetch != .none, paged != nil {
             var table: TransitionTable? = nil
             let sidecar = Model.calibrationPath(for: path)
-            if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
+            var embedded: TransitionTable? = nil
+            if memory.calibration == nil, case let .store(store) = source.container, let data = try store.section(Converter.calibrationSection) {
+                do { embedded = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
+                    throw PredictorError.invalidCalibration(path: path, reason: "the store's calibration section is not valid (\(error))")
+                }
+            }
+            if let embedded {
+                table = embedded
+            } else if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
                 let loaded = try TransitionTable.load(path: file)
                 let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
                 guard loaded.layers == moeLayers, loaded.expertCount == c.expertCount else {

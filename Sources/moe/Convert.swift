@@ -19,6 +19,7 @@ struct Convert: ParsableCommand {
     var bitPlan: String?
     @Option(help: "auto: LZ4 where it saves at least 10% (default); none: store every record raw.")
     var compression: StoreWriter.CompressionMode = .auto
+    @Option(help: "Embed path statistics from moe calibrate, for --prefetch path/hybrid.") var calibration: String?
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
@@ -31,10 +32,11 @@ struct Convert: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let plan = try bitPlan.map { try BitPlan.load(path: $0) } ?? BitPlan(default: bits ?? "keep")
+            let table = try calibration.map { try TransitionTable.load(path: $0) }
             let start = Date()
             let interactive = isatty(STDERR_FILENO) != 0
             var lastPrint = Date.distantPast
-            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression)) { p in
+            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table)) { p in
                 let now = Date()
                 guard p.expertsDone == p.expertsTotal || now.timeIntervalSince(lastPrint) > 0.25 else { return }
                 lastPrint = now
