@@ -48,7 +48,7 @@ final class PrefetchTests: XCTestCase {
         XCTAssertThrowsError(try TransitionTable.load(path: dir.path("wrong.json")))
         // Embedded in a store, the table is found without a sidecar.
         _ = try Converter.convert(input: Fixtures.path("olmoe/model-q8_0.gguf"), output: dir.path("m.moe"), options: .init(calibration: table))
-        let store = try Model(path: dir.path("m.moe"), memory: .init(expertCache: .fraction(0.5), prefetch: .path))
+        let store = try Model(path: dir.path("m.moe"), memory: .init(prefetch: .path, expertCache: .fraction(0.5)))
         XCTAssertEqual(store.transformer.predictor?.table, table)
         XCTAssertThrowsError(try Converter.convert(input: Fixtures.path("mixtral/model-q8_0.gguf"), output: dir.path("x.moe"), options: .init(calibration: table)))
         // A table for another model is refused when loading the model.
