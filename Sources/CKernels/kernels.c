@@ -383,6 +383,8 @@ void moe_dot4_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, con
 void moe_dot4_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 float moe_dot_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
+void moe_dot4_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 float moe_dot_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 void moe_dot4_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
@@ -396,7 +398,8 @@ static int simd_level(void) {
     static int level = -1;
     if (level < 0) {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq"))
             level = 2;
         else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
             level = 1;
@@ -410,7 +413,7 @@ static row_dot_fn row_dot(int type) {
     if (level == 0) return 0;
     switch (type) {
     case MOE_Q8_0: return level == 2 ? moe_dot_q8_0_vnni : moe_dot_q8_0_avx2;
-    case MOE_Q4_K: return level == 2 ? moe_dot_q4_K_vnni : moe_dot_q4_K_avx2;
+    case MOE_Q4_K: return level == 2 ? moe_dot_q4_K_zmm : moe_dot_q4_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dot_q6_K_vnni : moe_dot_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot_q5_K_vnni : moe_dot_q5_K_avx2;
     default: return 0;
@@ -421,7 +424,7 @@ static row_dot4_fn row_dot4(int type) {
     if (level == 0) return 0;
     switch (type) {
     case MOE_Q8_0: return level == 2 ? moe_dot4_q8_0_vnni : moe_dot4_q8_0_avx2;
-    case MOE_Q4_K: return level == 2 ? moe_dot4_q4_K_vnni : moe_dot4_q4_K_avx2;
+    case MOE_Q4_K: return level == 2 ? moe_dot4_q4_K_zmm : moe_dot4_q4_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dot4_q6_K_vnni : moe_dot4_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot4_q5_K_vnni : moe_dot4_q5_K_avx2;
     default: return 0;
