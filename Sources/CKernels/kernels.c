@@ -394,7 +394,13 @@ float moe_dot_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, con
 float moe_dot_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
+static int forced_level = -1;
+static int detected_level(void);
 static int simd_level(void) {
+    int detected = detected_level();
+    return forced_level >= 0 && forced_level < detected ? forced_level : detected;
+}
+static int detected_level(void) {
     static int level = -1;
     if (level < 0) {
         __builtin_cpu_init();
@@ -430,7 +436,11 @@ static row_dot4_fn row_dot4(int type) {
     default: return 0;
     }
 }
+int moe_kernel_level(void) { return simd_level(); }
+void moe_force_kernel_level(int level) { forced_level = level; }
 #else
+int moe_kernel_level(void) { return 0; }
+void moe_force_kernel_level(int level) { (void)level; }
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 #endif

@@ -26,6 +26,9 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
     }
 }
 
+/* One body per type for 1..4 tokens: each weight vector is loaded and unpacked once and
+   multiplied with every token's activations (stride n). A token's arithmetic is the same
+   whatever `tokens` is, so decode (1) and prefill tiles (4) give bit-identical results. */
 #define KERNELS(SUFFIX, TARGET, DPBUSD)                                                                   \
     __attribute__((target(TARGET))) static inline float hsum_##SUFFIX(__m256 v) {                        \
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
@@ -33,113 +36,26 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
         s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                            \
         return _mm_cvtss_f32(s);                                                                          \
     }                                                                                                     \
-    /* Q8_0: | f16 d | 32 x int8 | */                                                                     \
-    __attribute__((target(TARGET))) float moe_dot_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16) {       \
-        (void)s16;                                                                                        \
-        /* One accumulator, the same operation order as one token of moe_dot4_q8_0, so a token   \
-           gives bit-identical results alone or in a prefill batch. */                             \
-        __m256 acc = _mm256_setzero_ps();                                                                 \
-        for (int b = 0; b < n / 32; b++) {                                                                \
-            const uint8_t *w0 = row + 34 * b;                                                             \
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2));                                   \
-            __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + 32 * b));                               \
-            __m256i p0 = DPBUSD(_mm256_setzero_si256(), _mm256_abs_epi8(x0), _mm256_sign_epi8(a0, x0));    \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(half_to_float(w0) * d[b]), acc);  \
-        }                                                                                                 \
-        return hsum_##SUFFIX(acc);                                                                        \
-    }                                                                                                     \
-    /* Q4_K: | f16 d | f16 dmin | scales[12] | qs[128] |; sub-block j of 32 uses scale/min j. */          \
-    __attribute__((target(TARGET))) float moe_dot_q4_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16) {       \
-        const __m256i low = _mm256_set1_epi8(0x0F);                                                       \
-        __m256 acc = _mm256_setzero_ps();                                                                 \
-        float minimum = 0;                                                                                \
-        for (int u = 0; u < n / 256; u++) {                                                               \
-            const uint8_t *b = row + 144 * u;                                                             \
-            const int8_t *a = q + 256 * u;                                                                \
-            const float *da = d + 8 * u, *sa = s16 + 16 * u;                                              \
-            float dd = half_to_float(b), dmin = half_to_float(b + 2);                                     \
-            int sc[8], m[8];                                                                              \
-            k4_scales(b + 4, sc, m);                                                                      \
-            for (int j = 0; j < 4; j++) {                                                                 \
-                __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));                        \
-                __m256i lo = _mm256_and_si256(v, low);                                                    \
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);                              \
-                __m256i p0 = DPBUSD(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)(a + 64 * j))); \
-                __m256i p1 = DPBUSD(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)(a + 64 * j + 32))); \
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dd * (float)sc[2 * j] * da[2 * j]), acc); \
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(dd * (float)sc[2 * j + 1] * da[2 * j + 1]), acc); \
-                minimum += dmin * ((float)m[2 * j] * (sa[4 * j] + sa[4 * j + 1]) +                         \
-                                   (float)m[2 * j + 1] * (sa[4 * j + 2] + sa[4 * j + 3]));                 \
-            }                                                                                             \
-        }                                                                                                 \
-        return hsum_##SUFFIX(acc) - minimum;                                                              \
-    }                                                                                                     \
-    /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; q = 6-bit value - 32, scale per 16. */     \
-    __attribute__((target(TARGET))) float moe_dot_q6_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16) {       \
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);                          \
-        __m256 acc = _mm256_setzero_ps();                                                                 \
-        float offset = 0;                                                                                 \
-        for (int u = 0; u < n / 256; u++) {                                                               \
-            const uint8_t *b = row + 210 * u;                                                             \
-            const int8_t *a = q + 256 * u;                                                                \
-            const float *da = d + 8 * u, *sa = s16 + 16 * u;                                              \
-            const int8_t *sc = (const int8_t *)(b + 192);                                                 \
-            float dd = half_to_float(b + 208);                                                            \
-            for (int half = 0; half < 2; half++) {                                                        \
-                const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;                             \
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);                                      \
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));                               \
-                __m256i h = _mm256_loadu_si256((const __m256i *)qh);                                       \
-                __m256i v[4];                                                                             \
-                v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)); \
-                v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)); \
-                v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)); \
-                v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)); \
-                for (int k = 0; k < 4; k++) {                                                             \
-                    int g = 8 * half + 2 * k; /* first 16-group of this 32 */                             \
-                    __m256i p = DPBUSD(_mm256_setzero_si256(), v[k], _mm256_loadu_si256((const __m256i *)(a + 128 * half + 32 * k))); \
-                    __m256i scales = _mm256_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1]); \
-                    p = _mm256_mullo_epi32(p, scales);                                                    \
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd * da[g / 2]), acc);     \
-                    offset += 32.0f * dd * ((float)sc[g] * sa[g] + (float)sc[g + 1] * sa[g + 1]);          \
-                }                                                                                         \
-            }                                                                                             \
-        }                                                                                                 \
-        return hsum_##SUFFIX(acc) - offset;                                                               \
-    }
-
-#define DPBUSD_VNNI(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
-#define DPBUSD_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
-
-KERNELS(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
-KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
-
-
-/* 4-token tiles for prefill: each weight vector is loaded and unpacked once and multiplied
-   with 4 activation rows (stride n). */
-#define KERNELS4(SUFFIX, TARGET, DPBUSD)                                                                  \
-    __attribute__((target(TARGET))) void moe_dot4_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16, float *out) { \
-        (void)s16;                                                                                        \
+    /* Q8_0: | f16 d | 32 x int8 |. |w| · sign(a, w) keeps vpdpbusd's unsigned operand exact. */        \
+    __attribute__((target(TARGET))) static inline void q8_0_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                          const float *d, float *out, int tokens) { \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         for (int b = 0; b < n / 32; b++) {                                                                \
             const uint8_t *w0 = row + 34 * b;                                                             \
             __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2));                                   \
             __m256i ax = _mm256_abs_epi8(x0);                                                             \
             float dw = half_to_float(w0);                                                                 \
-            for (int t = 0; t < 4; t++) {                                                                 \
+            for (int t = 0; t < tokens; t++) {                                                            \
                 __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * n + 32 * b));           \
                 __m256i p0 = DPBUSD(_mm256_setzero_si256(), ax, _mm256_sign_epi8(a0, x0));                 \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dw * d[(size_t)t * (n / 32) + b]), acc[t]); \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < 4; t++) out[t] = hsum_##SUFFIX(acc[t]);                                       \
+        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]);                                  \
     }                                                                                                     \
-    __attribute__((target(TARGET))) void moe_dot4_q4_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16, float *out) { \
+    /* Q4_K: | f16 d | f16 dmin | scales[12] | qs[128] |; sub-block j of 32 uses scale/min j. */          \
+    __attribute__((target(TARGET))) static inline void q4_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                          const float *d, const float *s16, float *out, int tokens) { \
         const __m256i low = _mm256_set1_epi8(0x0F);                                                       \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         float minimum[4] = {0, 0, 0, 0};                                                                  \
@@ -152,7 +68,7 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
                 __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));                        \
                 __m256i lo = _mm256_and_si256(v, low);                                                    \
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);                              \
-                for (int t = 0; t < 4; t++) {                                                             \
+                for (int t = 0; t < tokens; t++) {                                                        \
                     const int8_t *a = q + (size_t)t * n + 256 * u + 64 * j;                               \
                     const float *da = d + (size_t)t * (n / 32) + 8 * u + 2 * j;                           \
                     const float *sa = s16 + (size_t)t * (n / 16) + 16 * u + 4 * j;                        \
@@ -164,10 +80,11 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < 4; t++) out[t] = hsum_##SUFFIX(acc[t]) - minimum[t];                          \
+        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - minimum[t];                     \
     }                                                                                                     \
-    __attribute__((target(TARGET))) void moe_dot4_q6_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
-                                                                const float *d, const float *s16, float *out) { \
+    /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; q = 6-bit value - 32, scale per 16. */     \
+    __attribute__((target(TARGET))) static inline void q6_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                          const float *d, const float *s16, float *out, int tokens) { \
         const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);                          \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         float offset[4] = {0, 0, 0, 0};                                                                   \
@@ -186,26 +103,60 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
                 v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)); \
                 v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)); \
                 for (int k = 0; k < 4; k++) {                                                             \
-                    int g = 8 * half + 2 * k;                                                             \
+                    int g = 8 * half + 2 * k; /* first 16-group of this 32 */                             \
                     __m256i scales = _mm256_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1]); \
-                    for (int t = 0; t < 4; t++) {                                                         \
+                    for (int t = 0; t < tokens; t++) {                                                    \
                         const int8_t *a = q + (size_t)t * n + 256 * u + 128 * half + 32 * k;              \
                         const float *da = d + (size_t)t * (n / 32) + 8 * u;                               \
                         const float *sa = s16 + (size_t)t * (n / 16) + 16 * u;                            \
                         __m256i p = DPBUSD(_mm256_setzero_si256(), v[k], _mm256_loadu_si256((const __m256i *)a)); \
                         p = _mm256_mullo_epi32(p, scales);                                                \
                         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd * da[g / 2]), acc[t]); \
-                        offset[t] += 32.0f * dd * ((float)sc[g] * sa[g] + (float)sc[g + 1] * sa[g + 1]);   \
+                        offset[t] += 32.0f * dd * ((float)sc[g] * sa[g] + (float)sc[g + 1] * sa[g + 1]);  \
                     }                                                                                     \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < 4; t++) out[t] = hsum_##SUFFIX(acc[t]) - offset[t];                           \
+        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - offset[t];                      \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) float moe_dot_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16) {       \
+        float out;                                                                                        \
+        (void)s16;                                                                                        \
+        q8_0_body_##SUFFIX(row, n, q, d, &out, 1);                                                        \
+        return out;                                                                                       \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) void moe_dot4_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16, float *out) { \
+        (void)s16;                                                                                        \
+        q8_0_body_##SUFFIX(row, n, q, d, out, 4);                                                         \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) float moe_dot_q4_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16) {       \
+        float out;                                                                                        \
+        q4_K_body_##SUFFIX(row, n, q, d, s16, &out, 1);                                                   \
+        return out;                                                                                       \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) void moe_dot4_q4_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16, float *out) { \
+        q4_K_body_##SUFFIX(row, n, q, d, s16, out, 4);                                                    \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) float moe_dot_q6_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16) {       \
+        float out;                                                                                        \
+        q6_K_body_##SUFFIX(row, n, q, d, s16, &out, 1);                                                   \
+        return out;                                                                                       \
+    }                                                                                                     \
+    __attribute__((target(TARGET))) void moe_dot4_q6_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
+                                                                const float *d, const float *s16, float *out) { \
+        q6_K_body_##SUFFIX(row, n, q, d, s16, out, 4);                                                    \
     }
 
-KERNELS4(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
-KERNELS4(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
+#define DPBUSD_VNNI(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define DPBUSD_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 
+KERNELS(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
+KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
 
 /* Q5_K: | f16 d | f16 dmin | scales[12] | qh[32] | qs[128] |: Q4_K's nibbles plus a 5th bit
    from qh (bit 2j for sub-block 2j, bit 2j+1 for 2j+1). One body for 1 and 4 tokens. */

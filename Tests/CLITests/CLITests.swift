@@ -12,16 +12,7 @@ final class CLITests: XCTestCase {
         let stderr: String
     }
 
-    static var binary: URL {
-        // Test bundles sit next to the products in the build directory.
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
-        for dir in candidates {
-            let url = dir.appendingPathComponent("moe")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return Fixtures.packageRoot.appendingPathComponent(".build/debug/moe")
-    }
+    static var binary: URL { Fixtures.moeBinary }
 
     func run(_ arguments: [String]) throws -> Result {
         let process = Process()

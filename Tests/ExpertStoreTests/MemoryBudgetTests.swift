@@ -89,7 +89,7 @@ final class MemoryBudgetTests: XCTestCase {
 
     func runMoe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
-        process.executableURL = CLIBinary.url
+        process.executableURL = Fixtures.moeBinary
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -130,18 +130,5 @@ final class MemoryBudgetTests: XCTestCase {
         let match = stderr[range]
         guard let open = match.lastIndex(of: "("), let space = match[open...].firstIndex(of: " ") else { return nil }
         return Int(match[match.index(after: open)..<space])
-    }
-}
-
-/// The `moe` binary next to the test bundle.
-enum CLIBinary {
-    static var url: URL {
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
-        for dir in candidates {
-            let url = dir.appendingPathComponent("moe")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return Fixtures.packageRoot.appendingPathComponent(".build/debug/moe")
     }
 }

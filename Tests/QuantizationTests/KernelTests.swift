@@ -52,7 +52,26 @@ final class KernelTests: XCTestCase {
         return bytes
     }
 
+    /// Every hand-written level this CPU can run (VNNI, AVX2, portable), each checked.
+    func forEachKernelLevel(_ body: (Int32) throws -> Void) rethrows {
+        let top = moe_kernel_level()
+        defer { moe_force_kernel_level(-1) }
+        for level in stride(from: top, through: 0, by: -1) {
+            moe_force_kernel_level(level)
+            XCTAssertEqual(moe_kernel_level(), level)
+            try body(level)
+        }
+    }
+
     func testFastKernelsMatchScalarReferenceAndDequantizedArithmetic() throws {
+        try forEachKernelLevel { _ in try checkFastKernels() }
+    }
+
+    func testBatchedMatmulEqualsRepeatedMatvecAtEveryLevel() throws {
+        try forEachKernelLevel { _ in try checkBatchedMatmul() }
+    }
+
+    func checkFastKernels() throws {
         var rng = Rng(state: 7)
         for type in Self.fastTypes {
             let columns = type.traits.blockSize == 256 ? 512 : 96
@@ -85,7 +104,7 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    func testBatchedMatmulEqualsRepeatedMatvec() throws {
+    func checkBatchedMatmul() throws {
         var rng = Rng(state: 11)
         for type in [GGMLType.q8_0, .q4_K, .q5_K, .q6_K] {
             let columns = 256, rows = 5, tokens = 70  // more than one 64-token tile

@@ -20,6 +20,18 @@ public enum Fixtures {
 
     public static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 
+    /// The built `moe` binary: next to the test bundle (SwiftPM puts products and test bundles
+    /// in the same build directory), else `.build/debug/moe`.
+    public static var moeBinary: URL {
+        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
+        for dir in candidates {
+            let url = dir.appendingPathComponent("moe")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        return packageRoot.appendingPathComponent(".build/debug/moe")
+    }
+
     public static func manifest(_ name: String) throws -> Manifest {
         let data = try Data(contentsOf: root.appendingPathComponent("\(name)/manifest.json"))
         return try JSONDecoder().decode(Manifest.self, from: data)

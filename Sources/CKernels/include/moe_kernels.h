@@ -51,6 +51,11 @@ int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r
 int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
                            const int8_t *q, const float *d, const float *s16, float *y);
 
+/// The hand-written kernel level in use: 2 = AVX-512 VNNI, 1 = AVX2, 0 = portable C only.
+int moe_kernel_level(void);
+/// Caps the level (tests use it to run every path this CPU supports); -1 restores detection.
+void moe_force_kernel_level(int level);
+
 /// Name of the code path the loader chose for this CPU ("x86-64-v4", "x86-64-v3", "baseline").
 const char *moe_kernel_isa(void);
 
