@@ -7,7 +7,7 @@ outputs under --work):
   corpus     collect documents from Debian packages, split 95/5 by document (hash of the
              path), write train/validation texts and Models/demo/validation.txt
   tokenizer  train a Qwen2-style byte-level BPE (``tokenizers``) on the training split
-  train      train Qwen3MoeForCausalLM with transformers (router aux loss on), CPU, 2 threads,
+  train      train Qwen3MoeForCausalLM with transformers (router aux loss on), CPU (--threads, default 1),
              fixed seed; logs loss and tokens/s, checkpoints every --ckpt-every steps and
              resumes from the last checkpoint when rerun
   export     HF directory (f32 safetensors + tokenizer), GGUF F16 and Q8_0 with llama.cpp's
@@ -17,6 +17,8 @@ outputs under --work):
   eval       transformers on the HF export: validation perplexity (two methods), unigram
              baseline, per-layer expert frequencies, layer l -> l+1 expert predictability,
              greedy samples; writes <work>/eval.json and Models/demo/eval.json
+  check      ``moe logits --kernels reference --kv-cache f32`` vs transformers on the HF export
+             and on demo.moe (vs the Q8_0 GGUF's dequantized weights); writes check.json
 
 Corpus (Debian bookworm packages, see docs/demo-model.md for licences):
   * python3.11-doc:  /usr/share/doc/python3.11/html/_sources/**/*.rst.txt  (English prose)
@@ -28,7 +30,7 @@ Usage:
   python3 tools/train_demo.py all [--work /work/demo-build]
 
 Deterministic as far as torch allows on CPU: fixed seeds, a fixed data order derived from the
-step number (so a resumed run sees the same batches) and a fixed thread count (2). Results still depend on the torch build and CPU (BLAS kernels).
+step number (so a resumed run sees the same batches) and a fixed thread count (--threads, 1). Results still depend on the torch build and CPU (BLAS kernels).
 """
 from __future__ import annotations
 
@@ -96,13 +98,13 @@ MODEL_CONFIG = dict(
 
 TRAIN = dict(
     seed=1234,
-    threads=2,
+    threads=1,                      # see --threads: 2 threads ran 4x slower here with other work on the 2 cores
     seq_len=512,
-    batch_size=16,                  # 8192 tokens per step
-    steps=700,                      # 5.7M tokens, about one epoch of the training split
-    lr=2.5e-3,
+    batch_size=8,                   # 4096 tokens per step
+    steps=650,                      # 2.66M tokens, 45% of the training split
+    lr=2e-3,
     min_lr_ratio=0.1,
-    warmup=50,
+    warmup=30,
     weight_decay=0.1,
     betas=(0.9, 0.95),
     grad_clip=1.0,
@@ -336,7 +338,7 @@ def stage_train(args) -> None:
     transformers.logging.set_verbosity_error()
 
     work = args.work
-    set_determinism(TRAIN["seed"], TRAIN["threads"])
+    set_determinism(TRAIN["seed"], args.threads)
     tokens = tokenize_train(work)
     val_ids = tokenize_validation(work)
     cfg = make_config()
@@ -461,7 +463,7 @@ def stage_eval(args) -> None:
     from transformers import Qwen3MoeForCausalLM
     import transformers
     transformers.logging.set_verbosity_error()
-    set_determinism(TRAIN["seed"], TRAIN["threads"])
+    set_determinism(TRAIN["seed"], args.threads)
     work = args.work
     model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), torch_dtype=torch.float32,
                                                 attn_implementation="eager").eval()
@@ -578,19 +580,131 @@ def stage_eval(args) -> None:
         log("---\n" + s["text"])
 
 
+# ----------------------------------------------------------------------------
+# check: SwiftMoE vs transformers
+# ----------------------------------------------------------------------------
+
+GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate_inp.weight": "mlp.gate.weight",
+}
+GGUF_EXPERTS = {"ffn_gate_exps.weight": "gate_proj", "ffn_up_exps.weight": "up_proj", "ffn_down_exps.weight": "down_proj"}
+
+
+def gguf_state_dict(path: Path) -> dict:
+    """The weights a GGUF file holds, dequantized to f32, under transformers' names."""
+    import numpy as np
+    import torch
+    import gguf
+    sd = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        if t.name.startswith("blk."):
+            _, l, rest = t.name.split(".", 2)
+            if rest in GGUF_EXPERTS:
+                for e in range(w.shape[0]):
+                    sd[f"model.layers.{l}.mlp.experts.{e}.{GGUF_EXPERTS[rest]}.weight"] = torch.from_numpy(w[e].copy())
+            else:
+                sd[f"model.layers.{l}.{GGUF_TO_HF[rest]}"] = torch.from_numpy(w.copy())
+        else:
+            sd[GGUF_TO_HF[t.name]] = torch.from_numpy(w.copy())
+    if MODEL_CONFIG["tie_word_embeddings"]:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    return sd
+
+
+def stage_check(args) -> None:
+    """moe logits (reference kernels, f32 KV cache) vs transformers f32, on the HF export and on
+    Models/demo/demo.moe (against transformers run on the Q8_0 GGUF's dequantized weights)."""
+    import numpy as np
+    import torch
+    from transformers import Qwen3MoeForCausalLM
+    import transformers
+    transformers.logging.set_verbosity_error()
+    set_determinism(TRAIN["seed"], args.threads)
+    work = args.work
+    moe = REPO / ".build" / "release" / "moe"
+    if not moe.exists():
+        subprocess.run(["swift", "build", "-c", "release", "--product", "moe"], cwd=REPO, check=True)
+    val_ids = tokenize_validation(work)
+    seqs = [val_ids[1000:1016], val_ids[5000:5064], val_ids[20000:20200]]
+    hf_model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), torch_dtype=torch.float32,
+                                                   attn_implementation="eager").eval()
+    q8_model = Qwen3MoeForCausalLM._from_config(make_config(), attn_implementation="eager",
+                                                torch_dtype=torch.float32).eval()
+    missing = q8_model.load_state_dict(gguf_state_dict(work / "demo-q8_0.gguf"), strict=False)
+    assert not missing.missing_keys and not missing.unexpected_keys, missing
+    out = []
+    for name, model_path, ref in (("hf-f32", work / "hf", hf_model), ("demo.moe (q8_0)", DEMO_DIR / "demo.moe", q8_model)):
+        for seq in seqs:
+            npy = work / "check-logits.npy"
+            cmd = [str(moe), "logits", str(model_path), "--tokens", ",".join(map(str, seq)), "--out", str(npy),
+                   "--kernels", "reference", "--kv-cache", "f32", "--threads", "1"]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            ours = np.load(npy)
+            with torch.no_grad():
+                theirs = ref(input_ids=torch.tensor([seq])).logits[0].numpy()
+            d = float(np.abs(ours - theirs).max())
+            agree = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
+            out.append(dict(model=name, tokens=len(seq), max_abs_diff=d, argmax_agreement=agree))
+            log(f"  {name:18s} {len(seq):4d} tokens: max |moe - transformers| = {d:.2e}, argmax agree {agree:.3f}")
+    (work / "check.json").write_text(json.dumps(out, indent=1))
+    (DEMO_DIR / "check.json").write_text(json.dumps(out, indent=1))
+
+
+def stage_report(args) -> None:
+    """Print the markdown tables of docs/demo-model.md from <work>/eval.json and train-log.json."""
+    work = args.work
+    ev = json.loads((work / "eval.json").read_text())
+    tl = json.loads((work / "train-log.json").read_text())
+    E = MODEL_CONFIG["num_experts"]
+    print(f"training: {tl['minutes']:.1f} min, {tl['tokens_seen']} tokens seen, final logged lm loss "
+          f"{tl['history'][-1]['lm_loss']}, aux {tl['history'][-1]['aux_loss']}")
+    print()
+    print("| measure | tokens scored | loss (nats/token) | perplexity |")
+    print("|---|---|---|---|")
+    for k in ("ppl_windows256", "ppl_llama_style"):
+        r = ev[k]
+        print(f"| {r['method']} | {r['tokens_scored']} | {r['nll']:.4f} | {r['ppl']:.2f} |")
+    print(f"| unigram baseline (training-split token frequencies, add-one) | {ev['validation_tokens'] - 1} | "
+          f"{ev['unigram_nll']:.4f} | {ev['unigram_ppl']:.1f} |")
+    print()
+    print("| layer | " + " | ".join(str(e) for e in range(E)) + " | max/uniform | min/uniform | norm. entropy |")
+    print("|---|" + "---|" * (E + 3))
+    for l, row in enumerate(ev["expert_share"]):
+        b = ev["expert_balance"][l]
+        print(f"| {l} | " + " | ".join(f"{100 * x:.1f}" for x in row) +
+              f" | {b['max_over_uniform']:.2f} | {b['min_over_uniform']:.2f} | {b['norm_entropy']:.3f} |")
+    print()
+    print("| layers | pair table | single-expert table | frequency only | exact set (pair table) | random |")
+    print("|---|---|---|---|---|---|")
+    for r in ev["predictability"]["layers"]:
+        print(f"| {r['layers']} | {r['recall_pair_table']:.3f} | {r['recall_single_table']:.3f} | "
+              f"{r['recall_frequency_only']:.3f} | {r['exact_set_pair_table']:.3f} | {r['random']:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["corpus", "tokenizer", "train", "export", "eval", "all"])
+    ap.add_argument("stage", choices=["corpus", "tokenizer", "train", "export", "eval", "check", "report", "all"])
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch directory outside git")
     ap.add_argument("--converter", default=os.environ.get("LLAMA_CPP_CONVERTER", DEFAULT_CONVERTER))
+    ap.add_argument("--threads", type=int, default=TRAIN["threads"],
+                    help="torch threads (results are reproducible for a fixed count). On a quiet 2-core machine "
+                         "2 threads are ~1.6x faster than 1; with other busy processes on the cores, OpenMP "
+                         "oversubscription made 2 threads ~4x slower than 1 here, hence the default")
     ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--pred-train-tokens", type=int, default=262_144,
                     help="training tokens used to estimate the l -> l+1 expert tables")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    stages = ["corpus", "tokenizer", "train", "export", "eval"] if args.stage == "all" else [args.stage]
+    stages = ["corpus", "tokenizer", "train", "export", "eval", "check"] if args.stage == "all" else [args.stage]
     for s in stages:
         log(f"== {s}")
         globals()[f"stage_{s}"](args)
