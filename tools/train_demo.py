@@ -101,7 +101,7 @@ TRAIN = dict(
     threads=1,                      # see --threads: 2 threads ran 4x slower here with other work on the 2 cores
     seq_len=512,
     batch_size=8,                   # 4096 tokens per step
-    steps=650,                      # 2.66M tokens, 45% of the training split
+    steps=1200,                     # 4.9M tokens, 83% of the training split
     lr=2e-3,
     min_lr_ratio=0.1,
     warmup=30,
@@ -342,7 +342,7 @@ def stage_train(args) -> None:
     tokens = tokenize_train(work)
     val_ids = tokenize_validation(work)
     cfg = make_config()
-    model = Qwen3MoeForCausalLM._from_config(cfg, attn_implementation="sdpa", torch_dtype=torch.float32)
+    model = Qwen3MoeForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=TRAIN["weight_decay"]),
@@ -399,6 +399,9 @@ def stage_train(args) -> None:
     # final weights
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
+    # output_router_logits is a training setting (passed explicitly above); saved as false so that
+    # generate() on the export works (transformers' aux loss breaks with a KV cache)
+    model.config.output_router_logits = False
     model.save_pretrained(str(final), safe_serialization=True)
     (work / "train-log.json").write_text(json.dumps(dict(train=TRAIN, minutes=elapsed / 60,
                                                          parameters=n_params, tokens_seen=TRAIN["steps"] *
@@ -465,7 +468,7 @@ def stage_eval(args) -> None:
     transformers.logging.set_verbosity_error()
     set_determinism(TRAIN["seed"], args.threads)
     work = args.work
-    model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), torch_dtype=torch.float32,
+    model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), dtype=torch.float32,
                                                 attn_implementation="eager").eval()
     tok = load_tokenizer(work)
     L, E, K = MODEL_CONFIG["num_hidden_layers"], MODEL_CONFIG["num_experts"], MODEL_CONFIG["num_experts_per_tok"]
@@ -484,15 +487,21 @@ def stage_eval(args) -> None:
     nll, cnt = 0.0, 0
     val_experts = [[] for _ in range(L)]     # per layer: [tokens, K] expert ids over validation
     freq = np.zeros((L, E), dtype=np.int64)
+    prob_sum = np.zeros((L, E))               # router softmax summed over validation tokens
+    slot_freq = np.zeros((L, K, E))           # one-hot of the i-th choice, as in load_balancing_loss_func
     for seg, logits, routers in run_windows(model, val_ids, ctx):
         lp = torch.log_softmax(logits.float(), dim=-1)
         tgt = torch.tensor(seg[1:])
         nll += -lp[:-1].gather(1, tgt[:, None]).sum().item()
         cnt += len(seg) - 1
         for l, r in enumerate(routers):
-            top = torch.topk(torch.softmax(r.float(), dim=-1), K, dim=-1).indices.numpy()
+            probs = torch.softmax(r.float(), dim=-1)
+            top = torch.topk(probs, K, dim=-1).indices.numpy()
             val_experts[l].append(top)
             np.add.at(freq[l], top.reshape(-1), 1)
+            prob_sum[l] += probs.sum(0).numpy()
+            for i in range(K):
+                np.add.at(slot_freq[l, i], top[:, i], 1)
     res["ppl_windows256"] = dict(method="non-overlapping 256-token windows, all 255 next-token predictions "
                                         "of each window scored", tokens_scored=cnt, nll=nll / cnt,
                                  ppl=math.exp(nll / cnt))
@@ -511,6 +520,25 @@ def stage_eval(args) -> None:
                                   tokens_scored=cnt2, nll=nll2 / cnt2, ppl=math.exp(nll2 / cnt2))
     res["unigram_ppl"] = math.exp(res["unigram_nll"])
 
+    # per kind (prose/code): each validation.txt document on its own, non-overlapping 256-token windows
+    names = json.loads((work / "corpus" / "summary.json").read_text())["validation_txt_documents"]
+    texts = (DEMO_DIR / "validation.txt").read_text(encoding="utf-8").split(DOC_SEPARATOR)
+    assert len(names) == len(texts)
+    per_kind: dict = {}
+    for name, text in zip(names, texts):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        k = name.split(":")[0]
+        acc = per_kind.setdefault(k, dict(nll=0.0, tokens_scored=0, documents=0))
+        acc["documents"] += 1
+        for seg, logits, _r in run_windows(model, ids, ctx):
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            acc["nll"] += -lp[:-1].gather(1, torch.tensor(seg[1:])[:, None]).sum().item()
+            acc["tokens_scored"] += len(seg) - 1
+    for k, acc in per_kind.items():
+        acc["nll"] /= acc["tokens_scored"]
+        acc["ppl"] = math.exp(acc["nll"])
+    res["ppl_by_kind"] = per_kind
+
     # expert activation frequency on validation (fraction of token-slots per expert)
     tot = freq.sum(axis=1, keepdims=True)
     share = freq / tot
@@ -521,6 +549,12 @@ def stage_eval(args) -> None:
                                   norm_entropy=float(-(share[l] * np.log(share[l] + 1e-12)).sum() / math.log(E)))
                              for l in range(L)]
     val_top = [np.concatenate(v) for v in val_experts]
+    # transformers' load_balancing_loss_func concatenates all layers' router logits before averaging,
+    # so it balances expert *index* e pooled over layers; per layer it can stay unbalanced. Both:
+    n_tok = freq[0].sum() / K
+    per_layer = [float(E * ((slot_freq[l] / n_tok) * (prob_sum[l] / n_tok)[None, :]).sum()) for l in range(L)]
+    pooled = float(E * ((slot_freq.sum(0) / (n_tok * L)) * (prob_sum.sum(0) / (n_tok * L))[None, :]).sum())
+    res["aux_loss_validation"] = dict(pooled_as_transformers=pooled, per_layer=per_layer, balanced_value=float(K))
 
     # layer l -> l+1 predictability, tables estimated on a training sample
     sample_tokens = min(len(train_tokens), args.pred_train_tokens)
@@ -564,6 +598,7 @@ def stage_eval(args) -> None:
                                  layers=pred)
 
     # greedy samples
+    model.config.output_router_logits = False
     samples = []
     with torch.no_grad():
         for p in SAMPLE_PROMPTS:
@@ -633,10 +668,10 @@ def stage_check(args) -> None:
         subprocess.run(["swift", "build", "-c", "release", "--product", "moe"], cwd=REPO, check=True)
     val_ids = tokenize_validation(work)
     seqs = [val_ids[1000:1016], val_ids[5000:5064], val_ids[20000:20200]]
-    hf_model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), torch_dtype=torch.float32,
+    hf_model = Qwen3MoeForCausalLM.from_pretrained(str(work / "hf"), dtype=torch.float32,
                                                    attn_implementation="eager").eval()
     q8_model = Qwen3MoeForCausalLM._from_config(make_config(), attn_implementation="eager",
-                                                torch_dtype=torch.float32).eval()
+                                                dtype=torch.float32).eval()
     missing = q8_model.load_state_dict(gguf_state_dict(work / "demo-q8_0.gguf"), strict=False)
     assert not missing.missing_keys and not missing.unexpected_keys, missing
     out = []
@@ -671,6 +706,9 @@ def stage_report(args) -> None:
     for k in ("ppl_windows256", "ppl_llama_style"):
         r = ev[k]
         print(f"| {r['method']} | {r['tokens_scored']} | {r['nll']:.4f} | {r['ppl']:.2f} |")
+    for k, r in ev["ppl_by_kind"].items():
+        print(f"| {k} documents only ({r['documents']}), each on its own, non-overlapping 256-token windows | "
+              f"{r['tokens_scored']} | {r['nll']:.4f} | {r['ppl']:.2f} |")
     print(f"| unigram baseline (training-split token frequencies, add-one) | {ev['validation_tokens'] - 1} | "
           f"{ev['unigram_nll']:.4f} | {ev['unigram_ppl']:.1f} |")
     print()
@@ -680,6 +718,10 @@ def stage_report(args) -> None:
         b = ev["expert_balance"][l]
         print(f"| {l} | " + " | ".join(f"{100 * x:.1f}" for x in row) +
               f" | {b['max_over_uniform']:.2f} | {b['min_over_uniform']:.2f} | {b['norm_entropy']:.3f} |")
+    print()
+    ax = ev["aux_loss_validation"]
+    print(f"aux loss on validation: pooled over layers (transformers) {ax['pooled_as_transformers']:.3f}; per layer "
+          + ", ".join(f"{x:.3f}" for x in ax["per_layer"]) + f"; perfectly balanced = {ax['balanced_value']:.0f}")
     print()
     print("| layers | pair table | single-expert table | frequency only | exact set (pair table) | random |")
     print("|---|---|---|---|---|---|")
