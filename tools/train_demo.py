@@ -688,8 +688,49 @@ def stage_check(args) -> None:
             agree = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
             out.append(dict(model=name, tokens=len(seq), max_abs_diff=d, argmax_agreement=agree))
             log(f"  {name:18s} {len(seq):4d} tokens: max |moe - transformers| = {d:.2e}, argmax agree {agree:.3f}")
-    (work / "check.json").write_text(json.dumps(out, indent=1))
-    (DEMO_DIR / "check.json").write_text(json.dumps(out, indent=1))
+    # fast kernels (8-bit activations, f16 KV cache: the defaults) and llama.cpp on the Q8_0 GGUF,
+    # both against transformers on the Q8_0 weights
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        Llama = None
+    for seq in seqs:
+        with torch.no_grad():
+            theirs = q8_model(input_ids=torch.tensor([seq])).logits[0].numpy()
+        npy = work / "check-logits.npy"
+        subprocess.run([str(moe), "logits", str(DEMO_DIR / "demo.moe"), "--tokens", ",".join(map(str, seq)),
+                        "--out", str(npy), "--threads", "1"], check=True, stdout=subprocess.DEVNULL)
+        ours = np.load(npy)
+        rows = [("demo.moe fast kernels", ours)]
+        if Llama is not None:
+            llm = Llama(model_path=str(work / "demo-q8_0.gguf"), n_ctx=512, n_threads=1, logits_all=True,
+                        verbose=False)
+            llm.eval(seq)
+            rows.append(("llama.cpp q8_0 gguf", np.asarray(llm.scores[:len(seq)], dtype=np.float32)))
+            del llm
+        for name, got in rows:
+            d = float(np.abs(got - theirs).max())
+            agree = float((got.argmax(-1) == theirs.argmax(-1)).mean())
+            out.append(dict(model=name, tokens=len(seq), max_abs_diff=d, argmax_agreement=agree,
+                            reference="transformers on the Q8_0 GGUF's dequantized weights"))
+            log(f"  {name:22s} {len(seq):4d} tokens: max |diff| vs transformers(q8_0) = {d:.2e}, argmax agree {agree:.3f}")
+
+    # tokenizer: moe tokenize (GGUF metadata in demo.moe) vs transformers on validation text
+    tok = load_tokenizer(work)
+    text = (DEMO_DIR / "validation.txt").read_text(encoding="utf-8")
+    tok_checks = []
+    for start in (0, 100_000, 200_000):
+        chunk = text[start:start + 20_000]
+        want = tok(chunk, add_special_tokens=True)["input_ids"]
+        r = subprocess.run([str(moe), "tokenize", str(DEMO_DIR / "demo.moe"), chunk, "--ids"], check=True,
+                           capture_output=True, text=True)
+        got = [int(x) for x in r.stdout.strip().splitlines()[-1].split(",") if x]
+        tok_checks.append(dict(chars=len(chunk), tokens=len(want), identical=got == want))
+        log(f"  moe tokenize vs transformers, {len(chunk)} chars at {start}: "
+            f"{'identical' if got == want else 'DIFFERENT'} ({len(got)} vs {len(want)} tokens)")
+    result = dict(logits=out, tokenizer=tok_checks)
+    (work / "check.json").write_text(json.dumps(result, indent=1))
+    (DEMO_DIR / "check.json").write_text(json.dumps(result, indent=1))
 
 
 def stage_report(args) -> None:
