@@ -265,3 +265,59 @@ void moe_dot4_q4_K_zmm(const uint8_t *row, int n, const int8_t *q, const float *
     q4k_z_body(row, n, q, d, s16, out, 4);
 }
 #endif
+
+#if defined(__x86_64__) && defined(__clang__)
+/* Q8_0 with 512-bit vectors: two 32-weight blocks per vpdpbusd. |w| is the unsigned operand
+   and the activations are negated where w < 0 (activations are never -128: the quantizer
+   rounds to ±127). The scales of the two blocks fill the two halves of the scale vector. An
+   odd last block goes through 256-bit code. One body for 1..4 tokens. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const float *d, float *out, int tokens) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m256 tail[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int blocks = n / 32;
+    int b = 0;
+    for (; b + 1 < blocks; b += 2) {
+        const uint8_t *w0 = row + 34 * b, *w1 = w0 + 34;
+        __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 2))),
+                                       _mm256_loadu_si256((const __m256i *)(w1 + 2)), 1);
+        __m512i ax = _mm512_abs_epi8(x);
+        __mmask64 negative = _mm512_movepi8_mask(x);
+        float d0 = half_to_float(w0), d1 = half_to_float(w1);
+        for (int t = 0; t < tokens; t++) {
+            __m512i a = _mm512_loadu_si512((const void *)(q + (size_t)t * n + 32 * b));
+            __m512i sa = _mm512_mask_sub_epi8(a, negative, _mm512_setzero_si512(), a);
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sa);
+            const float *dt = d + (size_t)t * (n / 32) + b;
+            __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(d0 * dt[0]), _mm256_set1_ps(d1 * dt[1]), 1);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[t]);
+        }
+    }
+    for (; b < blocks; b++) {
+        const uint8_t *w0 = row + 34 * b;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2));
+        __m256i ax = _mm256_abs_epi8(x0);
+        float d0 = half_to_float(w0);
+        for (int t = 0; t < tokens; t++) {
+            __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * n + 32 * b));
+            __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(a0, x0));
+            tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + hsum_vnni(tail[t]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+float moe_dot_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) {
+    float out;
+    (void)s16;
+    q8_0_z_body(row, n, q, d, &out, 1);
+    return out;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+void moe_dot4_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) {
+    (void)s16;
+    q8_0_z_body(row, n, q, d, out, 4);
+}
+#endif
