@@ -44,6 +44,15 @@ public struct ExpertCatalog: Sendable {
         entries.map { layer in layer.map { ExpertPool.rounded($0.decodedLength) }.sorted(by: >).prefix(k).reduce(0, +) }.max() ?? 0
     }
 
+    /// The smallest pool that always works: one layer's largest `k` experts plus the largest
+    /// single expert of slack, because experts of different sizes (per-expert bit-widths, or
+    /// Q4_K_M's mixed down projections) can fragment an arena that holds exactly `k`.
+    public func minimumPool(k: Int) -> Int {
+        let largest = entries.joined().map { ExpertPool.rounded($0.decodedLength) }.max() ?? 0
+        let uniform = Set(entries.joined().map { ExpertPool.rounded($0.decodedLength) }).count <= 1
+        return largestActiveSet(k: k) + (uniform ? 0 : largest)
+    }
+
     public var totalBytes: Int { entries.joined().reduce(0) { $0 + ExpertPool.rounded($1.decodedLength) } }
 
     /// The largest single read, for sizing staging buffers.

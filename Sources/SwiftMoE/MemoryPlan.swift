@@ -47,7 +47,7 @@ public struct MemoryPlan: Codable, Sendable {
         var plan = MemoryPlan(
             budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes, kvCache: kv,
             scratch: scratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
-            minimumPool: catalog.largestActiveSet(k: c.expertsPerToken))
+            minimumPool: catalog.minimumPool(k: c.expertsPerToken))
         plan.pool = budget - plan.baseline - plan.denseWeights - plan.kvCache - plan.scratch - plan.staging - plan.margin
         guard plan.pool >= plan.minimumPool else {
             throw ExpertStoreError.budgetTooSmall(budget: budget, minimum: plan.minimumBudget, detail: plan.breakdown)

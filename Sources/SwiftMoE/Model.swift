@@ -87,7 +87,7 @@ public final class Model: @unchecked Sendable {
                 memoryPlan = nil
             }
             if let cache = memory.expertCache {
-                let minimum = catalog.largestActiveSet(k: c.expertsPerToken)
+                let minimum = catalog.minimumPool(k: c.expertsPerToken)
                 let bytes = cache.bytes(ofTotal: catalog.totalBytes, minimum: minimum)
                 guard bytes >= minimum else { throw ExpertStoreError.poolTooSmall(needed: minimum, capacity: bytes) }
                 capacity = min(capacity, bytes)
