@@ -8,16 +8,23 @@ import Quantization
 public final class StoreWriter {
     /// When records are LZ4-compressed.
     public enum CompressionMode: String, CaseIterable, Sendable {
-        /// Try LZ4 (behind a byte-plane shuffle for 16/32-bit weights); keep it only if the
-        /// record shrinks to at most ``StoreWriter/keepRatio`` of its size.
+        /// Try LZ4 (behind a byte-plane shuffle for 16/32-bit weights) and keep it only where
+        /// loading gets faster: reading the smaller record and decoding it (timed on this
+        /// record) must beat reading it raw at ``StoreWriter/diskBandwidth``.
         case auto
         /// Store every record raw.
         case none
+        /// Keep LZ4 wherever it saves at least 10% of the bytes, whatever the decode costs
+        /// (for disk space, or storage much slower than this machine's).
+        case size
     }
 
-    /// A compressed record is kept only if it is at most this fraction of the raw size:
-    /// smaller savings do not pay for the decode time (docs/store-format.md, "Compression").
-    public static let keepRatio = 0.9
+    /// Bytes per second the run's storage reads with O_DIRECT (what `auto` weighs decode time
+    /// against). `moe convert` measures it on the input's file system unless given.
+    public var diskBandwidth: Double = 1.5e9
+
+    /// With `auto`, a compressed record must load at least this much faster than raw (10%).
+    public static let requiredGain = 0.9
 
     public let outputPath: String
     public let partialPath: String
@@ -82,8 +89,8 @@ public final class StoreWriter {
             decoded += t.bytes
         }
         var stored = decoded
-        var method = MoEStoreFile.Compression.none
-        if compression == .auto {
+        var method0 = MoEStoreFile.Compression.none
+        if compression != .none {
             let types = Set(tensors.map(\.type))
             let width = types == [.f16] || types == [.bf16] ? 2 : (types == [.f32] ? 4 : 1)
             let candidate: [UInt8]? = try decoded.withUnsafeBytes { raw in
@@ -92,16 +99,37 @@ public final class StoreWriter {
                 planes.withUnsafeMutableBytes { LZ4Codec.shuffle(raw, width: width, into: $0) }
                 return try planes.withUnsafeBytes { try LZ4Codec.compress($0) }
             }
-            if let candidate, Double(candidate.count) <= StoreWriter.keepRatio * Double(decoded.count) {
-                stored = candidate
-                method = width == 2 ? .lz4Shuffle2 : (width == 4 ? .lz4Shuffle4 : .lz4)
-                compressedRecords += 1
+            if let candidate, Double(candidate.count) <= 0.9 * Double(decoded.count) {
+                let method: MoEStoreFile.Compression = width == 2 ? .lz4Shuffle2 : (width == 4 ? .lz4Shuffle4 : .lz4)
+                var keep = true
+                if compression == .auto {
+                    // Time this record's decode (best of 3) and compare load times.
+                    var output = [UInt8](repeating: 0, count: decoded.count), scratch = output
+                    var best = Double.infinity
+                    for _ in 0..<3 {
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        try candidate.withUnsafeBytes { c in
+                            try output.withUnsafeMutableBytes { o in
+                                try scratch.withUnsafeMutableBytes { try LZ4Codec.decode(c, compression: method, into: o, scratch: $0, what: "record") }
+                            }
+                        }
+                        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+                    }
+                    let raw = Double(decoded.count) / diskBandwidth
+                    let compressed = Double(candidate.count) / diskBandwidth + best
+                    keep = compressed <= StoreWriter.requiredGain * raw
+                }
+                if keep {
+                    stored = candidate
+                    method0 = method
+                    compressedRecords += 1
+                }
             }
         }
         try pad(to: MoEStoreFile.recordAlignment)
         let checksum = stored.withUnsafeBytes { XXH64.hash($0) }
         experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: stored.count, decodedLength: decoded.count,
-                             compression: method, checksum: checksum, tensors: entries))
+                             compression: method0, checksum: checksum, tensors: entries))
         try write(stored)
         try pad(to: MoEStoreFile.recordAlignment)
         rawExpertBytes += decoded.count

@@ -8,11 +8,16 @@ public struct Converter {
         public var compression: StoreWriter.CompressionMode
         /// Path statistics (`moe calibrate`) to embed, so `--prefetch path|hybrid` finds them in the store.
         public var calibration: TransitionTable?
+        /// Direct-read bytes/s of the storage the store will be read from (`auto` compression
+        /// weighs decode time against it); nil measures the input's file system.
+        public var diskBandwidth: Double?
 
-        public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto, calibration: TransitionTable? = nil) {
+        public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto,
+                    calibration: TransitionTable? = nil, diskBandwidth: Double? = nil) {
             self.plan = plan
             self.compression = compression
             self.calibration = calibration
+            self.diskBandwidth = diskBandwidth
         }
     }
 
@@ -35,6 +40,8 @@ public struct Converter {
         public var fallbacks: [String: Int]
         public var typeCounts: [String: Int]
         public var seconds: Double
+        /// The read bandwidth `auto` compression decided against (bytes/s), if it applied.
+        public var diskBandwidth: Double?
     }
 
     /// The store section holding `moe calibrate` statistics.
@@ -60,6 +67,9 @@ public struct Converter {
         let c = source.configuration
         let types = try options.plan.resolve(for: c)
         let writer = try StoreWriter(outputPath: output)
+        if options.compression == .auto {
+            writer.diskBandwidth = try options.diskBandwidth ?? Converter.directReadBandwidth(source)
+        }
         do {
             // Dense tensors, as stored in the source.
             var denseNames: [WeightName] = [.tokenEmbedding, .outputNorm, .output]
@@ -116,11 +126,31 @@ public struct Converter {
                 output: output, experts: keys.count, denseTensors: denseCount, denseBytes: denseBytes,
                 expertBytesDecoded: writer.rawExpertBytes, expertBytesStored: writer.storedExpertBytes,
                 compressedRecords: writer.compressedRecords, fallbacks: fallbacks, typeCounts: typeCounts,
-                seconds: Date().timeIntervalSince(start))
+                seconds: Date().timeIntervalSince(start), diskBandwidth: options.compression == .auto ? writer.diskBandwidth : nil)
         } catch {
             writer.abandon()
             throw error
         }
+    }
+
+    /// O_DIRECT read bandwidth of the source's first file (up to 256 MiB in 8 MiB reads), the
+    /// stand-in for the storage the store will be paged from.
+    static func directReadBandwidth(_ source: ModelSource) throws -> Double {
+        guard let path = source.mappedFiles.first?.path else { return 1.5e9 }
+        let reader = try DirectReader(path: path)
+        let chunk = 8 << 20
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let limit = min(size / chunk * chunk, 256 << 20)
+        guard limit >= chunk else { return 1.5e9 }  // too small to measure; assume an SSD
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: DirectReader.alignment)
+        defer { buffer.deallocate() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        var offset = 0
+        while offset < limit {
+            try reader.read(offset: offset, length: chunk, into: buffer)
+            offset += chunk
+        }
+        return Double(limit) / max(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9, 1e-6)
     }
 
     /// The source's tokenizer as metadata-only GGUF: `tokenizer.*` keys of a GGUF, or the

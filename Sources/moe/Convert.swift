@@ -17,8 +17,10 @@ struct Convert: ParsableCommand {
     var bits: String?
     @Option(name: .customLong("bit-plan"), help: "A JSON bit plan giving each expert its own type (see docs/store-format.md).")
     var bitPlan: String?
-    @Option(help: "auto: LZ4 where it saves at least 10% (default); none: store every record raw.")
+    @Option(help: "auto (default): LZ4 only where reading the smaller record and decoding it beats reading it raw at the disk's speed; size: LZ4 wherever it saves 10% of the bytes; none: all raw.")
     var compression: StoreWriter.CompressionMode = .auto
+    @Option(name: .customLong("disk-bandwidth"), help: "Direct-read speed (e.g. 1.5GB, per second) of the storage the store will be read from, for --compression auto. Default: measured on the input's file system. Give it when the store is for another device (phones: 0.1-0.5GB).")
+    var diskBandwidth: ByteSize?
     @Option(help: "Embed path statistics from moe calibrate, for --prefetch path/hybrid.") var calibration: String?
     @Flag(help: "Print the report as JSON.") var json = false
 
@@ -36,7 +38,7 @@ struct Convert: ParsableCommand {
             let start = Date()
             let interactive = isatty(STDERR_FILENO) != 0
             var lastPrint = Date.distantPast
-            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table)) { p in
+            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) })) { p in
                 let now = Date()
                 guard p.expertsDone == p.expertsTotal || now.timeIntervalSince(lastPrint) > 0.25 else { return }
                 lastPrint = now
@@ -54,7 +56,8 @@ struct Convert: ParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 print("wrote \(report.output): \(report.experts) experts, \(report.denseTensors) dense tensors (\(formatBytes(report.denseBytes)))")
-                print("experts: \(formatBytes(report.expertBytesDecoded)) decoded, \(formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed")
+                print("experts: \(formatBytes(report.expertBytesDecoded)) decoded, \(formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed"
+                      + (report.diskBandwidth.map { String(format: " (decided against %.2f GB/s direct reads)", $0 / 1e9) } ?? ""))
                 print("types: " + report.typeCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " (tensors)")
                 if !report.fallbacks.isEmpty {
                     print("note: rows not divisible by the planned block size were stored as: " + report.fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))

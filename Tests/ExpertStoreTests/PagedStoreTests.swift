@@ -62,7 +62,7 @@ final class PagedStoreTests: XCTestCase {
 
     func testCompressedStoreRoundTrips() throws {
         // BF16 experts compress behind the byte-plane shuffle; decoding must restore them exactly.
-        let (dir, moe) = try convert(Fixtures.path("mixtral/hf-bf16"))
+        let (dir, moe) = try convert(Fixtures.path("mixtral/hf-bf16"), compression: .size)
         defer { _ = dir }
         let store = try MoEStoreFile(path: moe)
         XCTAssertTrue(store.manifest.experts.allSatisfy { $0.compression == .lz4Shuffle2 })
@@ -71,6 +71,19 @@ final class PagedStoreTests: XCTestCase {
         let expected = try Model(path: Fixtures.path("mixtral/hf-bf16"), options: ExecutorOptions(threads: 1)).logits(tokens: tokens)
         let (paged, _) = try tinyPoolModel(moe)
         XCTAssertTrue(try paged.forward(tokens: tokens, cache: paged.makeCache()) == Array(expected.joined()))
+    }
+
+    /// `auto` keeps LZ4 only where it loads faster at the given disk speed.
+    func testAutoCompressionWeighsDecodeTimeAgainstDiskSpeed() throws {
+        let dir = TemporaryDirectory()
+        for (bandwidth, expectCompressed) in [(1e6, true), (1e12, false)] {
+            let out = dir.path("m-\(Int(bandwidth)).moe")
+            let report = try Converter.convert(input: Fixtures.path("mixtral/hf-bf16"), output: out,
+                                               options: .init(compression: .auto, diskBandwidth: bandwidth))
+            XCTAssertEqual(report.diskBandwidth, bandwidth)
+            let records = try MoEStoreFile(path: out).manifest.experts
+            XCTAssertTrue(records.allSatisfy { ($0.compression != .none) == expectCompressed }, "\(bandwidth) B/s")
+        }
     }
 
     func testRequantizedStoreMatchesItsOwnQuantizer() throws {
