@@ -7,8 +7,9 @@ struct Convert: ParsableCommand {
         abstract: "Write a .moe expert store: every expert its own aligned, checksummed record at its own type.",
         discussion: """
             INPUT is a GGUF file or a Hugging Face directory. Dense weights are copied as they are;
-            experts are stored at --bits (or per expert from --bit-plan), LZ4-compressed where that
-            saves at least 10%. The output appears only when complete (written to OUT.partial first).
+            experts are stored at --bits (or per expert from --bit-plan), LZ4-compressed only where that
+            makes loading faster (see --compression). The output appears only when complete (written
+            to OUT.partial first).
             """)
 
     @Argument(help: "A GGUF file or Hugging Face model directory.") var input: String
