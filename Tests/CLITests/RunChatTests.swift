@@ -71,9 +71,26 @@ final class RunChatTests: XCTestCase {
         let empty = try moe(["run", model, ""])
         XCTAssertEqual(empty.status, 1)
         XCTAssertTrue(empty.stderr.contains("the prompt is empty"), empty.stderr)
-        let noModel = try moe(["run", "Hello"])
-        XCTAssertEqual(noModel.status, 1)
-        XCTAssertTrue(noModel.stderr.contains("pass one: moe run MODEL"), noModel.stderr)
+        // Without a model, the bundled demo model is found from the binary's location...
+        let demo = try moe(["run", "The following example", "--max-tokens", "4", "--no-chat", "--seed", "1"])
+        XCTAssertEqual(demo.status, 0, demo.stderr)
+        XCTAssertFalse(demo.stdout.isEmpty)
+        // ...and a binary outside the package, run elsewhere, asks for a model.
+        let dir = TemporaryDirectory()
+        let copy = dir.url.appendingPathComponent("moe")
+        try FileManager.default.copyItem(at: CLITests.binary, to: copy)
+        let process = Process()
+        process.executableURL = copy
+        process.arguments = ["run", "Hello"]
+        process.currentDirectoryURL = dir.url
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 1)
+        XCTAssertTrue(message.contains("pass one: moe run MODEL"), message)
         let long = try moe(["run", model, String(repeating: "lorem ipsum ", count: 50), "--context", "32"])
         XCTAssertEqual(long.status, 1)
         XCTAssertTrue(long.stderr.contains("but the context holds 32"), long.stderr)
