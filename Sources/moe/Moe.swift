@@ -89,8 +89,8 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most 4096.")
     var context: Int?
 
-    @Option(help: "Under --memory, load the experts of the next layers while this one computes: none, lookahead (next layer's gate on this hidden state), path (EdgeMoE statistics from moe calibrate), hybrid (both). Wrong guesses cost reads and pool space.")
-    var prefetch: PredictorKind = .lookahead
+    @Option(help: "When paging, load the experts of the next layers while this one computes: none (default: measured fastest on this kind of machine, docs/performance.md), lookahead (next layer's gate on this hidden state), path (EdgeMoE statistics from moe calibrate), hybrid (both). Pays when a layer's compute outlasts its reads; wrong guesses cost reads and pool space.")
+    var prefetch: PredictorKind = .none
 
     @Option(name: .customLong("prefetch-depth"), help: "MoE layers ahead to prefetch. Deeper hides more latency but guesses worse.")
     var prefetchDepth: Int = 1
