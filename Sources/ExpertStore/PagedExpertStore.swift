@@ -57,8 +57,11 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     private var loaderBuffers: [IOBuffers] = []
     private var stopping = false
     private var prefetchedUnusedBytes = 0
-    /// Every request in order, for traces and for replaying cache policies.
+    /// Every request in order since the store opened, for traces and for replaying cache
+    /// policies (not cleared by ``resetMetrics()``).
     public private(set) var accessLog: [ExpertKey] = []
+    /// Index into ``accessLog`` where the current metrics start.
+    public private(set) var measuredFrom = 0
     public var recordsAccesses = false
 
     struct Resident {
@@ -162,7 +165,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         stats = ExpertStoreMetrics()
         stats.poolCapacity = capacity
         stats.directIO = direct
-        accessLog.removeAll()
+        measuredFrom = accessLog.count
         condition.unlock()
     }
 

@@ -142,13 +142,17 @@ public final class Model: @unchecked Sendable {
         var report = PagingReport()
         guard let store = pagedExperts else { return report }
         report.metrics = store.metrics
+        // Replay every access since the store opened (it started empty, as MIN does) and count
+        // MIN's hits over the part the metrics cover, so both start from the same state.
         let log = store.accessLog
-        if !log.isEmpty {
+        let from = min(store.measuredFrom, log.count)
+        if log.count > from {
             let sizes = log.compactMap { store.catalog.entry($0).map { ExpertPool.rounded($0.decodedLength) } }
             let average = sizes.reduce(0, +) / max(sizes.count, 1)
             let capacity = average > 0 ? store.pool.capacity / average : 0
             report.capacityExperts = capacity
-            report.beladyHitRate = CacheSimulator.belady(log, capacity: capacity).hitRate
+            let outcomes = CacheSimulator.belady(log, capacity: capacity).outcomes[from...]
+            report.beladyHitRate = Double(outcomes.filter { $0 }.count) / Double(outcomes.count)
         }
         if let predictor = transformer.predictor, predictor.kind != .none {
             let p = transformer.predictionStats
