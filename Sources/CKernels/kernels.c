@@ -385,6 +385,8 @@ void moe_dot4_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, con
 float moe_dot_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
+float moe_dot_q6_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
+void moe_dot4_q6_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 float moe_dot_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
@@ -422,7 +424,7 @@ static row_dot_fn row_dot(int type) {
     switch (type) {
     case MOE_Q8_0: return level == 2 ? moe_dot_q8_0_zmm : moe_dot_q8_0_avx2;
     case MOE_Q4_K: return level == 2 ? moe_dot_q4_K_zmm : moe_dot_q4_K_avx2;
-    case MOE_Q6_K: return level == 2 ? moe_dot_q6_K_vnni : moe_dot_q6_K_avx2;
+    case MOE_Q6_K: return level == 2 ? moe_dot_q6_K_zmm : moe_dot_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot_q5_K_vnni : moe_dot_q5_K_avx2;
     default: return 0;
     }
@@ -433,7 +435,7 @@ static row_dot4_fn row_dot4(int type) {
     switch (type) {
     case MOE_Q8_0: return level == 2 ? moe_dot4_q8_0_zmm : moe_dot4_q8_0_avx2;
     case MOE_Q4_K: return level == 2 ? moe_dot4_q4_K_zmm : moe_dot4_q4_K_avx2;
-    case MOE_Q6_K: return level == 2 ? moe_dot4_q6_K_vnni : moe_dot4_q6_K_avx2;
+    case MOE_Q6_K: return level == 2 ? moe_dot4_q6_K_zmm : moe_dot4_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot4_q5_K_vnni : moe_dot4_q5_K_avx2;
     default: return 0;
     }

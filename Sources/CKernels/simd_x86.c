@@ -321,3 +321,60 @@ void moe_dot4_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *
     q8_0_z_body(row, n, q, d, out, 4);
 }
 #endif
+
+#if defined(__x86_64__) && defined(__clang__)
+/* Q6_K with 512-bit vectors: 64 six-bit weights (four 16-groups) per vpdpbusd against 64
+   contiguous activations; the group scales multiply the int32 lanes (4 lanes per group), the
+   two 32-blocks' activation scales fill the two halves of the float scale. One body for 1..4
+   tokens. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+static inline void q6k_z_body(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out, int tokens) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    float offset[4] = {0, 0, 0, 0};
+    for (int u = 0; u < n / 256; u++) {
+        const uint8_t *b = row + 210 * u;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float dd = half_to_float(b + 208);
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+            __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+            __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+            __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+            __m512i w[2] = {_mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1), _mm512_inserti64x4(_mm512_castsi256_si512(v2), v3, 1)};
+            for (int k = 0; k < 2; k++) {
+                int g = 8 * half + 4 * k;  // first of the four 16-groups in w[k]
+                __m512i scales = _mm512_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1],
+                                                   sc[g + 2], sc[g + 2], sc[g + 2], sc[g + 2], sc[g + 3], sc[g + 3], sc[g + 3], sc[g + 3]);
+                for (int t = 0; t < tokens; t++) {
+                    const int8_t *a = q + (size_t)t * n + 256 * u + 128 * half + 64 * k;
+                    const float *da = d + (size_t)t * (n / 32) + 8 * u + g / 2;
+                    const float *sa = s16 + (size_t)t * (n / 16) + 16 * u + g;
+                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[k], _mm512_loadu_si512((const void *)a));
+                    p = _mm512_mullo_epi32(p, scales);
+                    __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(dd * da[0]), _mm256_set1_ps(dd * da[1]), 1);
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[t]);
+                    offset[t] += 32.0f * dd * ((float)sc[g] * sa[0] + (float)sc[g + 1] * sa[1] + (float)sc[g + 2] * sa[2] + (float)sc[g + 3] * sa[3]);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - offset[t];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+float moe_dot_q6_K_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) {
+    float out;
+    q6k_z_body(row, n, q, d, s16, &out, 1);
+    return out;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+void moe_dot4_q6_K_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) {
+    q6k_z_body(row, n, q, d, s16, out, 4);
+}
+#endif
