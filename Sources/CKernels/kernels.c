@@ -376,9 +376,6 @@ DEFINE_TYPE(iq4_xs, 256, 136)
 typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
 typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 #if defined(__x86_64__) && defined(__clang__)
-void moe_dot4_q8_0_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q4_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
@@ -392,9 +389,6 @@ void moe_dot4_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, cons
 float moe_dot_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 void moe_dot4_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 void moe_dot4_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-float moe_dot_q8_0_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q4_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q6_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 float moe_dot_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);

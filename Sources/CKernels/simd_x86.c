@@ -1,7 +1,7 @@
-// Hand-written x86 kernels for the hottest types (Q8_0, Q4_K, Q6_K), one body per type
-// instantiated twice: AVX-512 VNNI (vpdpbusd on 256-bit vectors) and AVX2 (vpmaddubsw +
-// vpmaddwd). Selected at run time in kernels.c; the portable C in kernels.c is the fallback
-// and the reference they are tested against. Arithmetic per 32-element block: an exact int32
+// Hand-written x86 kernels for the hottest types: Q8_0, Q4_K and Q6_K on AVX2 (vpmaddubsw +
+// vpmaddwd, the KERNELS macro) and on AVX-512 VNNI with 512-bit vectors (the *_z bodies);
+// Q5_K on both with 256-bit vectors (KERNELS_Q5K). Selected at run time in kernels.c; the
+// portable C in kernels.c is the fallback and the reference they are tested against. Arithmetic per 32-element block: an exact int32
 // dot product, scaled in f32 (same as the portable code up to float summation order).
 #include "moe_kernels.h"
 
@@ -13,6 +13,14 @@ __attribute__((target("f16c"))) static inline float half_to_float(const uint8_t 
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
+}
+
+/* Sum of the 8 lanes; AVX only, so every kernel below can inline it. */
+__attribute__((target("avx"))) static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 
 static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
@@ -30,12 +38,6 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
    multiplied with every token's activations (stride n). A token's arithmetic is the same
    whatever `tokens` is, so decode (1) and prefill tiles (4) give bit-identical results. */
 #define KERNELS(SUFFIX, TARGET, DPBUSD)                                                                   \
-    __attribute__((target(TARGET))) static inline float hsum_##SUFFIX(__m256 v) {                        \
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                           \
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                            \
-        return _mm_cvtss_f32(s);                                                                          \
-    }                                                                                                     \
     /* Q8_0: | f16 d | 32 x int8 |. |w| · sign(a, w) keeps vpdpbusd's unsigned operand exact. */        \
     __attribute__((target(TARGET))) static inline void q8_0_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                           const float *d, float *out, int tokens) { \
@@ -51,7 +53,7 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dw * d[(size_t)t * (n / 32) + b]), acc[t]); \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]);                                  \
+        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]);                                  \
     }                                                                                                     \
     /* Q4_K: | f16 d | f16 dmin | scales[12] | qs[128] |; sub-block j of 32 uses scale/min j. */          \
     __attribute__((target(TARGET))) static inline void q4_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
@@ -80,7 +82,7 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - minimum[t];                     \
+        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - minimum[t];                     \
     }                                                                                                     \
     /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; q = 6-bit value - 32, scale per 16. */     \
     __attribute__((target(TARGET))) static inline void q6_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
@@ -117,7 +119,7 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - offset[t];                      \
+        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - offset[t];                      \
     }                                                                                                     \
     __attribute__((target(TARGET))) float moe_dot_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                 const float *d, const float *s16) {       \
@@ -155,7 +157,6 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
 #define DPBUSD_VNNI(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
 #define DPBUSD_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 
-KERNELS(vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", DPBUSD_VNNI)
 KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
 
 /* Q5_K: | f16 d | f16 dmin | scales[12] | qh[32] | qs[128] |: Q4_K's nibbles plus a 5th bit
@@ -190,7 +191,7 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum_##SUFFIX(acc[t]) - minimum[t];                     \
+        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - minimum[t];                     \
     }                                                                                                     \
     __attribute__((target(TARGET))) float moe_dot_q5_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                 const float *d, const float *s16) {       \
@@ -304,7 +305,7 @@ static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const
             tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + hsum_vnni(tail[t]);
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + hsum256(tail[t]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))

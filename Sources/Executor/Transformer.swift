@@ -390,7 +390,7 @@ public final class Transformer: @unchecked Sendable {
             pendingPredictions[target] = predicted
             keys += predicted.map { ExpertKey(layer: target, expert: $0) }
         }
-        experts.prefetchIfSupported(keys, currentLayer: l)
+        experts.prefetch(keys, currentLayer: l)
     }
 
     /// softmax(gate · rmsnorm(x)) for the current token's residual stream (decode only).

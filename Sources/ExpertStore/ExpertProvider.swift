@@ -21,9 +21,16 @@ public struct ExpertWeights: Sendable {
 /// them escape.
 public protocol ExpertProvider: AnyObject, Sendable {
     func withExpert<R>(layer: Int, expert: Int, _ body: (ExpertWeights) throws -> R) throws -> R
+    /// Starts loading `keys` in the background; returns the keys actually queued. Providers
+    /// that keep every expert resident do nothing.
+    @discardableResult
+    func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey]
 }
 
 extension ExpertProvider {
+    @discardableResult
+    public func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey] { [] }
+
     /// Several experts of one layer at once (all pinned for the call), in the order given.
     public func withExperts<R>(layer: Int, experts: [Int], _ body: ([ExpertWeights]) throws -> R) throws -> R {
         func acquire(_ i: Int, _ held: [ExpertWeights]) throws -> R {

@@ -101,10 +101,16 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     ///   - capacity: bytes of the pool (rounded down to 4096).
     ///   - policy: which expert to evict when the pool is full.
     ///   - loaderThreads: threads that load prefetched experts (0: no prefetching).
-    public init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
-        catalog = try ExpertCatalog(source: source)
+    public convenience init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
+        try self.init(catalog: ExpertCatalog(source: source), capacity: capacity, policy: policy, loaderThreads: loaderThreads,
+                      maxPrefetchBytes: maxPrefetchBytes)
+    }
+
+    /// The same for a catalog the caller already built (it sized the pool from it).
+    public init(catalog: ExpertCatalog, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
+        self.catalog = catalog
         pool = try ExpertPool(capacity: capacity)
-        self.policy = policy.make(layerCount: source.configuration.layerCount)
+        self.policy = policy.make(layerCount: catalog.layerCount)
         self.maxPrefetchBytes = maxPrefetchBytes ?? capacity / 2
         readers = try catalog.files.map { try DirectReader(path: $0) }
         bufferSizes = (PagedExpertStore.stagingSize(catalog), PagedExpertStore.scratchSize(catalog))
@@ -433,12 +439,5 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
                        data: UnsafeRawBufferPointer(start: destination + t.offset, count: t.length), owner: self)
         }
         return ExpertWeights(gate: views[0], up: views[1], down: views[2])
-    }
-}
-
-extension ExpertProvider {
-    /// Asks the provider to start loading these experts; resident providers ignore it.
-    public func prefetchIfSupported(_ keys: [ExpertKey], currentLayer: Int) {
-        (self as? PagedExpertStore)?.prefetch(keys, currentLayer: currentLayer)
     }
 }

@@ -219,13 +219,11 @@ public final class MoEStoreFile: @unchecked Sendable {
         try manifest.configuration.validate(source: path)
         denseIndex = Dictionary(manifest.dense.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         var experts: [Int: Int] = [:]
-        let c = manifest.configuration
         for (i, record) in manifest.experts.enumerated() {
             experts[record.layer << 20 | record.expert] = i
         }
         expertIndex = experts
         try validate()
-        _ = c
     }
 
     /// Checks every offset, length, type and shape against the file and the configuration.

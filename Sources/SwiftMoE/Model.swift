@@ -92,12 +92,12 @@ public final class Model: @unchecked Sendable {
                 guard bytes >= minimum else { throw ExpertStoreError.poolTooSmall(needed: minimum, capacity: bytes) }
                 capacity = min(capacity, bytes)
             }
-            paged = try PagedExpertStore(source: source, capacity: capacity, policy: memory.cachePolicy, loaderThreads: loaders)
+            paged = try PagedExpertStore(catalog: catalog, capacity: capacity, policy: memory.cachePolicy, loaderThreads: loaders)
         } else {
             memoryPlan = nil
             if case .store = source.container {
                 let catalog = try ExpertCatalog(source: source)
-                paged = try PagedExpertStore(source: source, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy)
+                paged = try PagedExpertStore(catalog: catalog, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy)
             }
         }
         pagedExperts = paged
