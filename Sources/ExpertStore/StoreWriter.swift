@@ -28,7 +28,8 @@ public final class StoreWriter {
 
     public let outputPath: String
     public let partialPath: String
-    private let handle: FileHandle
+    /// nil when only measuring (``measuring()``): writes just advance the position.
+    private let handle: FileHandle?
     private var position = 0
     private var dense: [MoEStoreFile.TensorEntry] = []
     private var experts: [MoEStoreFile.ExpertRecord] = []
@@ -51,11 +52,31 @@ public final class StoreWriter {
         try write([UInt8](repeating: 0, count: MoEStoreFile.headerSize))
     }
 
+    private init(measuringAt path: String) {
+        outputPath = path
+        partialPath = path + ".partial"
+        handle = nil
+        position = MoEStoreFile.headerSize
+    }
+
+    /// A writer that writes nothing and only counts: the same layout, with every checksum at
+    /// its widest, so ``fileSize`` after ``finish(configuration:source:)`` bounds the real
+    /// store's size from above. The bit planner sizes stores with it.
+    public static func measuring() -> StoreWriter { StoreWriter(measuringAt: "(measuring)") }
+
+    /// Bytes written so far (after `finish`: the whole file).
+    public var fileSize: Int { position }
+    public var isMeasuring: Bool { handle == nil }
+
     deinit {
         if !finished { abandon() }
     }
 
     private func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let handle else {
+            position += bytes.count
+            return
+        }
         do {
             try handle.write(contentsOf: Data(bytes))
         } catch {
@@ -74,7 +95,8 @@ public final class StoreWriter {
     /// Appends a dense tensor.
     public func addDense(name: String, type: GGMLType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         try pad(to: MoEStoreFile.denseAlignment)
-        dense.append(.init(name: name, type: type.description, shape: shape, offset: position, length: bytes.count, checksum: XXH64.hash(bytes)))
+        dense.append(.init(name: name, type: type.description, shape: shape, offset: position, length: bytes.count,
+                           checksum: isMeasuring ? UInt64.max : XXH64.hash(bytes)))
         try write(bytes)
     }
 
@@ -136,18 +158,38 @@ public final class StoreWriter {
         storedExpertBytes += stored.count
     }
 
+    /// Counts one uncompressed expert record of `tensors` without any bytes (measuring writers).
+    public func addExpertPlaceholder(layer: Int, expert: Int, tensors: [StoreLayout.Tensor]) throws {
+        precondition(isMeasuring && tensors.count == 3, "placeholders are for measuring writers, one per expert")
+        var entries: [MoEStoreFile.TensorEntry] = []
+        var offset = 0
+        for (name, t) in zip(["gate", "up", "down"], tensors) {
+            offset = (offset + 63) / 64 * 64
+            entries.append(.init(name: name, type: t.type.description, shape: t.shape, offset: offset, length: t.length, checksum: nil))
+            offset += t.length
+        }
+        let length = StoreLayout.decodedLength(tensors)
+        try pad(to: MoEStoreFile.recordAlignment)
+        experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: length, decodedLength: length,
+                             compression: .none, checksum: UInt64.max, tensors: entries))
+        position += length
+        try pad(to: MoEStoreFile.recordAlignment)
+        rawExpertBytes += length
+        storedExpertBytes += length
+    }
+
     /// Stores the tokenizer as a metadata-only GGUF.
     public func setTokenizer(_ gguf: GGUFWriter) throws {
         let bytes = gguf.encode()
         try pad(to: MoEStoreFile.denseAlignment)
-        tokenizer = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: XXH64.hash($0)) }
+        tokenizer = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: isMeasuring ? UInt64.max : XXH64.hash($0)) }
         try bytes.withUnsafeBytes { try write($0) }
     }
 
     /// Adds a named section (e.g. predictor statistics).
     public func addSection(_ name: String, bytes: Data) throws {
         try pad(to: MoEStoreFile.denseAlignment)
-        sections[name] = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: XXH64.hash($0)) }
+        sections[name] = bytes.withUnsafeBytes { .init(offset: position, length: bytes.count, checksum: isMeasuring ? UInt64.max : XXH64.hash($0)) }
         try bytes.withUnsafeBytes { try write($0) }
     }
 
@@ -166,6 +208,10 @@ public final class StoreWriter {
         let header = MoEStoreFile.Header(
             manifestOffset: manifestOffset, manifestLength: json.count,
             manifestChecksum: json.withUnsafeBytes { XXH64.hash($0) }, fileSize: position)
+        guard let handle else {
+            finished = true
+            return
+        }
         do {
             try handle.synchronize()
             try handle.seek(toOffset: 0)
@@ -186,6 +232,10 @@ public final class StoreWriter {
 
     /// Deletes the partial file.
     public func abandon() {
+        guard let handle else {
+            finished = true
+            return
+        }
         try? handle.close()
         try? FileManager.default.removeItem(atPath: partialPath)
         finished = true

@@ -42,21 +42,12 @@ public struct Converter {
         public var seconds: Double
         /// The read bandwidth `auto` compression decided against (bytes/s), if it applied.
         public var diskBandwidth: Double?
+        /// Bytes of the whole store file.
+        public var fileSize: Int
     }
 
     /// The store section holding `moe calibrate` statistics.
     public static let calibrationSection = "calibration"
-
-    /// Types used when a row length is not a whole number of the planned type's blocks,
-    /// closest in bits per weight with 32-element blocks, then f16.
-    static let fallbackTypes: [GGMLType: GGMLType] = [.q2_K: .q4_0, .q3_K: .q4_0, .q4_K: .q4_0, .q5_K: .q5_0, .q6_K: .q8_0]
-
-    static func storableType(_ planned: GGMLType, rowLength: Int) -> GGMLType {
-        var type = planned
-        if rowLength % type.traits.blockSize != 0, let next = fallbackTypes[type] { type = next }
-        if rowLength % type.traits.blockSize != 0 { type = .f16 }
-        return type
-    }
 
     public static func convert(input: String, output: String, options: Options, progress: ((Progress) -> Void)? = nil) throws -> Report {
         let start = Date()
@@ -64,73 +55,105 @@ public struct Converter {
         if case .store = source.container {
             throw ModelFormatError.notAModel(path: input, reason: "already a .moe store; convert from the original GGUF or Hugging Face model")
         }
-        let c = source.configuration
-        let types = try options.plan.resolve(for: c)
+        let types = try options.plan.resolve(for: source.configuration)
         let writer = try StoreWriter(outputPath: output)
         if options.compression == .auto {
             writer.diskBandwidth = try options.diskBandwidth ?? Converter.directReadBandwidth(source)
         }
         do {
-            // Dense tensors, as stored in the source.
-            var denseNames: [WeightName] = [.tokenEmbedding, .outputNorm, .output]
-            for l in 0..<c.layerCount {
-                denseNames += [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
-                               .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .sharedExpertRouter(l), .sharedGate(l), .sharedUp(l),
-                               .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l)]
-            }
-            var denseCount = 0, denseBytes = 0
-            for name in denseNames {
-                guard let view = try source.weight(name) else { continue }
-                try writer.addDense(name: name.ggufName, type: view.type, shape: view.shape, bytes: view.data)
-                denseCount += 1
-                denseBytes += view.data.count
-            }
-            try writer.setTokenizer(tokenizerMetadata(source))
-
-            // Experts, one record each, at their planned types.
-            var fallbacks: [String: Int] = [:], typeCounts: [String: Int] = [:]
-            let keys = types.keys.sorted { ($0.layer, $0.expert) < ($1.layer, $1.expert) }
-            var floats: [Float] = []
-            for (i, key) in keys.enumerated() {
-                let names: [WeightName] = [.expertGate(key.layer, key.expert), .expertUp(key.layer, key.expert), .expertDown(key.layer, key.expert)]
-                let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
-                var tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])] = []
-                for (name, shape) in zip(names, shapes) {
-                    let view = try source.require(name, shape: shape)
-                    guard let planned = types[key] ?? nil, planned != view.type else {
-                        tensors.append((view.type, view.shape, Array(view.data)))
-                        typeCounts[view.type.description, default: 0] += 1
-                        continue
-                    }
-                    let target = storableType(planned, rowLength: view.rowLength)
-                    if target != planned { fallbacks["\(planned)→\(target)", default: 0] += 1 }
-                    floats = try view.toFloats()
-                    let byteCount = target.traits.byteCount(elements: floats.count) ?? 0
-                    var bytes = [UInt8](repeating: 0, count: byteCount)
-                    try bytes.withUnsafeMutableBytes { try target.quantize(floats, into: $0.baseAddress!, count: floats.count) }
-                    tensors.append((target, view.shape, bytes))
-                    typeCounts[target.description, default: 0] += 1
-                }
-                try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
-                progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
-            }
-            if let calibration = options.calibration {
-                let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
-                guard calibration.layers == moeLayers, calibration.expertCount == c.expertCount else {
-                    throw PredictorError.mismatch(path: input, reason: "the calibration has \(calibration.layers.count) MoE layers × \(calibration.expertCount) experts")
-                }
-                try writer.addSection(Converter.calibrationSection, bytes: try JSONEncoder().encode(calibration))
-            }
-            try writer.finish(configuration: c, source: input)
-            return Report(
-                output: output, experts: keys.count, denseTensors: denseCount, denseBytes: denseBytes,
-                expertBytesDecoded: writer.rawExpertBytes, expertBytesStored: writer.storedExpertBytes,
-                compressedRecords: writer.compressedRecords, fallbacks: fallbacks, typeCounts: typeCounts,
-                seconds: Date().timeIntervalSince(start), diskBandwidth: options.compression == .auto ? writer.diskBandwidth : nil)
+            var report = try write(source: source, input: input, types: types, to: writer, options: options, progress: progress)
+            report.output = output
+            report.seconds = Date().timeIntervalSince(start)
+            return report
         } catch {
             writer.abandon()
             throw error
         }
+    }
+
+    /// The size of the store `convert` would write for `plan`, from above: the same layout
+    /// with every record uncompressed and every checksum at its widest. Reads no weights.
+    public static func storeSize(source: ModelSource, plan: BitPlan, calibration: TransitionTable? = nil) throws -> Int {
+        let writer = StoreWriter.measuring()
+        let types = try plan.resolve(for: source.configuration)
+        _ = try write(source: source, input: source.path, types: types, to: writer,
+                      options: Options(plan: plan, compression: .none, calibration: calibration))
+        return writer.fileSize
+    }
+
+    /// Writes every part of the store to `writer` (a measuring writer gets placeholders for
+    /// the experts instead of their quantized bytes).
+    static func write(source: ModelSource, input: String, types: [ExpertKey: GGMLType?], to writer: StoreWriter, options: Options,
+                      progress: ((Progress) -> Void)? = nil) throws -> Report {
+        let c = source.configuration
+        // Dense tensors, as stored in the source.
+        var denseNames: [WeightName] = [.tokenEmbedding, .outputNorm, .output]
+        for l in 0..<c.layerCount {
+            denseNames += [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
+                           .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .sharedExpertRouter(l), .sharedGate(l), .sharedUp(l),
+                           .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l)]
+        }
+        var denseCount = 0, denseBytes = 0
+        for name in denseNames {
+            guard let view = try source.weight(name) else { continue }
+            try writer.addDense(name: name.ggufName, type: view.type, shape: view.shape, bytes: view.data)
+            denseCount += 1
+            denseBytes += view.data.count
+        }
+        try writer.setTokenizer(tokenizerMetadata(source))
+
+        // Experts, one record each, at their planned types.
+        var fallbacks: [String: Int] = [:], typeCounts: [String: Int] = [:]
+        let keys = types.keys.sorted { ($0.layer, $0.expert) < ($1.layer, $1.expert) }
+        for (i, key) in keys.enumerated() {
+            let names: [WeightName] = [.expertGate(key.layer, key.expert), .expertUp(key.layer, key.expert), .expertDown(key.layer, key.expert)]
+            let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
+            let views = try zip(names, shapes).map { try source.require($0, shape: $1) }
+            let planned = types[key] ?? nil
+            let layout = StoreLayout.tensors(of: views.map { ($0.type, $0.shape) }, at: planned)
+            for (view, t) in zip(views, layout) {
+                typeCounts[t.type.description, default: 0] += 1
+                if let planned, planned != view.type, t.type != planned { fallbacks["\(planned)→\(t.type)", default: 0] += 1 }
+            }
+            if writer.isMeasuring {
+                try writer.addExpertPlaceholder(layer: key.layer, expert: key.expert, tensors: layout)
+                continue
+            }
+            var tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])] = []
+            for (view, t) in zip(views, layout) {
+                guard t.type != view.type else {
+                    tensors.append((view.type, view.shape, Array(view.data)))
+                    continue
+                }
+                let floats = try view.toFloats()
+                var bytes = [UInt8](repeating: 0, count: t.length)
+                try bytes.withUnsafeMutableBytes { out in
+                    try floats.withUnsafeBufferPointer { f in
+                        guard let destination = out.baseAddress, let base = f.baseAddress else { return }
+                        try t.type.quantize(base, into: destination, count: floats.count)
+                    }
+                }
+                tensors.append((t.type, view.shape, bytes))
+            }
+            try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
+            progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
+        }
+        if let calibration = options.calibration {
+            let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+            guard calibration.layers == moeLayers, calibration.expertCount == c.expertCount else {
+                throw PredictorError.mismatch(path: input, reason: "the calibration has \(calibration.layers.count) MoE layers × \(calibration.expertCount) experts")
+            }
+            // Sorted keys: the same input gives the same store, byte for byte.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try writer.addSection(Converter.calibrationSection, bytes: try encoder.encode(calibration))
+        }
+        try writer.finish(configuration: c, source: input)
+        return Report(
+            output: writer.outputPath, experts: keys.count, denseTensors: denseCount, denseBytes: denseBytes,
+            expertBytesDecoded: writer.rawExpertBytes, expertBytesStored: writer.storedExpertBytes,
+            compressedRecords: writer.compressedRecords, fallbacks: fallbacks, typeCounts: typeCounts,
+            seconds: 0, diskBandwidth: options.compression == .auto ? writer.diskBandwidth : nil, fileSize: writer.fileSize)
     }
 
     /// O_DIRECT read bandwidth of the source's first file (up to 256 MiB in 8 MiB reads), the
