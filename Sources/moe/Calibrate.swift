@@ -4,19 +4,45 @@ import SwiftMoE
 
 struct Calibrate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Record which experts fire on a text: per-layer frequencies and layer-to-layer transition statistics (for --prefetch path/hybrid).",
-        discussion: "Writes MODEL.calibration.json next to the model unless -o is given; runs pick it up automatically.")
+        abstract: "Measure a model on a text: which experts fire (for --prefetch path/hybrid) and how much quality each loses at each type (for moe convert --target-size / --max-ppl-increase).",
+        discussion: """
+            Pass 1 routes the text and records per-layer expert frequencies and layer-to-layer
+            transitions. Pass 2 (sensitivity) lowers one expert at a time to each of --types and
+            measures, on the first --sensitivity-windows windows of --ctx-size tokens, the mean KL
+            divergence of the next-token distributions from the model as given and the change in
+            negative log-likelihood. It reruns only the windows the expert was routed in. The result
+            file is rewritten every few seconds; run the same command again to resume an
+            interrupted calibration. Results are deterministic for a given model, text and settings.
+
+            Calibrate the model you will convert (the GGUF or Hugging Face original, ideally F16/BF16/F32).
+            Writes MODEL.calibration.json next to the model unless -o is given; runs pick it up automatically.
+            """)
 
     @OptionGroup var model: ModelArgument
     @OptionGroup var runtime: RuntimeOptions
     @Option(help: "A UTF-8 text file, ideally like what the model will see.") var text: String
     @Option(name: .shortAndLong, help: "Where to write the statistics (default: MODEL.calibration.json).") var output: String?
     @Option(name: .customLong("ctx-size"), help: "Tokens evaluated per window.") var ctxSize: Int = 512
-    @Option(name: .customLong("max-tokens"), help: "Stop after this many tokens of the text (default: all).") var maxTokens: Int?
+    @Option(name: .customLong("max-tokens"), help: "Route at most this many tokens of the text (default: all).") var maxTokens: Int?
+    @Option(help: "Candidate types for the sensitivity pass, comma-separated. Each adds one pass per expert.")
+    var types: String = "q2_K,q3_K,q4_K,q5_K,q6_K,q8_0"
+    @Option(name: .customLong("sensitivity-windows"), help: "Windows of --ctx-size tokens each sensitivity measurement runs. More: steadier numbers, proportionally slower.")
+    var sensitivityWindows: Int = 8
+    @Flag(name: .customLong("no-sensitivity"), help: "Only record routing statistics (seconds instead of minutes).") var noSensitivity = false
+    @Flag(help: "Discard measurements in the output file instead of resuming them.") var restart = false
+    @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
         guard ctxSize >= 2 else { throw ValidationError("--ctx-size must be at least 2") }
+        guard sensitivityWindows >= 1 else { throw ValidationError("--sensitivity-windows must be at least 1") }
+        if let maxTokens { guard maxTokens >= 2 else { throw ValidationError("--max-tokens must be at least 2") } }
+        for name in typeList where BitPlan.storableType(name) == nil || name.lowercased() == "keep" {
+            throw ValidationError("--types: \(name) is not a type the store can write (\(BitPlan.writableTypeNames))")
+        }
+        guard !typeList.isEmpty, Set(typeList).count == typeList.count else { throw ValidationError("--types needs distinct type names") }
     }
+
+    var typeList: [String] { types.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
 
     func run() throws {
         try reportingErrors {
@@ -25,14 +51,57 @@ struct Calibrate: ParsableCommand {
             if options.context == nil { options.context = ctxSize }
             options.prefetch = .none
             let model = try options.open(model.model)
-            var tokens = try Tokenizer(path: model.source.path).encode(String(decoding: data, as: UTF8.self))
+            let tokenizer = try Tokenizer(path: model.source.path)
+            var tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
             if let maxTokens { tokens = Array(tokens.prefix(maxTokens)) }
-            let table = try model.calibrate(tokens: tokens, window: ctxSize) { done, total in
-                FileHandle.standardError.write(Data("\r[\(done)/\(total)] tokens routed".utf8))
+            let interactive = isatty(STDERR_FILENO) != 0
+            func status(_ line: String, final: Bool = false) {
+                FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line + (final ? "\n" : "") : line + "\n").utf8))
             }
-            FileHandle.standardError.write(Data("\n".utf8))
+            let table = try model.calibrate(tokens: tokens, window: ctxSize) { done, total in
+                status("[\(done)/\(total)] tokens routed", final: done == total)
+            }
             let out = output ?? Model.calibrationPath(for: model.source.path)
-            try table.write(to: out)
+            var file = CalibrationFile(routing: table)
+            if !noSensitivity {
+                let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
+                let windows = QualityProbe.windows(of: tokens, context: ctxSize, count: sensitivityWindows, bos: bos)
+                guard !windows.isEmpty else { throw ValidationError("--text has \(tokens.count) tokens, fewer than one --ctx-size window of \(ctxSize)") }
+                let tokenHash = windows.joined().map { UInt32(truncatingIfNeeded: $0) }.withUnsafeBytes { XXH64.hash($0) }
+                let settings = SensitivityTable.Settings(
+                    model: model.source.path, modelFingerprint: try model.source.expertFingerprint(), text: text,
+                    tokensHash: String(tokenHash, radix: 16), context: ctxSize, windows: windows.count, types: typeList)
+                var resume: SensitivityTable? = nil
+                if !restart, FileManager.default.fileExists(atPath: out) {
+                    let previous = try? CalibrationFile.load(path: out)
+                    if let s = previous?.sensitivity {
+                        guard s.settings == settings else {
+                            throw ValidationError("\(out) holds measurements taken with other settings (model, text, --ctx-size, --sensitivity-windows or --types); pass --restart to discard them, or -o another file")
+                        }
+                        resume = s
+                        status("resuming \(out): \(s.measurements.count) measurements already taken", final: true)
+                    }
+                }
+                let start = Date()
+                file.sensitivity = try model.measureSensitivity(
+                    windows: windows, settings: settings, resume: resume,
+                    save: { partial in try CalibrationFile(routing: table, sensitivity: partial).write(to: out) }
+                ) { p in
+                    let elapsed = Date().timeIntervalSince(start)
+                    let eta = elapsed / Double(p.measuredNow) * Double(p.total - p.done)
+                    if let m = p.last {
+                        status(String(format: "[%d/%d] layer %d expert %d %@: KLD %.5f, ΔNLL %+.5f  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
+                                      m.kld, m.deltaNLL, formatDuration(eta)), final: p.done == p.total)
+                    }
+                }
+            }
+            try file.write(to: out)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(CalibrationSummary(file: file, path: out)), as: UTF8.self))
+                return
+            }
             print("wrote \(out): \(table.tokens) tokens, \(table.layers.count) MoE layers × \(table.expertCount) experts")
             for (i, layer) in table.layers.enumerated() {
                 let freq = table.frequency[i]
@@ -40,6 +109,53 @@ struct Calibrate: ParsableCommand {
                 let top = freq.enumerated().sorted { $0.element > $1.element }.prefix(4).map { String(format: "e%d %.1f%%", $0.offset, 100 * Double($0.element) / total) }
                 print("layer \(layer): " + top.joined(separator: ", "))
             }
+            if let s = file.sensitivity {
+                print(String(format: "sensitivity on %d tokens (perplexity %.3f as given), mean KL divergence per expert lowered alone:", s.scoredTokens, exp(s.baseNLL)))
+                for row in CalibrationSummary(file: file, path: out).types {
+                    print(String(format: "  %-5@ mean %.2e  max %.2e (layer %d expert %d)  min %.2e", row.type, row.meanKLD, row.maxKLD, row.maxLayer, row.maxExpert, row.minKLD))
+                }
+            }
         }
     }
+}
+
+/// `moe calibrate --json`: the routing summary and the sensitivity per type.
+struct CalibrationSummary: Encodable {
+    struct TypeRow: Encodable {
+        var type: String
+        var meanKLD: Double
+        var maxKLD: Double
+        var maxLayer: Int
+        var maxExpert: Int
+        var minKLD: Double
+        var meanDeltaNLL: Double
+    }
+    var path: String
+    var tokens: Int
+    var layers: [Int]
+    var frequency: [[Int]]
+    var baselinePerplexity: Double?
+    var types: [TypeRow]
+
+    init(file: CalibrationFile, path: String) {
+        self.path = path
+        tokens = file.routing.tokens
+        layers = file.routing.layers
+        frequency = file.routing.frequency
+        baselinePerplexity = file.sensitivity.map { exp($0.baseNLL) }
+        types = (file.sensitivity?.settings.types ?? []).compactMap { t in
+            let rows = file.sensitivity?.measurements.filter { $0.type == t } ?? []
+            guard let worst = rows.max(by: { $0.kld < $1.kld }) else { return nil }
+            return TypeRow(type: t, meanKLD: rows.map(\.kld).reduce(0, +) / Double(rows.count), maxKLD: worst.kld, maxLayer: worst.layer,
+                           maxExpert: worst.expert, minKLD: rows.map(\.kld).min() ?? 0,
+                           meanDeltaNLL: rows.map(\.deltaNLL).reduce(0, +) / Double(rows.count))
+        }
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite, seconds >= 0 else { return "?" }
+    if seconds < 90 { return String(format: "%.0fs", seconds) }
+    if seconds < 5400 { return String(format: "%.0fm%02.0fs", (seconds / 60).rounded(.down), seconds.truncatingRemainder(dividingBy: 60)) }
+    return String(format: "%.0fh%02.0fm", (seconds / 3600).rounded(.down), (seconds / 60).truncatingRemainder(dividingBy: 60))
 }

@@ -7,9 +7,12 @@ struct Convert: ParsableCommand {
         abstract: "Write a .moe expert store: every expert its own aligned, checksummed record at its own type.",
         discussion: """
             INPUT is a GGUF file or a Hugging Face directory. Dense weights are copied as they are;
-            experts are stored at --bits (or per expert from --bit-plan), LZ4-compressed only where that
-            makes loading faster (see --compression). The output appears only when complete (written
-            to OUT.partial first).
+            experts are stored at --bits, per expert from --bit-plan, or at types the planner picks
+            (--target-size or --max-ppl-increase, from the sensitivities moe calibrate measured on
+            INPUT), LZ4-compressed only where that makes loading faster (see --compression). The
+            output appears only when complete (written to OUT.partial first). A planned conversion
+            also writes its plan (OUT minus .moe plus .plan.json), which you can edit and pass back
+            with --bit-plan. See docs/quality.md.
             """)
 
     @Argument(help: "A GGUF file or Hugging Face model directory.") var input: String
@@ -22,11 +25,29 @@ struct Convert: ParsableCommand {
     var compression: StoreWriter.CompressionMode = .auto
     @Option(name: .customLong("disk-bandwidth"), help: "Direct-read speed (e.g. 1.5GB, per second) of the storage the store will be read from, for --compression auto. Default: measured on the input's file system. Give it when the store is for another device (phones: 0.1-0.5GB).")
     var diskBandwidth: ByteSize?
-    @Option(help: "Embed path statistics from moe calibrate, for --prefetch path/hybrid.") var calibration: String?
+    @Option(help: "Calibration from moe calibrate INPUT: its path statistics are embedded (for --prefetch path/hybrid) and its sensitivities drive --target-size / --max-ppl-increase (default: INPUT.calibration.json when it exists).")
+    var calibration: String?
+    @Option(name: .customLong("target-size"), help: "Plan a type per expert so the whole store is at most this big (e.g. 1.2GB). Smaller: less disk and faster paging, lower quality.")
+    var targetSize: ByteSize?
+    @Option(name: .customLong("max-ppl-increase"), help: "Plan the smallest store whose perplexity on the calibration text is at most this much above INPUT's (2% or 0.02). Runs the planned model a dozen times on the calibration text.")
+    var maxPPLIncrease: Fraction?
+    @Option(help: "knapsack (default: every type per expert, most loss saved per byte first; measured better in docs/quality.md) or edgemoe (EdgeMoE: two widths, least sensitive experts lowered first).")
+    var planner: BitPlanner.Method = .knapsack
+    @Option(name: .customLong("plan-out"), help: "Where to write the plan (default: OUT with .plan.json instead of .moe).")
+    var planOut: String?
+    @Flag(name: .customLong("plan-only"), help: "Write the plan and print what it would give, without writing the store.")
+    var planOnly = false
+    @Option(help: "Calibration text for --max-ppl-increase (default: the text the calibration was measured on).") var text: String?
+    @Option(help: "Worker threads for --max-ppl-increase's evaluations.") var threads: Int = ThreadPool.defaultThreadCount
     @Flag(help: "Print the report as JSON.") var json = false
 
+    var planning: Bool { targetSize != nil || maxPPLIncrease != nil }
+
     func validate() throws {
-        if bits != nil, bitPlan != nil { throw ValidationError("give either --bits or --bit-plan, not both") }
+        let sources = [bits != nil, bitPlan != nil, targetSize != nil, maxPPLIncrease != nil].filter { $0 }.count
+        guard sources <= 1 else { throw ValidationError("give one of --bits, --bit-plan, --target-size and --max-ppl-increase") }
+        if planOnly, !planning { throw ValidationError("--plan-only needs --target-size or --max-ppl-increase") }
+        guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
         if let bits, BitPlan.storableType(bits) == nil {
             throw ValidationError("--bits \(bits) is not a type the store can write (\(BitPlan.writableTypeNames))")
         }
@@ -34,10 +55,37 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let plan = try bitPlan.map { try BitPlan.load(path: $0) } ?? BitPlan(default: bits ?? "keep")
-            let table = try calibration.map { try TransitionTable.load(path: $0) }
-            let start = Date()
             let interactive = isatty(STDERR_FILENO) != 0
+            let calibrationPath = calibration ?? (planning ? Model.calibrationPath(for: input) : nil)
+            var table = try calibration.map { try TransitionTable.load(path: $0) }
+            var plan = try bitPlan.map { try BitPlan.load(path: $0) } ?? BitPlan(default: bits ?? "keep")
+            if planning, let calibrationPath {
+                guard FileManager.default.fileExists(atPath: calibrationPath) else {
+                    throw ValidationError("planning needs sensitivities: run moe calibrate \(input) --text FILE first (or pass --calibration FILE)")
+                }
+                let file = try CalibrationFile.load(path: calibrationPath)
+                table = file.routing
+                let outcome = try makePlan(calibrationPath: calibrationPath, file: file)
+                plan = outcome.plan
+                let planPath = planOut ?? (output.hasSuffix(".moe") ? String(output.dropLast(4)) : output) + ".plan.json"
+                try plan.write(to: planPath)
+                let counts = outcome.typeCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                var line = "plan (\(outcome.method), \(outcome.target)): \(counts) experts; store \(formatBytes(outcome.storeSize)) at most"
+                line += String(format: ", predicted KLD %.5f", outcome.predictedKLD)
+                if let increase = outcome.measuredPerplexityIncrease, let kld = outcome.measuredKLD {
+                    line += String(format: "; measured on the calibration text: perplexity %+.2f%%, KLD %.5f (%d evaluations)", 100 * increase, kld, outcome.evaluations)
+                }
+                FileHandle.standardError.write(Data((line + "\nwrote plan \(planPath)\n").utf8))
+                if planOnly {
+                    if json {
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                        print(String(decoding: try encoder.encode(outcome), as: UTF8.self))
+                    }
+                    return
+                }
+            }
+            let start = Date()
             var lastPrint = Date.distantPast
             let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) })) { p in
                 let now = Date()
@@ -65,8 +113,57 @@ struct Convert: ParsableCommand {
                 }
                 print(String(format: "took %.1f s", report.seconds))
             }
+            if let targetSize, report.fileSize > targetSize.bytes {
+                // The planner sizes stores from above; this would be a bug, and the user asked for a bound.
+                throw ValidationError("the store is \(report.fileSize) bytes, over --target-size \(targetSize.bytes); please report this")
+            }
+        }
+    }
+
+    func makePlan(calibrationPath: String, file: CalibrationFile) throws -> BitPlanning.Outcome {
+        let source = try ModelSource(path: input)
+        if case .store = source.container {
+            throw ValidationError("\(input) is already a .moe store; plan from the original GGUF or Hugging Face model")
+        }
+        if let targetSize {
+            return try BitPlanning.plan(source: source, calibrationPath: calibrationPath, calibration: file, target: .storeSize(targetSize.bytes),
+                                        method: planner, embedCalibration: true, probe: nil)
+        }
+        guard let limit = maxPPLIncrease?.value, let sensitivity = file.sensitivity else {
+            throw BitPlanning.PlanningError.noSensitivity(path: calibrationPath)
+        }
+        let textPath = text ?? sensitivity.settings.text
+        guard let data = FileManager.default.contents(atPath: textPath) else {
+            throw ValidationError("cannot read the calibration text \(textPath) (pass --text)")
+        }
+        let model = try Model(path: input, options: ExecutorOptions(threads: threads), memory: .init(maxContext: sensitivity.settings.context))
+        let tokenizer = try Tokenizer(path: input)
+        let tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
+        let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
+        let windows = QualityProbe.windows(of: tokens, context: sensitivity.settings.context, count: sensitivity.settings.windows, bos: bos)
+        let hash = windows.joined().map { UInt32(truncatingIfNeeded: $0) }.withUnsafeBytes { XXH64.hash($0) }
+        guard String(hash, radix: 16) == sensitivity.settings.tokensHash else {
+            throw ValidationError("\(textPath) is not the text \(calibrationPath) was measured on (its tokens differ); pass the same --text")
+        }
+        let probe = try QualityProbe(model: model, windows: windows)
+        return try BitPlanning.plan(source: source, calibrationPath: calibrationPath, calibration: file, target: .perplexityIncrease(limit),
+                                    method: planner, embedCalibration: true, probe: probe) { line in
+            FileHandle.standardError.write(Data(("  " + line + "\n").utf8))
         }
     }
 }
+
+/// A fraction on the command line: `2%` or `0.02`.
+struct Fraction: ExpressibleByArgument {
+    var value: Double
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: .whitespaces)
+        let number = text.hasSuffix("%") ? Double(text.dropLast()).map { $0 / 100 } : Double(text)
+        guard let number, number.isFinite, number >= 0, number < 10 else { return nil }
+        value = number
+    }
+}
+
+extension BitPlanner.Method: ExpressibleByArgument {}
 
 extension StoreWriter.CompressionMode: ExpressibleByArgument {}

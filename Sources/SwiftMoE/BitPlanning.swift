@@ -1,0 +1,172 @@
+import Foundation
+
+/// `moe convert --target-size / --max-ppl-increase`: a bit plan from a sensitivity table,
+/// sized against the exact store layout and, for a quality target, checked by running the
+/// planned model on the calibration text.
+public enum BitPlanning {
+    public enum Target: Sendable, Equatable {
+        /// Bytes of the whole `.moe` file.
+        case storeSize(Int)
+        /// Largest perplexity increase on the calibration text, as a fraction (0.02 = 2%),
+        /// relative to the model as given.
+        case perplexityIncrease(Double)
+    }
+
+    public enum PlanningError: Error, CustomStringConvertible, Equatable {
+        case noSensitivity(path: String)
+        case incomplete(path: String, measured: Int, needed: Int)
+        case otherModel(path: String)
+        case storeTooSmall(target: Int, minimum: Int)
+
+        public var description: String {
+            switch self {
+            case let .noSensitivity(path):
+                return "\(path) has no sensitivity table: run moe calibrate MODEL --text FILE (without --no-sensitivity) first"
+            case let .incomplete(path, measured, needed):
+                return "\(path): the sensitivity table holds \(measured) of \(needed) measurements; rerun the same moe calibrate command to finish it"
+            case let .otherModel(path):
+                return "\(path) was calibrated on another model (fingerprint differs); calibrate the model you convert"
+            case let .storeTooSmall(target, minimum):
+                return "--target-size \(target) bytes is below the smallest store these types allow (\(minimum) bytes, every expert at its smallest type)"
+            }
+        }
+    }
+
+    /// What planning decided and what it measured.
+    public struct Outcome: Codable, Sendable {
+        public var method: String
+        public var target: String
+        public var plan: BitPlan
+        public var typeCounts: [String: Int]
+        /// Bytes of all expert records, and of the whole store (an upper bound: compression
+        /// only shrinks records).
+        public var expertBytes: Int
+        public var storeSize: Int
+        /// Sum of the chosen types' measured KL divergences (nats/token; the additive prediction).
+        public var predictedKLD: Double
+        /// Measured on the calibration windows with every expert at its planned type
+        /// (`--max-ppl-increase` only): perplexity increase as a fraction, and mean KLD.
+        public var measuredPerplexityIncrease: Double?
+        public var measuredKLD: Double?
+        /// Plans evaluated on the calibration text.
+        public var evaluations: Int
+    }
+
+    /// The planner's options for every expert: each measured type with its record bytes and
+    /// KL divergence, plus `keep` (loss 0) when the source's own type is not a candidate.
+    public static func options(source: ModelSource, sensitivity s: SensitivityTable, path: String) throws -> [BitPlanner.Expert] {
+        let catalog = try ExpertCatalog(source: source)
+        let c = source.configuration
+        let measured = s.byKey
+        var experts: [BitPlanner.Expert] = []
+        for l in 0..<c.layerCount where c.layerKinds[l] == .moe {
+            for e in 0..<c.expertCount {
+                let key = ExpertKey(layer: l, expert: e)
+                guard let entry = catalog.entry(key) else { continue }
+                let layout = entry.tensors.map { (type: $0.type, shape: $0.shape) }
+                var options: [BitPlanner.Option] = []
+                for name in s.settings.types {
+                    guard let m = measured["\(l)/\(e)/\(name)"] else {
+                        throw PlanningError.incomplete(path: path, measured: s.measurements.count, needed: c.moeLayerCount * c.expertCount * s.settings.types.count)
+                    }
+                    let type = BitPlan.storableType(name) ?? nil
+                    options.append(.init(type: name, bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: type)), loss: max(m.kld, 0)))
+                }
+                let sourceTypes = Set(layout.map(\.type.description.localizedLowercase))
+                if !sourceTypes.isSubset(of: Set(s.settings.types.map(\.localizedLowercase))) {
+                    options.append(.init(type: "keep", bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: nil)), loss: 0))
+                }
+                experts.append(.init(key: key, options: options))
+            }
+        }
+        return experts
+    }
+
+    /// A plan whose store is at most `target` bytes (exactly as `moe convert` lays it out).
+    public static func plan(source: ModelSource, experts: [BitPlanner.Expert], storeSize target: Int, method: BitPlanner.Method,
+                            calibration: TransitionTable?) throws -> (result: BitPlanner.Result, storeSize: Int) {
+        let range = BitPlanner.range(experts)
+        // Everything but the expert records, measured on the smallest plan.
+        let smallest = try BitPlanner.plan(experts, budget: range.lowerBound, method: .knapsack)
+        let minimumStore = try Converter.storeSize(source: source, plan: smallest.bitPlan(), calibration: calibration)
+        guard target >= minimumStore else { throw PlanningError.storeTooSmall(target: target, minimum: minimumStore) }
+        var budget = target - (minimumStore - smallest.bytes)
+        // The rest of the file (the manifest) varies by a few bytes with the plan: shrink the
+        // budget by any overshoot until the store fits.
+        for _ in 0..<8 {
+            let result = try BitPlanner.plan(experts, budget: max(budget, range.lowerBound), method: method)
+            let size = try Converter.storeSize(source: source, plan: result.bitPlan(), calibration: calibration)
+            if size <= target { return (result, size) }
+            budget -= size - target
+        }
+        return (smallest, minimumStore)
+    }
+
+    /// Plans for `target`. A perplexity target needs `probe` (the model as given, on the
+    /// calibration windows): plans are searched by size (bisection) for the smallest whose
+    /// measured perplexity increase is within the target.
+    public static func plan(
+        source: ModelSource, calibrationPath: String, calibration: CalibrationFile, target: Target, method: BitPlanner.Method,
+        embedCalibration: Bool, probe: QualityProbe?, progress: ((String) -> Void)? = nil
+    ) throws -> Outcome {
+        guard let sensitivity = calibration.sensitivity else { throw PlanningError.noSensitivity(path: calibrationPath) }
+        guard try source.expertFingerprint() == sensitivity.settings.modelFingerprint else { throw PlanningError.otherModel(path: calibrationPath) }
+        let experts = try options(source: source, sensitivity: sensitivity, path: calibrationPath)
+        let routing = embedCalibration ? calibration.routing : nil
+        func outcome(_ r: BitPlanner.Result, size: Int, targetText: String, measured: QualityProbe.Drift?, evaluations: Int) -> Outcome {
+            Outcome(method: method.rawValue, target: targetText, plan: r.bitPlan(), typeCounts: r.typeCounts, expertBytes: r.bytes, storeSize: size,
+                    predictedKLD: r.predictedLoss, measuredPerplexityIncrease: measured.map { exp($0.deltaNLL) - 1 }, measuredKLD: measured?.kld,
+                    evaluations: evaluations)
+        }
+        switch target {
+        case let .storeSize(bytes):
+            let (r, size) = try plan(source: source, experts: experts, storeSize: bytes, method: method, calibration: routing)
+            return outcome(r, size: size, targetText: "store size \(bytes) bytes", measured: nil, evaluations: 0)
+        case let .perplexityIncrease(limit):
+            guard let probe else { throw PlanningError.noSensitivity(path: calibrationPath) }
+            var cache: [String: RequantizedExpert] = [:]
+            var evaluations = 0
+            func evaluate(_ r: BitPlanner.Result) throws -> QualityProbe.Drift {
+                var replacements: [ExpertKey: RequantizedExpert] = [:]
+                var keep: [String: RequantizedExpert] = [:]
+                for (key, name) in r.types where name != "keep" {
+                    let id = "\(key.layer)/\(key.expert)/\(name)"
+                    let type = BitPlan.storableType(name) ?? nil
+                    let q = try cache[id] ?? probe.model.withExpertWeights(key) { try RequantizedExpert($0, to: type) }
+                    replacements[key] = q
+                    keep[id] = q
+                }
+                cache = keep  // only the current plan's copies stay in memory
+                evaluations += 1
+                return try probe.drift(replacements)
+            }
+            let range = BitPlanner.range(experts)
+            var low = range.lowerBound, high = range.upperBound
+            var best = try BitPlanner.plan(experts, budget: high, method: method)
+            var bestDrift = try evaluate(best)
+            progress?(String(format: "largest plan: %@ → perplexity %+.2f%%", formatBytes(best.bytes), 100 * (exp(bestDrift.deltaNLL) - 1)))
+            if exp(bestDrift.deltaNLL) - 1 <= limit {
+                // Bisection on the expert budget: the smallest plan within the limit.
+                while high - low > max(MoEStoreFile.recordAlignment, (range.upperBound - range.lowerBound) / 200) {
+                    let middle = low + (high - low) / 2
+                    let r = try BitPlanner.plan(experts, budget: middle, method: method)
+                    let d = try evaluate(r)
+                    let increase = exp(d.deltaNLL) - 1
+                    progress?(String(format: "%@ → perplexity %+.2f%% %@", formatBytes(r.bytes), 100 * increase, increase <= limit ? "(within)" : "(over)"))
+                    if increase <= limit {
+                        high = middle
+                        best = r
+                        bestDrift = d
+                    } else {
+                        low = middle
+                    }
+                }
+            } else {
+                progress?("no plan of these types is within the limit; using the largest")
+            }
+            let size = try Converter.storeSize(source: source, plan: best.bitPlan(), calibration: routing)
+            return outcome(best, size: size, targetText: String(format: "perplexity increase ≤ %.2f%% on the calibration text", 100 * limit),
+                           measured: bestDrift, evaluations: evaluations)
+        }
+    }
+}

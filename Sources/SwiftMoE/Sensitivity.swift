@@ -1,0 +1,229 @@
+import Foundation
+
+/// How much quality each expert loses at each candidate type: the quality side of the bit
+/// planner (`moe convert --target-size`, `--max-ppl-increase`). Written by `moe calibrate`
+/// into the calibration file, next to the routing statistics.
+///
+/// Each measurement lowers one expert (alone) to one type and reruns the calibration
+/// windows: `kld` is the mean KL divergence of the next-token distributions from the model as
+/// loaded, over every scored position (so an expert that fires rarely has a small loss), and
+/// `deltaNLL` the change in mean negative log-likelihood of the actual text.
+public struct SensitivityTable: Codable, Sendable, Equatable {
+    public struct Settings: Codable, Sendable, Equatable {
+        /// The model measured, as given, and a fingerprint of its configuration and expert tensors.
+        public var model: String
+        public var modelFingerprint: String
+        /// The calibration text and a hash of its tokens.
+        public var text: String
+        public var tokensHash: String
+        /// Windows of `context` tokens (BOS first when the tokenizer adds one).
+        public var context: Int
+        public var windows: Int
+        /// Candidate types, in the order measured.
+        public var types: [String]
+
+        public init(model: String, modelFingerprint: String, text: String, tokensHash: String, context: Int, windows: Int, types: [String]) {
+            self.model = model
+            self.modelFingerprint = modelFingerprint
+            self.text = text
+            self.tokensHash = tokensHash
+            self.context = context
+            self.windows = windows
+            self.types = types
+        }
+    }
+
+    public struct Measurement: Codable, Sendable, Equatable {
+        public var layer: Int
+        public var expert: Int
+        public var type: String
+        public var kld: Double
+        public var deltaNLL: Double
+
+        public init(layer: Int, expert: Int, type: String, kld: Double, deltaNLL: Double) {
+            self.layer = layer
+            self.expert = expert
+            self.type = type
+            self.kld = kld
+            self.deltaNLL = deltaNLL
+        }
+    }
+
+    public var format = "swiftmoe-sensitivity"
+    public var version = 1
+    public var settings: Settings
+    /// Mean NLL of the model as loaded on the scored positions (perplexity = exp of it).
+    public var baseNLL: Double
+    /// Scored positions (windows × (context − 1)).
+    public var scoredTokens: Int
+    /// Types of the source's expert tensors (gate, up, down), e.g. ["f32", "f32", "f32"].
+    public var sourceTypes: [String]
+    /// One entry per expert and type, in layer, expert, type order.
+    public var measurements: [Measurement]
+
+    public init(settings: Settings, baseNLL: Double, scoredTokens: Int, sourceTypes: [String], measurements: [Measurement] = []) {
+        self.settings = settings
+        self.baseNLL = baseNLL
+        self.scoredTokens = scoredTokens
+        self.sourceTypes = sourceTypes
+        self.measurements = measurements
+    }
+
+    /// The measurement of `key` at `type`, if taken.
+    public func measurement(_ key: ExpertKey, _ type: String) -> Measurement? {
+        measurements.first { $0.layer == key.layer && $0.expert == key.expert && $0.type == type }
+    }
+
+    /// Index from (layer, expert, type) to measurement.
+    public var byKey: [String: Measurement] {
+        Dictionary(measurements.map { ("\($0.layer)/\($0.expert)/\($0.type)", $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public func isComplete(experts: Int) -> Bool { measurements.count >= experts * settings.types.count }
+}
+
+/// The file `moe calibrate` writes: the routing statistics (``TransitionTable``, whose keys sit
+/// at the top level so `--prefetch path` reads the same file) and the sensitivity table.
+public struct CalibrationFile: Sendable, Equatable {
+    public var routing: TransitionTable
+    public var sensitivity: SensitivityTable?
+
+    public init(routing: TransitionTable, sensitivity: SensitivityTable? = nil) {
+        self.routing = routing
+        self.sensitivity = sensitivity
+    }
+
+    enum Keys: String, CodingKey { case sensitivity }
+
+    public static func load(path: String) throws -> CalibrationFile {
+        let routing = try TransitionTable.load(path: path)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
+        }
+        struct Wrapper: Decodable { var sensitivity: SensitivityTable? }
+        let wrapper: Wrapper
+        do { wrapper = try JSONDecoder().decode(Wrapper.self, from: data) } catch {
+            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table is not valid (\(error))")
+        }
+        if let s = wrapper.sensitivity {
+            guard s.format == "swiftmoe-sensitivity", s.version == 1, s.settings.windows > 0, s.settings.context >= 2,
+                  !s.settings.types.isEmpty else {
+                throw PredictorError.invalidCalibration(path: path, reason: "sensitivity format \(s.format) version \(s.version) is not swiftmoe-sensitivity version 1")
+            }
+            for m in s.measurements {
+                guard routing.layers.contains(m.layer), m.expert >= 0, m.expert < routing.expertCount,
+                      s.settings.types.contains(m.type), m.kld.isFinite, m.deltaNLL.isFinite else {
+                    throw PredictorError.invalidCalibration(path: path, reason: "sensitivity of expert \(m.expert) of layer \(m.layer) at \(m.type) is out of range")
+                }
+            }
+        }
+        return CalibrationFile(routing: routing, sensitivity: wrapper.sensitivity)
+    }
+
+    /// Writes the file atomically (a temporary file renamed into place), so an interrupted
+    /// calibration always leaves the last complete state.
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var object = try JSONSerialization.jsonObject(with: encoder.encode(routing)) as? [String: Any] ?? [:]
+        if let sensitivity {
+            object["sensitivity"] = try JSONSerialization.jsonObject(with: encoder.encode(sensitivity))
+        }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}
+
+extension ModelSource {
+    /// A fingerprint of the configuration and of every expert tensor's type and shape: a
+    /// calibration taken on one model is refused for another.
+    public func expertFingerprint() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var bytes = [UInt8](try encoder.encode(configuration))
+        let catalog = try ExpertCatalog(source: self)
+        for l in 0..<catalog.layerCount {
+            for e in 0..<catalog.expertCount {
+                guard let entry = catalog.entry(ExpertKey(layer: l, expert: e)) else { continue }
+                for t in entry.tensors { bytes += Array("\(l)/\(e):\(t.type)\(t.shape);".utf8) }
+            }
+        }
+        return String(XXH64.hash(bytes), radix: 16)
+    }
+}
+
+extension Model {
+    /// The expert tensors (gate, up, down) of `key`, as stored in the source.
+    func sourceLayout(_ key: ExpertKey) throws -> [(type: GGMLType, shape: [Int])] {
+        try transformer.experts.withExpert(layer: key.layer, expert: key.expert) { w in
+            [w.gate, w.up, w.down].map { ($0.type, $0.shape) }
+        }
+    }
+
+    public struct SensitivityProgress: Sendable {
+        public var done: Int
+        public var total: Int
+        /// Measurements taken in this run (the rest came from the file being resumed).
+        public var measuredNow: Int
+        public var last: SensitivityTable.Measurement?
+    }
+
+    /// Measures every MoE expert at every type of `settings.types`, one expert at a time,
+    /// skipping measurements `resume` already holds (it must have the same settings).
+    /// `save` is called with the table so far at most every `saveInterval` seconds and at
+    /// the end, so an interrupted run loses little.
+    public func measureSensitivity(
+        windows: [[Int]], settings: SensitivityTable.Settings, resume: SensitivityTable? = nil, saveInterval: Double = 10,
+        save: (SensitivityTable) throws -> Void, progress: ((SensitivityProgress) -> Void)? = nil
+    ) throws -> SensitivityTable {
+        var types: [GGMLType] = []
+        for name in settings.types {
+            guard let t = BitPlan.storableType(name) ?? nil else {
+                throw BitPlan.Error.invalid(path: "--types", reason: "\(name) is not a type the store can write (\(BitPlan.writableTypeNames))")
+            }
+            types.append(t)
+        }
+        let probe = try QualityProbe(model: self, windows: windows)
+        let c = configuration
+        let keys = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
+        guard let first = keys.first else {
+            throw ModelFormatError.invalidConfig(path: source.path, reason: "the model has no MoE layers to calibrate")
+        }
+        var table = SensitivityTable(settings: settings, baseNLL: probe.baseNLL, scoredTokens: windows.count * probe.scoredPerWindow,
+                                     sourceTypes: try sourceLayout(first).map(\.type.description))
+        var done = [String: SensitivityTable.Measurement]()
+        if let resume {
+            guard resume.settings == settings else {
+                throw PredictorError.mismatch(path: settings.model, reason: "the file being resumed was measured with other settings (model, text, context, windows or types)")
+            }
+            done = resume.byKey
+        }
+        let total = keys.count * types.count
+        var lastSave = Date()
+        var measuredNow = 0
+        for key in keys {
+            for (name, type) in zip(settings.types, types) {
+                if let m = done["\(key.layer)/\(key.expert)/\(name)"] {
+                    table.measurements.append(m)
+                    continue
+                }
+                let replacement = try withExpertWeights(key) { try RequantizedExpert($0, to: type) }
+                let drift = try probe.drift([key: replacement])
+                let m = SensitivityTable.Measurement(layer: key.layer, expert: key.expert, type: name, kld: drift.kld, deltaNLL: drift.deltaNLL)
+                table.measurements.append(m)
+                measuredNow += 1
+                progress?(SensitivityProgress(done: table.measurements.count, total: total, measuredNow: measuredNow, last: m))
+                if Date().timeIntervalSince(lastSave) >= saveInterval {
+                    try save(table)
+                    lastSave = Date()
+                }
+            }
+        }
+        try save(table)
+        return table
+    }
+
+    func withExpertWeights<R>(_ key: ExpertKey, _ body: (ExpertWeights) throws -> R) throws -> R {
+        try transformer.experts.withExpert(layer: key.layer, expert: key.expert, body)
+    }
+}
