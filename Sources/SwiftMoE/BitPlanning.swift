@@ -17,6 +17,7 @@ public enum BitPlanning {
         case incomplete(path: String, measured: Int, needed: Int)
         case otherModel(path: String)
         case storeTooSmall(target: Int, minimum: Int)
+        case noActivations(path: String)
 
         public var description: String {
             switch self {
@@ -26,6 +27,8 @@ public enum BitPlanning {
                 return "\(path): the sensitivity table holds \(measured) of \(needed) measurements; rerun the same moe calibrate command to finish it"
             case let .otherModel(path):
                 return "\(path) was calibrated on another model (fingerprint differs); calibrate the model you convert"
+            case let .noActivations(path):
+                return "\(path) lacks per-expert activation counts (an older calibration); rerun the same moe calibrate command: it reuses the measurements"
             case let .storeTooSmall(target, minimum):
                 return "--target-size \(target) bytes is below the smallest store these types allow (\(minimum) bytes, every expert at its smallest type)"
             }
@@ -52,25 +55,66 @@ public enum BitPlanning {
         public var evaluations: Int
     }
 
+    /// How an expert's loss at a type is predicted from the calibration.
+    public enum LossModel: Sendable, Equatable {
+        /// The KL divergence measured with the expert lowered alone (EdgeMoE's sensitivity).
+        case measured
+        /// Frequency-weighted sensitivity: the measured divergence divided by the expert's uses
+        /// in the sensitivity windows gives its damage per use; experts with few uses there are
+        /// shrunk toward their layer's average damage per use at that type (`priorUses`
+        /// pseudo-uses); the loss is that damage times the expert's use rate over the whole
+        /// routing pass (smoothed by half a use). Experts the short sensitivity windows barely
+        /// saw are neither free nor ignored.
+        case frequencyWeighted(priorUses: Double)
+
+        public static let standard = LossModel.frequencyWeighted(priorUses: 32)
+    }
+
     /// The planner's options for every expert: each measured type with its record bytes and
-    /// KL divergence, plus `keep` (loss 0) when the source's own type is not a candidate.
-    public static func options(source: ModelSource, sensitivity s: SensitivityTable, path: String) throws -> [BitPlanner.Expert] {
+    /// predicted loss, plus `keep` (loss 0) when the source's own type is not a candidate.
+    public static func options(source: ModelSource, calibration: CalibrationFile, path: String, loss model: LossModel = .measured) throws -> [BitPlanner.Expert] {
+        guard let s = calibration.sensitivity else { throw PlanningError.noSensitivity(path: path) }
         let catalog = try ExpertCatalog(source: source)
         let c = source.configuration
         let measured = s.byKey
+        let routing = calibration.routing
+        func kld(_ l: Int, _ e: Int, _ t: String) throws -> Double {
+            guard let m = measured["\(l)/\(e)/\(t)"] else {
+                throw PlanningError.incomplete(path: path, measured: s.measurements.count, needed: c.moeLayerCount * c.expertCount * s.settings.types.count)
+            }
+            return max(m.kld, 0)
+        }
+        // Damage per use, per (MoE layer index, type), averaged over the layer's experts.
+        var layerDamage: [String: Double] = [:]
+        if case .frequencyWeighted = model {
+            guard let activations = s.activations else {
+                throw PlanningError.noActivations(path: path)
+            }
+            for (i, l) in routing.layers.enumerated() {
+                let uses = Double(activations[i].reduce(0, +))
+                for t in s.settings.types {
+                    let total = try (0..<c.expertCount).reduce(0.0) { $0 + (try kld(l, $1, t)) } * Double(s.scoredTokens)
+                    layerDamage["\(i)/\(t)"] = uses > 0 ? total / uses : 0
+                }
+            }
+        }
         var experts: [BitPlanner.Expert] = []
-        for l in 0..<c.layerCount where c.layerKinds[l] == .moe {
+        for (i, l) in routing.layers.enumerated() {
             for e in 0..<c.expertCount {
                 let key = ExpertKey(layer: l, expert: e)
                 guard let entry = catalog.entry(key) else { continue }
                 let layout = entry.tensors.map { (type: $0.type, shape: $0.shape) }
                 var options: [BitPlanner.Option] = []
                 for name in s.settings.types {
-                    guard let m = measured["\(l)/\(e)/\(name)"] else {
-                        throw PlanningError.incomplete(path: path, measured: s.measurements.count, needed: c.moeLayerCount * c.expertCount * s.settings.types.count)
+                    var loss = try kld(l, e, name)
+                    if case let .frequencyWeighted(prior) = model, let activations = s.activations {
+                        let uses = Double(activations[i][e])
+                        let perUse = (loss * Double(s.scoredTokens) + prior * (layerDamage["\(i)/\(name)"] ?? 0)) / (uses + prior)
+                        let rate = (Double(routing.frequency[i][e]) + 0.5) / Double(max(routing.tokens, 1))
+                        loss = perUse * rate
                     }
                     let type = BitPlan.storableType(name) ?? nil
-                    options.append(.init(type: name, bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: type)), loss: max(m.kld, 0)))
+                    options.append(.init(type: name, bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: type)), loss: loss))
                 }
                 let sourceTypes = Set(layout.map(\.type.description.localizedLowercase))
                 if !sourceTypes.isSubset(of: Set(s.settings.types.map(\.localizedLowercase))) {
@@ -111,7 +155,8 @@ public enum BitPlanning {
     ) throws -> Outcome {
         guard let sensitivity = calibration.sensitivity else { throw PlanningError.noSensitivity(path: calibrationPath) }
         guard try source.expertFingerprint() == sensitivity.settings.modelFingerprint else { throw PlanningError.otherModel(path: calibrationPath) }
-        let experts = try options(source: source, sensitivity: sensitivity, path: calibrationPath)
+        let experts = try options(source: source, calibration: calibration, path: calibrationPath,
+                                  loss: method == .knapsack ? .standard : .measured)
         let routing = embedCalibration ? calibration.routing : nil
         func outcome(_ r: BitPlanner.Result, size: Int, targetText: String, measured: QualityProbe.Drift?, evaluations: Int) -> Outcome {
             Outcome(method: method.rawValue, target: targetText, plan: r.bitPlan(), typeCounts: r.typeCounts, expertBytes: r.bytes, storeSize: size,

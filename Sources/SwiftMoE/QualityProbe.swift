@@ -19,6 +19,8 @@ public final class QualityProbe: @unchecked Sendable {
     public let baseNLL: Double
     /// The windows each expert was routed in by the base model.
     public let routedWindows: [ExpertKey: [Int]]
+    /// Tokens routed to each expert by the base model, over all windows.
+    public let routedTokens: [ExpertKey: Int]
     /// Base distributions kept per position: every token, or the top ones plus a rest bucket.
     public let keptTokens: Int
     public static let fullVocabularyLimit = 64 << 20  // positions × vocabulary kept in full (256 MB)
@@ -46,10 +48,14 @@ public final class QualityProbe: @unchecked Sendable {
         let vocab = model.configuration.vocabSize
         keptTokens = windows.count * scoredPerWindow * vocab <= QualityProbe.fullVocabularyLimit ? vocab : min(vocab, QualityProbe.topTokens)
         var routed: [ExpertKey: Set<Int>] = [:]
+        var counts: [ExpertKey: Int] = [:]
         var nll = 0.0
         for (w, window) in windows.enumerated() {
             let logits = try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all) { layer, _, choices in
-                for c in choices { routed[ExpertKey(layer: layer, expert: c.expert), default: []].insert(w) }
+                for c in choices {
+                    routed[ExpertKey(layer: layer, expert: c.expert), default: []].insert(w)
+                    counts[ExpertKey(layer: layer, expert: c.expert), default: 0] += 1
+                }
             }
             var kept: [Float] = [], indices: [Int32] = [], rest: [Float] = [], target: [Float] = []
             kept.reserveCapacity(scoredPerWindow * keptTokens)
@@ -77,6 +83,7 @@ public final class QualityProbe: @unchecked Sendable {
             baseTarget.append(target)
         }
         routedWindows = routed.mapValues { $0.sorted() }
+        routedTokens = counts
         baseNLL = nll / Double(windows.count * scoredPerWindow)
     }
 

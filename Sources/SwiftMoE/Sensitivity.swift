@@ -60,6 +60,9 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
     public var sourceTypes: [String]
     /// One entry per expert and type, in layer, expert, type order.
     public var measurements: [Measurement]
+    /// Tokens of the windows routed to each expert, `activations[i][e]` for the i-th MoE layer:
+    /// how many uses each measurement is based on (the knapsack planner turns it into a loss per use).
+    public var activations: [[Int]]?
 
     public init(settings: Settings, baseNLL: Double, scoredTokens: Int, sourceTypes: [String], measurements: [Measurement] = []) {
         self.settings = settings
@@ -109,6 +112,11 @@ public struct CalibrationFile: Sendable, Equatable {
             guard s.format == "swiftmoe-sensitivity", s.version == 1, s.settings.windows > 0, s.settings.context >= 2,
                   !s.settings.types.isEmpty else {
                 throw PredictorError.invalidCalibration(path: path, reason: "sensitivity format \(s.format) version \(s.version) is not swiftmoe-sensitivity version 1")
+            }
+            if let a = s.activations {
+                guard a.count == routing.layers.count, a.allSatisfy({ $0.count == routing.expertCount && $0.allSatisfy { $0 >= 0 } }) else {
+                    throw PredictorError.invalidCalibration(path: path, reason: "sensitivity activations do not match \(routing.layers.count) layers × \(routing.expertCount) experts")
+                }
             }
             for m in s.measurements {
                 guard routing.layers.contains(m.layer), m.expert >= 0, m.expert < routing.expertCount,
@@ -191,6 +199,9 @@ extension Model {
         }
         var table = SensitivityTable(settings: settings, baseNLL: probe.baseNLL, scoredTokens: windows.count * probe.scoredPerWindow,
                                      sourceTypes: try sourceLayout(first).map(\.type.description))
+        table.activations = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }.map { l in
+            (0..<c.expertCount).map { probe.routedTokens[ExpertKey(layer: l, expert: $0)] ?? 0 }
+        }
         var done = [String: SensitivityTable.Measurement]()
         if let resume {
             guard resume.settings == settings else {

@@ -168,6 +168,50 @@ final class CalibrationTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path("p.plan.json")))
     }
 
+    /// The knapsack's frequency-weighted loss: per-use damage times use rate, with experts the
+    /// sensitivity windows barely saw pulled toward their layer's damage per use.
+    func testFrequencyWeightedLossUsesRoutingFrequency() throws {
+        let source = try ModelSource(path: input)
+        var routing = TransitionTable(layers: [0, 1], expertCount: 8)
+        routing.tokens = 1000
+        // Layer 0: experts 0 and 1 equally damaging per use, expert 1 used 4x as often overall;
+        // expert 2 never seen in the windows but routed 100 times in the routing pass.
+        routing.frequency = [[100, 400, 100, 0, 0, 0, 0, 0], [250, 250, 250, 250, 0, 0, 0, 0]]
+        var table = SensitivityTable(settings: .init(model: input, modelFingerprint: try source.expertFingerprint(), text: "t", tokensHash: "0",
+                                                     context: 11, windows: 10, types: ["q4_0"]),
+                                     baseNLL: 1, scoredTokens: 100, sourceTypes: ["f32", "f32", "f32"])
+        table.activations = [[50, 50, 0, 0, 0, 0, 0, 0], [25, 25, 25, 25, 0, 0, 0, 0]]
+        for l in 0..<2 {
+            for e in 0..<8 {
+                let uses = Double(table.activations?[l][e] ?? 0)
+                table.measurements.append(.init(layer: l, expert: e, type: "q4_0", kld: uses * 1e-4 / 100, deltaNLL: 0))
+            }
+        }
+        let file = CalibrationFile(routing: routing, sensitivity: table)
+        func loss(_ experts: [BitPlanner.Expert], _ l: Int, _ e: Int) -> Double {
+            experts.first { $0.key == ExpertKey(layer: l, expert: e) }?.options.first { $0.type == "q4_0" }?.loss ?? -1
+        }
+        let measured = try BitPlanning.options(source: source, calibration: file, path: "t", loss: .measured)
+        XCTAssertEqual(loss(measured, 0, 0), 0.5e-4, accuracy: 1e-12)
+        XCTAssertEqual(loss(measured, 0, 2), 0)
+        // Every option of a float source also offers "keep" at no loss.
+        XCTAssertEqual(measured[0].options.map(\.type), ["q4_0", "keep"])
+        let weighted = try BitPlanning.options(source: source, calibration: file, path: "t", loss: .frequencyWeighted(priorUses: 32))
+        // Same damage per use (1e-4 nats summed per use): loss proportional to routing frequency.
+        XCTAssertEqual(loss(weighted, 0, 1) / loss(weighted, 0, 0), 400.5 / 100.5, accuracy: 1e-9)
+        XCTAssertEqual(loss(weighted, 0, 0), 1e-4 * 100.5 / 1000, accuracy: 1e-12)
+        // Unseen in the windows but routed: the layer's damage per use, not zero.
+        XCTAssertEqual(loss(weighted, 0, 2), 1e-4 * 100.5 / 1000, accuracy: 1e-12)
+        // Never routed anywhere: only the half-use smoothing remains.
+        XCTAssertEqual(loss(weighted, 0, 3), 1e-4 * 0.5 / 1000, accuracy: 1e-12)
+        // Older calibrations without activation counts are refused with what to do.
+        var old = file
+        old.sensitivity?.activations = nil
+        XCTAssertThrowsError(try BitPlanning.options(source: source, calibration: old, path: "t", loss: .standard)) {
+            XCTAssertTrue("\($0)".contains("rerun the same moe calibrate"))
+        }
+    }
+
     func runMoe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = Fixtures.moeBinary
