@@ -117,7 +117,7 @@ public struct TraceReport {
             hitSVG = Charts.lines(title: "Expert cache hit rate over tokens", series: [
                 Charts.Series(name: "last 32 steps", points: points.map { (Double($0.tokens), $0.window) }, color: Charts.palette[0]),
                 Charts.Series(name: "cumulative", points: points.map { (Double($0.tokens), $0.cumulative) }, color: Charts.palette[1], dashed: true),
-            ], xLabel: "tokens", yLabel: "hit rate", yRange: 0...1, yFormat: { pct($0) })
+            ], xLabel: "tokens", yLabel: "hit rate", yRange: 0...1, xFormat: { String(Int($0.rounded())) }, yFormat: { pct($0) })
         }
         var perLayer: [[String]] = []
         for l in moe {

@@ -40,6 +40,14 @@ public struct TuningWorkload: Sendable {
         tokens = trace.tokenCount
     }
 
+    /// A workload from a sequence directly (no recorded outcomes).
+    public init(sequence: AccessSequence, tokens: Int, prefetch: String? = nil) {
+        self.sequence = sequence
+        self.tokens = tokens
+        self.prefetch = prefetch ?? (sequence.prefetches.isEmpty ? "none" : "unknown")
+        recorded = Array(repeating: nil, count: sequence.count)
+    }
+
 }
 
 /// What the time of a run is made of, measured on the machine (docs/tuning.md).
@@ -78,12 +86,24 @@ public struct CostModel: Codable, Sendable {
         return s > 0 ? Double(n) / s : 0
     }
 
+    /// The same for a part of the workload whose compute time is known (e.g. its first steps:
+    /// attention grows with the position, so a prefix computes faster per token than the whole).
+    public func tokensPerSecond(tokens n: Int, computeSeconds compute: Double, misses: Int, prefetchLoads: Int, prefetch: String) -> Double {
+        let s = compute + Double(misses) * loadSeconds + Double(prefetchLoads) * (prefetchLoadSeconds[prefetch] ?? loadSeconds)
+        return s > 0 ? Double(n) / s : 0
+    }
+
+    /// Compute seconds (wall − stall) of a trace's steps.
+    public static func computeSeconds(_ steps: ArraySlice<TraceStep>) -> Double {
+        steps.reduce(0.0) { $0 + Double($1.duration &- min($1.stall, $1.duration)) * 1e-9 }
+    }
+
     /// Measures the cost model from a trace: compute = Σ (step wall − stall); load = median
     /// demand load (or `fallbackLoadSeconds` when the trace has none); for a trace recorded with
     /// a predictor, its prefetch cost from its own wall time.
     public static func measure(_ trace: Trace, fallbackLoadSeconds: Double? = nil) -> CostModel {
         let summary = TraceAnalysis(trace).summary
-        let compute = trace.steps.reduce(0.0) { $0 + Double($1.duration &- min($1.stall, $1.duration)) * 1e-9 }
+        let compute = computeSeconds(trace.steps[...])
         var model = CostModel(tokens: trace.tokenCount, computeSeconds: compute, loadSeconds: summary.demandLoadSeconds ?? fallbackLoadSeconds ?? 0,
                               expertBytes: trace.header.expertBytes)
         model.addPrefetchCost(from: trace)
