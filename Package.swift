@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]
