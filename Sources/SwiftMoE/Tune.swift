@@ -40,6 +40,13 @@ public struct TuneResult: Codable, Sendable {
         public var measuredHitRate: Double
         /// Requests on which replay and run disagreed (0 is expected without prefetching).
         public var disagreements: Int
+        /// The parts of the time: compute (projected from the traced workload, measured as the
+        /// run's wall time minus its waits) and waiting for experts (projected misses × load
+        /// time + prefetch cost; measured stall). On a busy machine compute is the noisy part.
+        public var projectedComputeSeconds: Double
+        public var measuredComputeSeconds: Double
+        public var projectedWaitSeconds: Double
+        public var measuredWaitSeconds: Double
     }
     public var model: String
     public var tokens: Int
@@ -222,16 +229,21 @@ extension Model {
             let wall = run.steps.reduce(0.0) { $0 + Double($1.duration) * 1e-9 }
             // The verification run evaluates the workload's first steps: project it with their measured compute.
             let sameSteps = zip(run.steps, base.steps).allSatisfy { $0.tokens == $1.tokens && $0.position == $1.position } && run.steps.count <= base.steps.count
+            let projectedCompute = sameSteps ? CostModel.computeSeconds(base.steps.prefix(run.steps.count))
+                : cost.computeSeconds / Double(max(cost.tokens, 1)) * Double(run.tokenCount)
+            let projectedWait = Double(replay.result.misses) * cost.loadSeconds
+                + Double(replay.prefetchIssued) * (cost.prefetchLoadSeconds[p.prefetch] ?? cost.loadSeconds)
+            let measuredWait = run.steps.reduce(0.0) { $0 + Double(min($1.stall, $1.duration)) * 1e-9 }
             result.verification = TuneResult.Verification(
                 tokens: run.tokenCount,
-                projectedTokensPerSecond: sameSteps
-                    ? cost.tokensPerSecond(tokens: run.tokenCount, computeSeconds: CostModel.computeSeconds(base.steps.prefix(run.steps.count)),
-                                           misses: replay.result.misses, prefetchLoads: replay.prefetchIssued, prefetch: p.prefetch)
-                    : cost.tokensPerSecond(tokens: run.tokenCount, misses: replay.result.misses, prefetchLoads: replay.prefetchIssued, prefetch: p.prefetch),
+                projectedTokensPerSecond: cost.tokensPerSecond(tokens: run.tokenCount, computeSeconds: projectedCompute, misses: replay.result.misses,
+                                                               prefetchLoads: replay.prefetchIssued, prefetch: p.prefetch),
                 measuredTokensPerSecond: wall > 0 ? Double(run.tokenCount) / wall : 0,
                 projectedHitRate: replay.result.hitRate,
                 measuredHitRate: measured.isEmpty ? 1 : Double(measured.filter { $0 }.count) / Double(measured.count),
-                disagreements: zip(replay.result.outcomes, measured).filter { $0 != $1 }.count + abs(replay.result.outcomes.count - measured.count))
+                disagreements: zip(replay.result.outcomes, measured).filter { $0 != $1 }.count + abs(replay.result.outcomes.count - measured.count),
+                projectedComputeSeconds: projectedCompute, measuredComputeSeconds: wall - measuredWait,
+                projectedWaitSeconds: projectedWait, measuredWaitSeconds: measuredWait)
         }
         return result
     }

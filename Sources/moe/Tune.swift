@@ -123,7 +123,8 @@ struct Tune: ParsableCommand {
         header += String(format: " %8@", "belady")
         print("\n" + header + "    (hit rate / projected tokens/s)")
         let shown = sizes.count <= 24 ? sizes : stride(from: 0, to: sizes.count, by: Int((Double(sizes.count) / 24).rounded(.up))).map { sizes[$0] } + [sizes.last!]
-        for size in Array(Set(shown)).sorted() {
+        let marked = [r.recommendation.point.experts] + (r.budgetExperts["none"].map { [$0] } ?? [])
+        for size in Array(Set(shown + marked)).sorted() {
             let at = r.points.filter { $0.experts == size }
             var row = String(format: "%8d %11@", size, formatBytes(size * r.expertBytes))
             for p in policies {
@@ -147,6 +148,8 @@ struct Tune: ParsableCommand {
             print(String(format: "verified   %d tokens: projected %.1f tokens/s, measured %.1f (%.0f%%); hit rate projected %.1f%%, measured %.1f%%; %d requests disagree",
                          v.tokens, v.projectedTokensPerSecond, v.measuredTokensPerSecond, 100 * v.measuredTokensPerSecond / max(v.projectedTokensPerSecond, 1e-9),
                          100 * v.projectedHitRate, 100 * v.measuredHitRate, v.disagreements))
+            print(String(format: "           compute projected %.3f s, measured %.3f s; waiting for experts projected %.3f s, measured %.3f s",
+                         v.projectedComputeSeconds, v.measuredComputeSeconds, v.projectedWaitSeconds, v.measuredWaitSeconds))
         }
         print("\n" + r.commandLine)
     }
