@@ -180,9 +180,9 @@ public enum Charts {
             let x = x0 + (x1 - x0) * Double(i) / 4
             svg.text(px(x), top + plotH + 13, xFormat(x), size: 9, anchor: .middle)
         }
-        for m in markers {
+        for (i, m) in markers.enumerated() {
             svg.line(px(m.x), top, px(m.x), top + plotH, stroke: "#888", width: 1, dash: "2,3")
-            svg.text(px(m.x) + 3, top + 10, m.label, size: 9, fill: "#555")
+            svg.text(px(m.x) + 3, top + 10 + 11 * Double(i), m.label, size: 9, fill: "#555")
         }
         for (i, s) in series.enumerated() {
             svg.polyline(s.points.map { (px($0.x), py($0.y)) }, stroke: s.color, dash: s.dashed ? "5,3" : nil)

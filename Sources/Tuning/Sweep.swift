@@ -234,14 +234,17 @@ public enum TuneChart {
     public static func svg(points: [SweepPoint], recommendation: Recommendation?, expertBytes: Int, title: String) -> String {
         var keys: [String] = []
         for p in points where !keys.contains("\(p.policy)|\(p.prefetch)") { keys.append("\(p.policy)|\(p.prefetch)") }
-        keys.sort { a, b in a.hasPrefix("belady") ? false : (b.hasPrefix("belady") ? true : a < b) }
+        keys.sort { a, b in a.hasPrefix("belady") ? false : (b.hasPrefix("belady") ? true : (a.hasSuffix("|none") != b.hasSuffix("|none") ? a.hasSuffix("|none") : a < b)) }
+        // One colour per policy, dashed with a predictor, Belady's MIN in black.
+        let policyOrder = CachePolicyKind.allCases.map(\.rawValue)
         func series(_ value: (SweepPoint) -> Double) -> [Charts.Series] {
-            keys.enumerated().map { i, key in
+            keys.map { key in
                 let parts = key.split(separator: "|").map(String.init)
                 let name = parts[0] == "belady" ? "Belady MIN (bound)" : (parts[1] == "none" ? parts[0] : "\(parts[0]) + \(parts[1])")
                 let pts = points.filter { "\($0.policy)|\($0.prefetch)" == key }.sorted { $0.experts < $1.experts }
+                let color = parts[0] == "belady" ? "#000000" : Charts.palette[(policyOrder.firstIndex(of: parts[0]) ?? 0) % Charts.palette.count]
                 return Charts.Series(name: name, points: pts.map { (x: Double($0.poolBytes) / 1_048_576, y: value($0)) },
-                                     color: parts[0] == "belady" ? "#000000" : Charts.palette[i % Charts.palette.count], dashed: parts[0] == "belady" || parts[1] != "none")
+                                     color: color, dashed: parts[0] == "belady" || parts[1] != "none")
             }
         }
         var markers: [(x: Double, label: String)] = []
@@ -250,9 +253,11 @@ public enum TuneChart {
             if let b = r.budgetExperts { markers.append((Double(b * expertBytes) / 1_048_576, "budget")) }
         }
         let top = Charts.lines(title: "\(title): hit rate", series: series(\.hitRate), xLabel: "expert cache (MiB)", yLabel: "hit rate",
-                               yRange: 0...1, markers: markers, width: 720, height: 300, yFormat: { String(format: "%.0f%%", 100 * $0) })
+                               yRange: 0...1, markers: markers, width: 720, height: 300, xFormat: { String(format: "%.1f", $0) },
+                               yFormat: { String(format: "%.0f%%", 100 * $0) })
         let bottom = Charts.lines(title: "\(title): projected tokens/s", series: series(\.tokensPerSecond),
-                                  xLabel: "expert cache (MiB)", yLabel: "tokens/s", markers: markers, width: 720, height: 300)
+                                  xLabel: "expert cache (MiB)", yLabel: "tokens/s", markers: markers, width: 720, height: 300,
+                                  xFormat: { String(format: "%.1f", $0) }, yFormat: { String(format: "%.0f", $0) })
         // Stack the two charts in one SVG.
         func inner(_ svg: String) -> String {
             guard let start = svg.range(of: ">\n")?.upperBound, let end = svg.range(of: "</svg>", options: .backwards)?.lowerBound else { return "" }

@@ -48,6 +48,13 @@ final class ReplayAgreementTests: XCTestCase {
                     XCTAssertEqual(replay.result.evictions.count, trace.evictions.count, "\(name), \(experts), \(policy): evictions")
                     XCTAssertEqual(replay.result.evictions, trace.evictions.map(\.key), "\(name), \(experts), \(policy): eviction order")
                     compared += real.count
+                    if policy == .lru {
+                        // A third mechanism: LRU hits exactly the requests whose reuse (stack) distance is
+                        // below the capacity. Pinning never matters to LRU here (the pinned expert is the
+                        // most recent), so the report's reuse distances predict the run's hits too.
+                        let distances = TraceAnalysis(trace).reuseDistances
+                        XCTAssertEqual(distances.map { ($0 ?? Int.max) < experts }, real, "\(name), \(experts) experts: stack distances")
+                    }
                 }
             }
         }
