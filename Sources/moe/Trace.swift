@@ -36,7 +36,7 @@ extension TraceCommand {
         var mode: ModeArgument = .decode
         @Option(name: .customLong("ctx-size"), help: "Tokens per window with --text (KV cache reset between windows). Longer windows cost more attention time per token.")
         var ctxSize: Int = 512
-        @Option(help: "Tokens of --text to evaluate (default 1024). More gives steadier statistics and a longer run.") var tokens: Int = 1024
+        @Option(help: "Tokens of --text to evaluate. More gives steadier statistics and a longer run.") var tokens: Int = 1024
         @Option(name: .customLong("max-tokens"), help: "Tokens generated after --prompt (greedy).") var maxTokens: Int = 64
         @OptionGroup var runtime: RuntimeOptions
 

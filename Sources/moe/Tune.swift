@@ -17,7 +17,7 @@ struct Tune: ParsableCommand {
     @OptionGroup var model: ModelArgument
     @Option(help: "A UTF-8 text like the expected workload (traced here).") var text: String?
     @Option(help: "A trace from moe trace to replay instead of --text.") var trace: String?
-    @Option(help: "Tokens of --text to trace (default 1024). More gives a steadier projection and a longer trace.") var tokens: Int = 1024
+    @Option(help: "Tokens of --text to trace. More gives a steadier projection and a longer trace.") var tokens: Int = 1024
     @Option(name: .customLong("ctx-size"), help: "Window of --text tokens per KV cache (longer windows cost more attention time per token).") var ctxSize: Int = 512
     @Option(help: "Cache policies to replay, comma-separated.") var policies: String = CachePolicyKind.allCases.map(\.rawValue).joined(separator: ",")
     @Option(name: .customLong("prefetch-kinds"), help: "Predictors to measure and replay, comma-separated (default: none,lookahead, plus path,hybrid when calibration exists). Each costs one more traced run of --text.")
