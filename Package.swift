@@ -41,7 +41,7 @@ let package = Package(
         // Jinja-subset interpreter for the chat templates models ship (issue 5).
         .target(name: "ChatTemplate", swiftSettings: v5),
         // Expert activation traces (issue 9).
-        .target(name: "Tracing", dependencies: ["Router"], swiftSettings: v5),
+        .target(name: "Tracing", dependencies: ["ExpertStore"], swiftSettings: v5),
         // Cache-size tuning (issue 9).
         .target(name: "Tuning", dependencies: ["ExpertStore", "Tracing"], swiftSettings: v5),
         // The library an app embeds.
@@ -68,6 +68,8 @@ let package = Package(
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]
 )

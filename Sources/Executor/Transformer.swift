@@ -25,6 +25,18 @@ public enum ExecutorError: Error, Equatable, CustomStringConvertible {
 /// `position` is the token's absolute position in the sequence.
 public typealias RoutingObserver = (_ layer: Int, _ position: Int, _ choices: [ExpertChoice]) -> Void
 
+/// Wall-clock times of one layer of one forward pass (`DispatchTime` uptime nanoseconds), for
+/// traces. The FFN span includes any wait for experts the store had to load.
+public struct LayerTiming: Sendable, Equatable {
+    public var layer: Int
+    /// Tokens in the pass and the position of the first.
+    public var tokens: Int
+    public var position: Int
+    public var attentionStart: UInt64
+    public var ffnStart: UInt64
+    public var ffnEnd: UInt64
+}
+
 /// Tunable execution settings.
 public struct ExecutorOptions: Sendable {
     /// Worker threads (including the caller). More threads help until memory bandwidth is saturated.
@@ -73,6 +85,8 @@ public final class Transformer: @unchecked Sendable {
     private var pendingPredictions: [Int: [Int]] = [:]
     private var routedThisStep: [Int: [Int]] = [:]
     private lazy var moeLayers: [Int] = (0..<configuration.layerCount).filter { configuration.layerKinds[$0] == .moe }
+    /// Receives every layer's attention and FFN times (nil: nothing is timed).
+    public var layerTimingObserver: ((LayerTiming) -> Void)?
 
     public func resetPredictionStats() { predictionStats = PredictionStats() }
 
@@ -188,9 +202,15 @@ public final class Transformer: @unchecked Sendable {
         for (t, token) in tokens.enumerated() {
             try embedding.dequantizeRow(token, into: ws.x + t * h)
         }
+        let timing = layerTimingObserver
         for l in 0..<c.layerCount {
+            let t0 = timing == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try attention(layer: l, tokens: n, start: start, cache: cache, ws: ws)
+            let t1 = timing == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try feedForward(layer: l, tokens: n, start: start, ws: ws, observer: observer)
+            if let timing {
+                timing(LayerTiming(layer: l, tokens: n, position: start, attentionStart: t0, ffnStart: t1, ffnEnd: DispatchTime.now().uptimeNanoseconds))
+            }
         }
         cache.advance(by: n)
 

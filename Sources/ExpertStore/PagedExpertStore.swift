@@ -31,6 +31,31 @@ public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
     public var hitRate: Double { hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses) }
 }
 
+/// What happened inside a ``PagedExpertStore``, reported to its event sink (traces). Times are
+/// `DispatchTime` uptime nanoseconds.
+public enum ExpertStoreEvent: Sendable {
+    /// How a request was served.
+    public enum Outcome: UInt8, Sendable, Codable {
+        /// Resident and ready.
+        case hit = 0
+        /// Loaded on the spot by the requesting thread.
+        case miss = 1
+        /// A prefetch had started loading it; the request waited for the rest.
+        case late = 2
+    }
+    /// One request (``PagedExpertStore/acquire(_:)``), reported when it is served.
+    /// `prefetched`: the first use of an expert a prefetch brought in; `stall`: nanoseconds
+    /// the caller waited (load or late prefetch).
+    case access(key: ExpertKey, outcome: Outcome, prefetched: Bool, requested: UInt64, stall: UInt64)
+    /// One load, on the requesting thread (`thread` 0, a demand load) or loader thread
+    /// `thread` (1, 2, …; a prefetch). `bytes`: bytes read from disk; `failed`: it threw.
+    case load(key: ExpertKey, prefetch: Bool, thread: Int, start: UInt64, end: UInt64, bytes: Int, failed: Bool)
+    /// The predictor asked for `keys` while layer `layer` ran; `queued` is what fitted.
+    case prefetchRequest(layer: Int, keys: [ExpertKey], queued: [ExpertKey], time: UInt64)
+    /// An expert left the pool; `unusedPrefetch`: a prefetch nobody used.
+    case eviction(key: ExpertKey, unusedPrefetch: Bool, time: UInt64)
+}
+
 /// Experts paged into a fixed ``ExpertPool`` under a ``CachePolicy``, on demand and ahead of
 /// demand (``prefetch(_:currentLayer:)``) by loader threads.
 ///
@@ -63,6 +88,19 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     /// Index into ``accessLog`` where the current metrics start.
     public private(set) var measuredFrom = 0
     public var recordsAccesses = false
+    /// Receives every ``ExpertStoreEvent`` (nil: none are built, nothing is timed for them).
+    /// Called with the store's lock held, from the executor and loader threads: keep it short
+    /// and do not call back into the store.
+    private var eventSink: ((ExpertStoreEvent) -> Void)?
+
+    /// Installs (or, with nil, removes) the event sink.
+    public func setEventSink(_ sink: ((ExpertStoreEvent) -> Void)?) {
+        condition.lock()
+        eventSink = sink
+        condition.unlock()
+    }
+
+    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     struct Resident {
         var offset: Int
@@ -122,7 +160,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
             loaderBuffers.append(buffers)
             // The thread holds the store only while it handles one job, so the store can go away.
             let thread = Thread { [weak self] in
-                while let store = self, store.loaderStep(buffers) {}
+                while let store = self, store.loaderStep(buffers, thread: i + 1) {}
             }
             thread.name = "moe-loader-\(i)"
             loaders.append(thread)
@@ -199,7 +237,8 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         let clock = DispatchTime.now().uptimeNanoseconds
         if var r = resident[key] {
             r.pins += 1
-            if r.prefetched && !r.used {
+            let firstUseOfPrefetch = r.prefetched && !r.used
+            if firstUseOfPrefetch {
                 r.used = true
                 stats.prefetchUseful += 1
                 prefetchedUnusedBytes -= ExpertPool.rounded(r.size)
@@ -209,14 +248,17 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
             if r.loading {
                 stats.prefetchLate += 1
                 while resident[key]?.loading == true { condition.wait() }
-                stats.stallSeconds += Double(DispatchTime.now().uptimeNanoseconds - clock) * 1e-9
+                let waited = DispatchTime.now().uptimeNanoseconds - clock
+                stats.stallSeconds += Double(waited) * 1e-9
                 guard let weights = resident[key]?.weights else {
                     // The prefetch failed (and was dropped): load it ourselves, which reports the error.
                     stats.hits -= 1
                     return try demandLoad(key, entry, clock: clock)
                 }
+                eventSink?(.access(key: key, outcome: .late, prefetched: firstUseOfPrefetch, requested: clock, stall: waited))
                 return weights
             }
+            eventSink?(.access(key: key, outcome: .hit, prefetched: firstUseOfPrefetch, requested: clock, stall: 0))
             return r.weights!  // ready entries always have weights
         }
         return try demandLoad(key, entry, clock: clock)
@@ -232,16 +274,24 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         let buffers = demandBuffers.popLast() ?? IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
         condition.unlock()
         var cost = LoadCost()
+        let start = eventSink == nil ? 0 : PagedExpertStore.now
         let result = Result { try load(key, entry, into: pool.base + offset, buffers: buffers, cost: &cost) }
         condition.lock()
         demandBuffers.append(buffers)
         merge(cost)
+        if let eventSink {
+            let end = PagedExpertStore.now
+            eventSink(.load(key: key, prefetch: false, thread: 0, start: start, end: end, bytes: cost.bytes, failed: (try? result.get()) == nil))
+        }
         switch result {
         case let .success(weights):
             resident[key]?.weights = weights
             resident[key]?.loading = false
             policy.recordInsert(key)
             condition.broadcast()
+            if let eventSink {
+                eventSink(.access(key: key, outcome: .miss, prefetched: false, requested: clock, stall: DispatchTime.now().uptimeNanoseconds - clock))
+            }
             return weights
         case let .failure(error):
             resident.removeValue(forKey: key)
@@ -268,8 +318,9 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     public func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey] {
         condition.lock()
         defer { condition.unlock() }
-        guard !loaders.isEmpty, !stopping else { return [] }
         var queued: [ExpertKey] = []
+        defer { eventSink?(.prefetchRequest(layer: currentLayer, keys: keys, queued: queued, time: PagedExpertStore.now)) }
+        guard !loaders.isEmpty, !stopping else { return [] }
         for key in keys where resident[key] == nil {
             guard let entry = catalog.entry(key) else { continue }
             let size = ExpertPool.rounded(entry.decodedLength)
@@ -287,7 +338,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     }
 
     /// Waits (briefly) for one prefetch job and loads it. Returns false when the store stops.
-    private func loaderStep(_ buffers: IOBuffers) -> Bool {
+    private func loaderStep(_ buffers: IOBuffers, thread: Int) -> Bool {
         condition.lock()
         if queue.isEmpty && !stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05)) }
         if stopping {
@@ -303,11 +354,16 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
             condition.unlock()
             return true
         }
+        let start = eventSink == nil ? 0 : PagedExpertStore.now
         condition.unlock()
         var cost = LoadCost()
         let result = Result { try load(job.key, entry, into: pool.base + job.offset, buffers: buffers, cost: &cost) }
         condition.lock()
         merge(cost)
+        if let eventSink {
+            eventSink(.load(key: job.key, prefetch: true, thread: thread, start: start, end: PagedExpertStore.now, bytes: cost.bytes,
+                            failed: (try? result.get()) == nil))
+        }
         switch result {
         case let .success(weights):
             resident[job.key]?.weights = weights
@@ -346,10 +402,12 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         guard let r = resident.removeValue(forKey: key) else { return }
         pool.release(offset: r.offset, size: r.size)
         policy.recordRemoval(key)
-        if r.prefetched && !r.used {
+        let unused = r.prefetched && !r.used
+        if unused {
             stats.prefetchWasted += 1
             prefetchedUnusedBytes -= ExpertPool.rounded(r.size)
         }
+        eventSink?(.eviction(key: key, unusedPrefetch: unused, time: PagedExpertStore.now))
     }
 
     /// Evicts unpinned, loaded experts in policy order until a block of `size` fits; returns

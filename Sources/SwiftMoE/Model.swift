@@ -6,6 +6,8 @@ import Foundation
 @_exported import Router
 @_exported import Tokenizer
 @_exported import ChatTemplate
+@_exported import Tracing
+@_exported import Tuning
 
 /// A loaded model, the entry point for apps: open a GGUF file or Hugging Face directory,
 /// evaluate token sequences, generate.
@@ -24,6 +26,8 @@ public final class Model: @unchecked Sendable {
     public let memoryPlan: MemoryPlan?
     /// The longest context this model object will run (bounded by the budget's KV cache).
     public let maxContext: Int
+    /// The paging settings it was opened with.
+    public let memoryOptions: MemoryOptions
 
     /// Settings of expert paging.
     public struct MemoryOptions: Sendable {
@@ -70,6 +74,7 @@ public final class Model: @unchecked Sendable {
     /// `.moe` store pages into a pool that holds all of them.
     public init(path: String, options: ExecutorOptions = ExecutorOptions(), memory: MemoryOptions = MemoryOptions()) throws {
         let paging = memory.budget != nil || memory.expertCache != nil
+        memoryOptions = memory
         source = try ModelSource(path: path, randomAccess: paging)
         let c = source.configuration
         maxContext = max(1, min(memory.maxContext ?? min(c.contextLength, 4096), c.contextLength))

@@ -7,7 +7,7 @@ struct Moe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Run mixture-of-experts language models in less RAM than the model.",
-        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self, KLD.self, Calibrate.self]
+        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self, KLD.self, Calibrate.self, TraceCommand.self, Tune.self]
     )
 }
 
@@ -51,6 +51,7 @@ extension PredictorKind: ExpressibleByArgument {}
 /// `--expert-cache`: `64MB` or `25%`.
 struct ExpertCacheArgument: ExpressibleByArgument {
     var size: Model.ExpertCacheSize
+    init(size: Model.ExpertCacheSize) { self.size = size }
     init?(argument: String) {
         guard let s = Model.ExpertCacheSize(argument) else { return nil }
         size = s
@@ -60,22 +61,27 @@ struct ExpertCacheArgument: ExpressibleByArgument {
 /// A byte size on the command line: `2GB`, `1.5GiB`, `800M`, `4096`.
 struct ByteSize: ExpressibleByArgument {
     var bytes: Int
+    init(bytes: Int) { self.bytes = bytes }
     init?(argument: String) {
         guard let b = parseByteSize(argument), b > 0 else { return nil }
         bytes = b
     }
 }
 
-/// Options every command that runs the model shares.
+/// Options every command that runs the model shares. `--config FILE` supplies any of them
+/// from a file (`moe tune` writes one); a flag on the command line wins over the file.
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "Worker threads (default: the cores available). More threads help until memory bandwidth is the limit.")
-    var threads: Int = ThreadPool.defaultThreadCount
+    @Option(help: "Read these options from a JSON file (moe tune writes one, docs/tuning.md); flags given here override it.")
+    var config: String?
 
-    @Option(help: "fast: 8-bit activations for quantized weights, as llama.cpp (default). reference: dequantize and compute in f32 — slow, matches transformers to 1e-4.")
-    var kernels: KernelPath = .fast
+    @Option(name: .customLong("threads"), help: ArgumentHelp("Worker threads (default: the cores available). More threads help until memory bandwidth is the limit.", valueName: "threads"))
+    var threadsFlag: Int?
 
-    @Option(name: .customLong("kv-cache"), help: "KV cache element type: f16 (half the memory, default) or f32 (exact).")
-    var kvCache: KVCache.ElementType = .f16
+    @Option(name: .customLong("kernels"), help: ArgumentHelp("fast: 8-bit activations for quantized weights, as llama.cpp (default). reference: dequantize and compute in f32 — slow, matches transformers to 1e-4.", valueName: "kernels"))
+    var kernelsFlag: KernelPath?
+
+    @Option(name: .customLong("kv-cache"), help: ArgumentHelp("KV cache element type: f16 (half the memory, default) or f32 (exact).", valueName: "kv-cache"))
+    var kvCacheFlag: KVCache.ElementType?
 
     @Option(help: "Keep the whole process under this much RAM (e.g. 2GB, 1.5GiB, 800M): experts are paged from disk into a pool of what is left. Smaller is slower (more reads). Default: no limit, experts stay mapped.")
     var memory: ByteSize?
@@ -83,17 +89,17 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("expert-cache"), help: "Cap the expert pool itself: bytes (64MB), a share of the model's expert bytes (25%), or min (one layer's active experts: load on demand). Works with or without --memory; smaller means more reads.")
     var expertCache: ExpertCacheArgument?
 
-    @Option(name: .customLong("cache-policy"), help: "Which expert to evict when the pool is full under --memory: lru, lfu, fifo, or edgemoe (frequency over forward layer distance).")
-    var cachePolicy: CachePolicyKind = .lru
+    @Option(name: .customLong("cache-policy"), help: ArgumentHelp("Which expert to evict when the pool is full under --memory: lru (default), lfu, fifo, or edgemoe (frequency over forward layer distance). moe tune measures which pays on a workload.", valueName: "cache-policy"))
+    var cachePolicyFlag: CachePolicyKind?
 
     @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most 4096.")
     var context: Int?
 
-    @Option(help: "When paging, load the experts of the next layers while this one computes: none (default: measured fastest on this kind of machine, docs/performance.md), lookahead (next layer's gate on this hidden state), path (EdgeMoE statistics from moe calibrate), hybrid (both). Pays when a layer's compute outlasts its reads; wrong guesses cost reads and pool space.")
-    var prefetch: PredictorKind = .none
+    @Option(name: .customLong("prefetch"), help: ArgumentHelp("When paging, load the experts of the next layers while this one computes: none (default: measured fastest on this kind of machine, docs/performance.md), lookahead (next layer's gate on this hidden state), path (EdgeMoE statistics from moe calibrate), hybrid (both). Pays when a layer's compute outlasts its reads; wrong guesses cost reads and pool space.", valueName: "prefetch"))
+    var prefetchFlag: PredictorKind?
 
-    @Option(name: .customLong("prefetch-depth"), help: "MoE layers ahead to prefetch. Deeper hides more latency but guesses worse.")
-    var prefetchDepth: Int = 1
+    @Option(name: .customLong("prefetch-depth"), help: ArgumentHelp("MoE layers ahead to prefetch (default 1). Deeper hides more latency but guesses worse.", valueName: "prefetch-depth"))
+    var prefetchDepthFlag: Int?
 
     @Option(name: .customLong("prefetch-width"), help: "Experts prefetched per layer ahead (default: top-k + 1). Wider raises recall and wasted reads.")
     var prefetchWidth: Int?
@@ -101,10 +107,56 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Path statistics written by moe calibrate (default: MODEL.calibration.json when it exists).")
     var calibration: String?
 
-    @Option(name: .customLong("loader-threads"), help: "Threads that read prefetched experts (each adds a staging buffer to the budget).")
-    var loaderThreads: Int = 1
+    @Option(name: .customLong("loader-threads"), help: ArgumentHelp("Threads that read prefetched experts (default 1; each adds a staging buffer to the budget).", valueName: "loader-threads"))
+    var loaderThreadsFlag: Int?
 
-    func validate() throws {
+    var threads: Int {
+        get { threadsFlag ?? ThreadPool.defaultThreadCount }
+        set { threadsFlag = newValue }
+    }
+    var kernels: KernelPath {
+        get { kernelsFlag ?? .fast }
+        set { kernelsFlag = newValue }
+    }
+    var kvCache: KVCache.ElementType {
+        get { kvCacheFlag ?? .f16 }
+        set { kvCacheFlag = newValue }
+    }
+    var cachePolicy: CachePolicyKind {
+        get { cachePolicyFlag ?? .lru }
+        set { cachePolicyFlag = newValue }
+    }
+    var prefetch: PredictorKind {
+        get { prefetchFlag ?? .none }
+        set { prefetchFlag = newValue }
+    }
+    var prefetchDepth: Int {
+        get { prefetchDepthFlag ?? 1 }
+        set { prefetchDepthFlag = newValue }
+    }
+    var loaderThreads: Int {
+        get { loaderThreadsFlag ?? 1 }
+        set { loaderThreadsFlag = newValue }
+    }
+
+    mutating func validate() throws {
+        if let config {
+            let file: RunConfiguration
+            do { file = try RunConfiguration.load(path: config) } catch { throw ValidationError("\(error)") }
+            // The file fills in what the command line left unset.
+            threadsFlag = threadsFlag ?? file.threads
+            kernelsFlag = kernelsFlag ?? file.kernels
+            kvCacheFlag = kvCacheFlag ?? file.kvCache
+            if memory == nil, let b = file.memoryBytes { memory = ByteSize(bytes: b) }
+            if expertCache == nil, let e = file.expertCacheSize { expertCache = ExpertCacheArgument(size: e) }
+            cachePolicyFlag = cachePolicyFlag ?? file.cachePolicy
+            context = context ?? file.context
+            prefetchFlag = prefetchFlag ?? file.prefetch
+            prefetchDepthFlag = prefetchDepthFlag ?? file.prefetchDepth
+            prefetchWidth = prefetchWidth ?? file.prefetchWidth
+            calibration = calibration ?? file.calibration
+            loaderThreadsFlag = loaderThreadsFlag ?? file.loaderThreads
+        }
         guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
         if let context, context < 1 { throw ValidationError("--context must be at least 1") }
         guard prefetchDepth >= 1, prefetchDepth <= 64 else { throw ValidationError("--prefetch-depth must be between 1 and 64") }
