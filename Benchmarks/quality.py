@@ -11,7 +11,10 @@ and writes:
   OUT/quality.csv    the same as a table
   OUT/quality.svg    perplexity increase over the f16 store vs store size
 
-and prints a Markdown table for docs/quality.md. The planned stores' increase is compared
+and prints a Markdown table for docs/quality.md. With --kld-chunks N each store's mean KL
+divergence from the f16 store is measured too (`moe kld`, first N chunks): far steadier than
+a perplexity difference where stores are within a few hundredths of a percent of f16.
+The planned stores' increase is compared
 with the uniform curve interpolated linearly at the same size (the issue's target: at most
 0.75 of it).
 
@@ -42,7 +45,15 @@ def run(cmd: list[str]) -> str:
 
 
 def perplexity(moe: str, store: str, text: str, ctx: int, threads: int) -> dict:
-    out = run([moe, "perplexity", store, "--text", text, "--ctx-size", str(ctx), "--threads", str(threads), "--json"])
+    return first_json(run([moe, "perplexity", store, "--text", text, "--ctx-size", str(ctx), "--threads", str(threads), "--json"]))
+
+
+def kld(moe: str, store: str, base: str, text: str, ctx: int, threads: int, chunks: int) -> dict:
+    return first_json(run([moe, "kld", store, "--base", base, "--text", text, "--ctx-size", str(ctx), "--threads", str(threads),
+                           "--chunks", str(chunks), "--json"]))
+
+
+def first_json(out: str) -> dict:
     start = out.index("{")
     depth = 0
     for i, ch in enumerate(out[start:], start):
@@ -61,10 +72,16 @@ def interpolate(points: list[tuple[int, float]], x: int) -> float | None:
     return None
 
 
-def svg(rows: list[dict], path: Path, title: str) -> None:
+def kld_note(r: dict) -> str:
+    return f", KLD {r['kld']:.6f}" if "kld" in r else ""
+
+
+def svg(rows: list[dict], path: Path, title: str, key: str = "increase_pct", ylabel: str = "perplexity increase over f16 (log)",
+        unit: str = "%", floor: float = 1e-4) -> None:
     W, H, L, R, T, B = 760, 460, 80, 170, 40, 60
+    rows = [r for r in rows if key in r and r["label"] != "f16"]
     xs = [r["bytes"] / 1e6 for r in rows]
-    ys = [max(r["increase_pct"], 1e-4) for r in rows]
+    ys = [max(r[key], floor) for r in rows]
     x0, x1 = min(xs) * 0.97, max(xs) * 1.03
     y0, y1 = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
 
@@ -72,7 +89,7 @@ def svg(rows: list[dict], path: Path, title: str) -> None:
         return L + (x - x0) / (x1 - x0) * (W - L - R)
 
     def py(y):
-        return T + (math.log10(y1) - math.log10(max(y, 1e-4))) / (math.log10(y1) - math.log10(y0)) * (H - T - B)
+        return T + (math.log10(y1) - math.log10(max(y, floor))) / (math.log10(y1) - math.log10(y0)) * (H - T - B)
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -82,7 +99,7 @@ def svg(rows: list[dict], path: Path, title: str) -> None:
     while 10 ** e <= y1 * 1.0001:
         y = 10 ** e
         out.append(f'<line x1="{L}" x2="{W - R}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{L - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}%</text>')
+        out.append(f'<text x="{L - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}{unit}</text>')
         e += 1
     step = 2 if x1 - x0 > 10 else 1
     x = math.ceil(x0)
@@ -92,10 +109,10 @@ def svg(rows: list[dict], path: Path, title: str) -> None:
         x += step
     out.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>')
     out.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle">store size (MB)</text>')
-    out.append(f'<text x="18" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 18 {(T + H - B) / 2})">perplexity increase over f16 (log)</text>')
+    out.append(f'<text x="18" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 18 {(T + H - B) / 2})">{ylabel}</text>')
     series = [("uniform", "#444", "uniform type"), ("knapsack", "#d62728", "planned: knapsack"), ("edgemoe", "#1f77b4", "planned: EdgeMoE")]
     for i, (name, colour, label) in enumerate(series):
-        pts = sorted((r["bytes"] / 1e6, max(r["increase_pct"], 1e-4), r) for r in rows if r["series"] == name)
+        pts = sorted(((r["bytes"] / 1e6, max(r[key], floor), r) for r in rows if r["series"] == name), key=lambda t: t[0])
         if not pts:
             continue
         d = " ".join(f"{'M' if j == 0 else 'L'}{px(a):.1f},{py(b):.1f}" for j, (a, b, _) in enumerate(pts))
@@ -103,7 +120,7 @@ def svg(rows: list[dict], path: Path, title: str) -> None:
         out.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}/>')
         for a, b, r in pts:
             out.append(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3.5" fill="{colour}"><title>{r["label"]}: {r["bytes"]} bytes, '
-                       f'PPL {r["perplexity"]:.4f} ({r["increase_pct"]:+.3f}%)</title></circle>')
+                       f'PPL {r["perplexity"]:.4f} ({r["increase_pct"]:+.3f}%){kld_note(r)}</title></circle>')
             if name == "uniform":
                 out.append(f'<text x="{px(a) + 6:.1f}" y="{py(b) - 6:.1f}" fill="{colour}">{r["label"]}</text>')
         ly = T + 18 + 20 * i
@@ -126,10 +143,13 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.5", help="where between neighbouring uniform stores to put targets (e.g. 0.25,0.5,0.75)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/figures")
     ap.add_argument("--title", default="Demo model: store size vs perplexity (validation.txt)")
+    ap.add_argument("--kld-chunks", type=int, default=0, help="also measure KL divergence from the f16 store on this many chunks")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="moe-quality-") as tmp:
+        base_store = os.path.join(tmp, "base-f16.moe")
+
         def measure(series: str, label: str, convert_args: list[str], target: int | None = None, planner: str | None = None):
             store = os.path.join(tmp, re.sub(r"[^A-Za-z0-9_.-]", "_", f"{series}-{label}") + ".moe")
             run([args.moe, "convert", args.model, "-o", store, "--compression", "none", "--calibration", args.calibration] + convert_args)
@@ -147,12 +167,25 @@ def main() -> None:
                 n = len(total["layers"]) * total["expertCount"]
                 counts[plan["default"]] = counts.get(plan["default"], 0) + n - len(experts)
                 row["types"] = dict(sorted(counts.items()))
-            print(f"  {label}: {size} bytes, PPL {p['perplexity']:.4f}", file=sys.stderr, flush=True)
+            if args.kld_chunks:
+                k = kld(args.moe, store, base_store, args.text, args.ctx, args.threads, args.kld_chunks)
+                row.update(kld=k["meanKLD"], kld_stderr=k["standardError"], top1=k["top1Agreement"])
+            print(f"  {label}: {size} bytes, PPL {p['perplexity']:.4f}" + (f", KLD {row['kld']:.6f}" if "kld" in row else ""),
+                  file=sys.stderr, flush=True)
             rows.append(row)
+            if store == base_store:
+                return
             os.remove(store)
 
+        # f16 first: the base of every KL divergence.
+        run([args.moe, "convert", args.model, "-o", base_store, "--compression", "none", "--bits", "f16"])
         for t in UNIFORM:
+            if t == "f16":
+                continue
             measure("uniform", t, ["--bits", t])
+        p = perplexity(args.moe, base_store, args.text, args.ctx, args.threads)
+        rows.append(dict(series="uniform", label="f16", target=None, planner=None, bytes=os.path.getsize(base_store), perplexity=p["perplexity"],
+                         nll=p["meanNLL"], stderr=p["standardError"], scored=p["scoredTokens"], **({"kld": 0.0, "kld_stderr": 0.0, "top1": 1.0} if args.kld_chunks else {})))
         uniform = {r["label"]: r for r in rows}
         sizes = sorted(r["bytes"] for r in rows)
         if args.targets:
@@ -176,21 +209,28 @@ def main() -> None:
             r["ratio_to_uniform"] = r["increase_pct"] / ref if ref and ref > 0 else None
             r["meets_size"] = r["bytes"] <= r["target"]
     (args.out / "quality.json").write_text(json.dumps(dict(model=args.model, text=args.text, ctx=args.ctx, rows=rows), indent=1) + "\n")
-    cols = ["series", "label", "target", "bytes", "perplexity", "increase_pct", "uniform_increase_pct_at_size", "ratio_to_uniform"]
+    cols = ["series", "label", "target", "bytes", "perplexity", "increase_pct", "uniform_increase_pct_at_size", "ratio_to_uniform", "kld", "top1"]
     with open(args.out / "quality.csv", "w") as f:
         f.write(",".join(cols) + "\n")
         for r in rows:
             f.write(",".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + "\n")
     svg(rows, args.out / "quality.svg", args.title)
+    if args.kld_chunks:
+        svg(rows, args.out / "quality-kld.svg", args.title.replace("perplexity", "KL divergence from f16"), key="kld",
+            ylabel="mean KL divergence from f16, nats/token (log)", unit="", floor=1e-7)
 
-    print("| store | target | size (bytes) | perplexity | increase over f16 | uniform at this size | ratio | types |")
-    print("|---|---|---|---|---|---|---|---|")
+    kcurve = [(r["bytes"], r["kld"]) for r in rows if r["series"] == "uniform" and "kld" in r]
+    print("| store | size (bytes) | perplexity | increase over f16 | uniform at this size | ratio | KLD from f16 | uniform KLD at this size | types |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ref = r.get("uniform_increase_pct_at_size")
         ratio = r.get("ratio_to_uniform")
+        kref = interpolate(kcurve, r["bytes"]) if kcurve and r["series"] != "uniform" else None
         types = ", ".join(f"{k} {v}" for k, v in r.get("types", {}).items())
-        print(f"| {r['label']} | {r['target'] or ''} | {r['bytes']} | {r['perplexity']:.4f} | {r['increase_pct']:+.3f}% | "
-              f"{'' if ref is None else f'{ref:+.3f}%'} | {'' if ratio is None else f'{ratio:.2f}'} | {types} |")
+        kl = f"{r['kld']:.6f}" if "kld" in r else ""
+        print(f"| {r['label']} | {r['bytes']} | {r['perplexity']:.4f} | {r['increase_pct']:+.3f}% | "
+              f"{'' if ref is None else f'{ref:+.3f}%'} | {'' if ratio is None else f'{ratio:.2f}'} | {kl} | "
+              f"{'' if kref is None else f'{kref:.6f}'} | {types} |")
 
 
 if __name__ == "__main__":
