@@ -5,28 +5,11 @@ import XCTest
 
 /// Runs the built `moe` binary as a user would and checks what it prints and writes.
 final class CLITests: XCTestCase {
-    struct Result {
-        let status: Int32
-        let exited: Bool
-        let stdout: String
-        let stderr: String
-    }
+    typealias Result = MoeRun
 
     static var binary: URL { Fixtures.moeBinary }
 
-    func run(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, exited: process.terminationReason == .exit, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    func run(_ arguments: [String]) throws -> Result { try Fixtures.runMoe(arguments) }
 
     func testInspectDescribesConverterGGUF() throws {
         let path = Fixtures.path("qwen2moe/model-q8_0.gguf")

@@ -4,25 +4,12 @@ import TestSupport
 import XCTest
 
 final class BitPlannerTests: XCTestCase {
-    /// A small deterministic generator, so failures reproduce.
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    }
-
     /// Synthetic experts: realistic byte sizes per type (4 KiB records), losses that fall with
     /// bits, scaled per expert by a heavy-tailed "frequency" and a per-expert sensitivity.
     func syntheticExperts(_ count: Int, seed: UInt64, types: [(String, Int, Double)] = [
         ("q2_K", 16, 8), ("q3_K", 21, 3.5), ("q4_K", 27, 1.2), ("q5_K", 33, 0.5), ("q6_K", 39, 0.2), ("q8_0", 51, 0.05),
     ]) -> [BitPlanner.Expert] {
-        var rng = SplitMix(state: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<count).map { i in
             let frequency = pow(rng.unit(), 3)
             let sensitivity = 0.2 + 2 * rng.unit()
@@ -76,7 +63,7 @@ final class BitPlannerTests: XCTestCase {
         for seed in 1...60 {
             let experts = syntheticExperts(6, seed: UInt64(seed), types: [("a", 2, 4), ("b", 3, 1.5), ("c", 5, 0.4), ("d", 8, 0.1)])
             let range = BitPlanner.range(experts)
-            var rng = SplitMix(state: UInt64(seed) * 31)
+            var rng = SplitMix64(seed: UInt64(seed) * 31)
             let budget = range.lowerBound + Int(rng.unit() * Double(range.upperBound - range.lowerBound))
             // Exhaustive: 4^6 plans.
             var best = Double.infinity

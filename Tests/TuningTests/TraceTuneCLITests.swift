@@ -5,21 +5,8 @@ import XCTest
 
 /// trace → report → export → tune → run --config with the built binary, as docs/tuning.md walks through.
 final class TraceTuneCLITests: XCTestCase {
-    func moe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) { try Self.moe(arguments) }
-
-    static func moe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = Fixtures.moeBinary
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
-    }
+    func moe(_ arguments: [String]) throws -> MoeRun { try Fixtures.runMoe(arguments) }
+    static func moe(_ arguments: [String]) throws -> MoeRun { try Fixtures.runMoe(arguments) }
 
     func testTraceReportExportTuneAndRunWithTheConfig() throws {
         let dir = TemporaryDirectory()
