@@ -97,13 +97,13 @@ public enum TraceJSONL {
                     trace!.steps.append(TraceStep(kind: k, position: s.position, tokens: s.tokens, start: s.start_ns, end: s.end_ns))
                 case "layer":
                     let l = try decoder.decode(Layer.self, from: line)
-                    guard l.step == trace!.steps.count - 1 else { throw bad(number, "layer line for step \(l.step) outside that step") }
+                    guard l.step >= 0, l.step == trace!.steps.count - 1 else { throw bad(number, "layer line for step \(l.step) outside that step") }
                     let prefetches = try l.prefetches.map { TracePrefetch(requested: try keys($0.requested, number), queued: try keys($0.queued, number), time: $0.time_ns) }
                     trace!.steps[l.step].layers.append(TraceLayer(layer: l.layer, attentionStart: l.attention_start_ns, ffnStart: l.ffn_start_ns,
                                                                   ffnEnd: l.ffn_end_ns, routes: l.routes, accesses: [], prefetches: prefetches))
                 case "access":
                     let a = try decoder.decode(Access.self, from: line)
-                    guard a.step == trace!.steps.count - 1, let last = trace!.steps[a.step].layers.indices.last,
+                    guard a.step >= 0, a.step == trace!.steps.count - 1, let last = trace!.steps[a.step].layers.indices.last,
                           trace!.steps[a.step].layers[last].layer == a.layer else { throw bad(number, "access outside its step and layer") }
                     guard let outcome = outcomeNames.first(where: { $0.value == a.outcome })?.key else { throw bad(number, "unknown outcome \(a.outcome)") }
                     trace!.steps[a.step].layers[last].accesses.append(TraceAccess(expert: a.expert, outcome: outcome, prefetched: a.prefetched, time: a.time_ns,

@@ -122,6 +122,16 @@ final class TraceFormatTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("unknown outcome soon"), "\(e)")
         }
         XCTAssertThrowsError(try TraceCodec.read(path: "/nonexistent/run.trace")) { e in XCTAssertTrue("\(e)".contains("no such file")) }
+        // JSONL lines out of place (before any step, or naming step -1) are errors, not crashes.
+        let lines = String(decoding: try TraceJSONL.encode(Self.sample()), as: UTF8.self).split(separator: "\n").map(String.init)
+        let placed = lines.dropFirst().filter { $0.contains("\"type\":\"layer\"") || $0.contains("\"type\":\"access\"") }
+        XCTAssertFalse(placed.isEmpty)
+        for line in placed {
+            for step in ["-1", "0", "99"] {
+                let moved = line.replacingOccurrences(of: #""step":\d+"#, with: "\"step\":\(step)", options: .regularExpression)
+                XCTAssertThrowsError(try TraceJSONL.decode(Data((lines[0] + "\n" + moved + "\n").utf8), path: "r.jsonl"), moved)
+            }
+        }
     }
 
     func testPerfettoExportHoldsTheTimeline() throws {
