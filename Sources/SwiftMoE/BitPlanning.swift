@@ -98,6 +98,17 @@ public enum BitPlanning {
                 }
             }
         }
+        // `keep` is offered to every expert (the planners need the same candidates everywhere)
+        // when some expert's source type is not among the measured ones: a float source, or a
+        // GGUF whose experts mix types (Q4_K_M's q6_K down projections).
+        let candidates = Set(s.settings.types.map { $0.lowercased() })
+        var offerKeep = false
+        for l in routing.layers {
+            for e in 0..<c.expertCount {
+                guard let entry = catalog.entry(ExpertKey(layer: l, expert: e)) else { continue }
+                if entry.tensors.contains(where: { !candidates.contains($0.type.description.lowercased()) }) { offerKeep = true }
+            }
+        }
         var experts: [BitPlanner.Expert] = []
         for (i, l) in routing.layers.enumerated() {
             for e in 0..<c.expertCount {
@@ -116,8 +127,7 @@ public enum BitPlanning {
                     let type = BitPlan.storableType(name) ?? nil
                     options.append(.init(type: name, bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: type)), loss: loss))
                 }
-                let sourceTypes = Set(layout.map(\.type.description.localizedLowercase))
-                if !sourceTypes.isSubset(of: Set(s.settings.types.map(\.localizedLowercase))) {
+                if offerKeep {
                     options.append(.init(type: "keep", bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: nil)), loss: 0))
                 }
                 experts.append(.init(key: key, options: options))
