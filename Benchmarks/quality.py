@@ -49,8 +49,9 @@ def perplexity(moe: str, store: str, text: str, ctx: int, threads: int) -> dict:
 
 
 def kld(moe: str, store: str, base: str, text: str, ctx: int, threads: int, chunks: int) -> dict:
+    limit = ["--chunks", str(chunks)] if chunks > 0 else []
     return first_json(run([moe, "kld", store, "--base", base, "--text", text, "--ctx-size", str(ctx), "--threads", str(threads),
-                           "--chunks", str(chunks), "--json"]))
+                           "--json"] + limit))
 
 
 def first_json(out: str) -> dict:
@@ -143,7 +144,8 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.5", help="where between neighbouring uniform stores to put targets (e.g. 0.25,0.5,0.75)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/figures")
     ap.add_argument("--title", default="Demo model: store size vs perplexity (validation.txt)")
-    ap.add_argument("--kld-chunks", type=int, default=0, help="also measure KL divergence from the f16 store on this many chunks")
+    ap.add_argument("--kld-chunks", type=int, default=0,
+                    help="also measure KL divergence and the paired perplexity ratio against the f16 store on this many chunks (-1: all)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -154,7 +156,12 @@ def main() -> None:
             store = os.path.join(tmp, re.sub(r"[^A-Za-z0-9_.-]", "_", f"{series}-{label}") + ".moe")
             run([args.moe, "convert", args.model, "-o", store, "--compression", "none", "--calibration", args.calibration] + convert_args)
             size = os.path.getsize(store)
-            p = perplexity(args.moe, store, args.text, args.ctx, args.threads)
+            k = kld(args.moe, store, base_store, args.text, args.ctx, args.threads, args.kld_chunks) if args.kld_chunks != 0 else None
+            if k is not None and args.kld_chunks < 0:
+                # kld over every chunk scores exactly llama-perplexity's positions: no second pass.
+                p = dict(perplexity=k["perplexity"], meanNLL=math.log(k["perplexity"]), standardError=None, scoredTokens=k["scoredTokens"])
+            else:
+                p = perplexity(args.moe, store, args.text, args.ctx, args.threads)
             row = dict(series=series, label=label, target=target, planner=planner, bytes=size, perplexity=p["perplexity"],
                        nll=p["meanNLL"], stderr=p["standardError"], scored=p["scoredTokens"])
             if series != "uniform":
@@ -167,9 +174,10 @@ def main() -> None:
                 n = len(total["layers"]) * total["expertCount"]
                 counts[plan["default"]] = counts.get(plan["default"], 0) + n - len(experts)
                 row["types"] = dict(sorted(counts.items()))
-            if args.kld_chunks:
-                k = kld(args.moe, store, base_store, args.text, args.ctx, args.threads, args.kld_chunks)
-                row.update(kld=k["meanKLD"], kld_stderr=k["standardError"], top1=k["top1Agreement"])
+            if k is not None:
+                row.update(kld=k["meanKLD"], kld_stderr=k["standardError"], top1=k["top1Agreement"],
+                           paired_pct=100 * (math.exp(k["meanDeltaNLL"]) - 1),
+                           paired_se_pct=100 * math.exp(k["meanDeltaNLL"]) * k["deltaNLLStandardError"])
             print(f"  {label}: {size} bytes, PPL {p['perplexity']:.4f}" + (f", KLD {row['kld']:.6f}" if "kld" in row else ""),
                   file=sys.stderr, flush=True)
             rows.append(row)
@@ -185,7 +193,7 @@ def main() -> None:
             measure("uniform", t, ["--bits", t])
         p = perplexity(args.moe, base_store, args.text, args.ctx, args.threads)
         rows.append(dict(series="uniform", label="f16", target=None, planner=None, bytes=os.path.getsize(base_store), perplexity=p["perplexity"],
-                         nll=p["meanNLL"], stderr=p["standardError"], scored=p["scoredTokens"], **({"kld": 0.0, "kld_stderr": 0.0, "top1": 1.0} if args.kld_chunks else {})))
+                         nll=p["meanNLL"], stderr=p["standardError"], scored=p["scoredTokens"], **({"kld": 0.0, "kld_stderr": 0.0, "top1": 1.0, "paired_pct": 0.0, "paired_se_pct": 0.0} if args.kld_chunks != 0 else {})))
         uniform = {r["label"]: r for r in rows}
         sizes = sorted(r["bytes"] for r in rows)
         if args.targets:
@@ -209,7 +217,8 @@ def main() -> None:
             r["ratio_to_uniform"] = r["increase_pct"] / ref if ref and ref > 0 else None
             r["meets_size"] = r["bytes"] <= r["target"]
     (args.out / "quality.json").write_text(json.dumps(dict(model=args.model, text=args.text, ctx=args.ctx, rows=rows), indent=1) + "\n")
-    cols = ["series", "label", "target", "bytes", "perplexity", "increase_pct", "uniform_increase_pct_at_size", "ratio_to_uniform", "kld", "top1"]
+    cols = ["series", "label", "target", "bytes", "perplexity", "increase_pct", "uniform_increase_pct_at_size", "ratio_to_uniform", "kld", "top1",
+            "paired_pct", "paired_se_pct"]
     with open(args.out / "quality.csv", "w") as f:
         f.write(",".join(cols) + "\n")
         for r in rows:
@@ -220,15 +229,16 @@ def main() -> None:
             ylabel="mean KL divergence from f16, nats/token (log)", unit="", floor=1e-7)
 
     kcurve = [(r["bytes"], r["kld"]) for r in rows if r["series"] == "uniform" and "kld" in r]
-    print("| store | size (bytes) | perplexity | increase over f16 | uniform at this size | ratio | KLD from f16 | uniform KLD at this size | types |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| store | size (bytes) | perplexity | increase over f16 | ± (paired) | uniform at this size | ratio | KLD from f16 | uniform KLD at this size | types |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ref = r.get("uniform_increase_pct_at_size")
         ratio = r.get("ratio_to_uniform")
         kref = interpolate(kcurve, r["bytes"]) if kcurve and r["series"] != "uniform" else None
         types = ", ".join(f"{k} {v}" for k, v in r.get("types", {}).items())
         kl = f"{r['kld']:.6f}" if "kld" in r else ""
-        print(f"| {r['label']} | {r['bytes']} | {r['perplexity']:.4f} | {r['increase_pct']:+.3f}% | "
+        se = f"{r['paired_se_pct']:.3f}%" if "paired_se_pct" in r else ""
+        print(f"| {r['label']} | {r['bytes']} | {r['perplexity']:.4f} | {r['increase_pct']:+.3f}% | {se} | "
               f"{'' if ref is None else f'{ref:+.3f}%'} | {'' if ratio is None else f'{ratio:.2f}'} | {kl} | "
               f"{'' if kref is None else f'{kref:.6f}'} | {types} |")
 

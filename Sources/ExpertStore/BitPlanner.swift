@@ -126,7 +126,9 @@ public enum BitPlanner {
         let names = Set(first.options.map(\.type))
         for e in experts where Set(e.options.map(\.type)) != names { throw PlanError.mismatchedOptions(e.key) }
         func total(_ name: String) -> Int { experts.reduce(0) { $0 + ($1.options.first { $0.type == name }?.bytes ?? 0) } }
-        return names.sorted { (total($0), $0) < (total($1), $1) }
+        func loss(_ name: String) -> Double { experts.reduce(0) { $0 + ($1.options.first { $0.type == name }?.loss ?? 0) } }
+        // Equal bytes (records are padded to 4 KiB): the less lossy type counts as the higher.
+        return names.sorted { (total($0), -loss($0), $0) < (total($1), -loss($1), $1) }
     }
 
     static func edgeMoE(_ experts: [Expert], budget: Int) throws -> Result {

@@ -136,6 +136,10 @@ public struct KLDivergenceResult: Codable, Sendable {
     /// Perplexities of both models over the same positions.
     public var perplexity: Double
     public var basePerplexity: Double
+    /// Mean per-token NLL difference (model − base) and its paired standard error: the
+    /// resolution of a perplexity comparison on this text (PPL ratio = exp(meanDeltaNLL)).
+    public var meanDeltaNLL: Double
+    public var deltaNLLStandardError: Double
 }
 
 extension Model {
@@ -151,7 +155,7 @@ extension Model {
         var chunks = tokens.count / context
         if let maxWindows { chunks = min(chunks, maxWindows) }
         guard chunks > 0 else { throw ExecutorError.contextFull(needed: context, limit: tokens.count) }
-        var sum = 0.0, sumSquares = 0.0, worst = 0.0, agree = 0, count = 0, nll = 0.0, baseNLL = 0.0
+        var sum = 0.0, sumSquares = 0.0, worst = 0.0, agree = 0, count = 0, nll = 0.0, baseNLL = 0.0, deltaSquares = 0.0
         func logSoftmax(_ row: ArraySlice<Float>) -> [Double] {
             let m = Double(row.max() ?? 0)
             let total = row.reduce(0.0) { $0 + exp(Double($1) - m) }
@@ -175,6 +179,7 @@ extension Model {
                 let target = chunk[position + 1]
                 nll -= q[target]
                 baseNLL -= p[target]
+                deltaSquares += (p[target] - q[target]) * (p[target] - q[target])
                 if p.indices.max(by: { p[$0] < p[$1] }) == q.indices.max(by: { q[$0] < q[$1] }) { agree += 1 }
                 count += 1
             }
@@ -182,9 +187,12 @@ extension Model {
         }
         let mean = sum / Double(count)
         let variance = max(0, sumSquares / Double(count) - mean * mean)
+        let delta = (nll - baseNLL) / Double(count)
+        let deltaVariance = max(0, deltaSquares / Double(count) - delta * delta)
         return KLDivergenceResult(
             context: context, scoredTokens: count, meanKLD: mean, standardError: count > 1 ? (variance / Double(count - 1)).squareRoot() : 0,
             maxKLD: worst, top1Agreement: Double(agree) / Double(count), perplexity: exp(nll / Double(count)),
-            basePerplexity: exp(baseNLL / Double(count)))
+            basePerplexity: exp(baseNLL / Double(count)), meanDeltaNLL: delta,
+            deltaNLLStandardError: count > 1 ? (deltaVariance / Double(count - 1)).squareRoot() : 0)
     }
 }

@@ -36,7 +36,8 @@ struct KLD: ParsableCommand {
             } else {
                 print(String(format: "Mean KLD: %.6f ± %.6f  (max %.4f) over %d tokens", r.meanKLD, r.standardError, r.maxKLD, r.scoredTokens))
                 print(String(format: "Same top token: %.2f%%", 100 * r.top1Agreement))
-                print(String(format: "PPL: %.4f (base %.4f)", r.perplexity, r.basePerplexity))
+                print(String(format: "PPL: %.4f (base %.4f), ratio %+.3f%% ± %.3f%% (paired)", r.perplexity, r.basePerplexity,
+                             100 * (exp(r.meanDeltaNLL) - 1), 100 * exp(r.meanDeltaNLL) * r.deltaNLLStandardError))
             }
         }
     }

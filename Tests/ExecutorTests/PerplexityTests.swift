@@ -51,5 +51,11 @@ final class PerplexityTests: XCTestCase {
         XCTAssertLessThan(quantized.meanKLD, 0.05)
         XCTAssertGreaterThan(quantized.top1Agreement, 0.8)
         XCTAssertEqual(quantized.scoredTokens, same.scoredTokens)
+        // The paired NLL difference: zero against itself; otherwise the log of the two
+        // perplexities' ratio, with a standard error above zero.
+        XCTAssertEqual(same.meanDeltaNLL, 0, accuracy: 1e-12)
+        XCTAssertEqual(same.deltaNLLStandardError, 0, accuracy: 1e-12)
+        XCTAssertEqual(quantized.meanDeltaNLL, log(quantized.perplexity / quantized.basePerplexity), accuracy: 1e-9)
+        XCTAssertGreaterThan(quantized.deltaNLLStandardError, 0)
     }
 }
