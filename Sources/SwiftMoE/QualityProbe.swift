@@ -5,9 +5,9 @@ import Foundation
 /// `moe convert --max-ppl-increase`.
 ///
 /// The base pass runs once and keeps, for every scored position, the base model's
-/// log-probabilities (all of them for small vocabularies; the top ``topTokens`` plus the rest
+/// probabilities (all of them for small vocabularies; the top ``topTokens`` plus the rest
 /// as one bucket for large ones, which bounds the KL divergence from below) and the
-/// log-probability of the actual next token. A variant pass reruns only the windows in which
+/// logit of the actual next token. A variant pass reruns only the windows in which
 /// a replaced expert was routed: in any other window every layer sees the same inputs and
 /// routes the same way, so its outputs are the base's exactly.
 public final class QualityProbe: @unchecked Sendable {
@@ -28,10 +28,17 @@ public final class QualityProbe: @unchecked Sendable {
 
     let overlay: ExpertOverlay
     let transformer: Transformer
-    /// Per window, per scored position: kept log-probabilities (and their token ids when not
-    /// the whole vocabulary), the rest bucket's log-mass, and the target's log-probability.
-    var baseLogProbs: [[Float]] = []
+    /// Per window, per scored position: the kept base probabilities p (and their token ids
+    /// when not the whole vocabulary), Σ p·logit and Σ p over them, the base log-normalizer,
+    /// the rest bucket's log-mass, and the target token's logit. A variant's KL divergence is
+    /// then (Σ p·logit − Σ p·logit′) + (logZ′ − logZ)·Σ p: one pass of exponentials (for logZ′)
+    /// and one dot product per position, computed the same way for base and variant so that a
+    /// position whose logits did not change scores exactly zero.
+    var baseProbs: [[Float]] = []
     var baseIndices: [[Int32]] = []
+    var baseCross: [[Double]] = []
+    var baseMass: [[Double]] = []
+    var baseLogZ: [[Double]] = []
     var baseRest: [[Float]] = []
     var baseTarget: [[Float]] = []
 
@@ -57,28 +64,37 @@ public final class QualityProbe: @unchecked Sendable {
                     counts[ExpertKey(layer: layer, expert: c.expert), default: 0] += 1
                 }
             }
-            var kept: [Float] = [], indices: [Int32] = [], rest: [Float] = [], target: [Float] = []
-            kept.reserveCapacity(scoredPerWindow * keptTokens)
+            var probs: [Float] = [], indices: [Int32] = [], cross: [Double] = [], mass: [Double] = [], logZs: [Double] = []
+            var rest: [Float] = [], target: [Float] = []
+            probs.reserveCapacity(scoredPerWindow * keptTokens)
             for p in 0..<scoredPerWindow {
-                let logp = QualityProbe.logSoftmax(logits[(p * vocab)..<((p + 1) * vocab)])
-                let t = logp[window[p + 1]]
-                target.append(t)
-                nll -= Double(t)
-                if keptTokens == vocab {
-                    kept += logp
-                } else {
-                    let top = logp.indices.sorted { (logp[$0], -$0) > (logp[$1], -$1) }.prefix(keptTokens)
-                    var mass = 0.0
-                    for i in top {
-                        indices.append(Int32(i))
-                        kept.append(logp[i])
-                        mass += exp(Double(logp[i]))
-                    }
-                    rest.append(Float(log(max(1 - mass, 1e-30))))
+                let row = logits[(p * vocab)..<((p + 1) * vocab)]
+                let logZ = QualityProbe.logSumExp(row)
+                let targetLogit = row[row.startIndex + window[p + 1]]
+                target.append(targetLogit)
+                logZs.append(logZ)
+                nll -= Double(targetLogit) - logZ
+                let chosen: [Int] = keptTokens == vocab
+                    ? Array(0..<vocab)
+                    : Array(row.indices.sorted { (row[$0], -$0) > (row[$1], -$1) }.prefix(keptTokens).map { $0 - row.startIndex })
+                let start = probs.count
+                var m = 0.0
+                for i in chosen {
+                    let pr = Float(exp(Double(row[row.startIndex + i]) - logZ))
+                    probs.append(pr)
+                    if keptTokens != vocab { indices.append(Int32(i)) }
+                    m += Double(pr)
                 }
+                mass.append(m)
+                let kept = keptTokens == vocab ? nil : Array(indices.suffix(keptTokens))
+                cross.append(probs.withUnsafeBufferPointer { pb in QualityProbe.cross(pb.baseAddress.map { $0 + start }, indices: kept, row: row) })
+                if keptTokens != vocab { rest.append(Float(log(max(1 - m, 1e-30)))) }
             }
-            baseLogProbs.append(kept)
+            baseProbs.append(probs)
             baseIndices.append(indices)
+            baseCross.append(cross)
+            baseMass.append(mass)
+            baseLogZ.append(logZs)
             baseRest.append(rest)
             baseTarget.append(target)
         }
@@ -109,24 +125,21 @@ public final class QualityProbe: @unchecked Sendable {
             let window = windows[w]
             let logits = try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all)
             for p in 0..<scoredPerWindow {
-                let q = QualityProbe.logSoftmax(logits[(p * vocab)..<((p + 1) * vocab)])
-                delta += Double(baseTarget[w][p] - q[window[p + 1]])
-                var sum = 0.0
-                let kept = baseLogProbs[w], base = p * keptTokens
-                if keptTokens == vocab {
-                    for v in 0..<vocab where kept[base + v] > -60 {
-                        let lp = Double(kept[base + v])
-                        sum += exp(lp) * (lp - Double(q[v]))
-                    }
-                } else {
+                let row = logits[(p * vocab)..<((p + 1) * vocab)]
+                let logZ = QualityProbe.logSumExp(row)
+                let logZBase = baseLogZ[w][p]
+                delta += (Double(baseTarget[w][p]) - logZBase) - (Double(row[row.startIndex + window[p + 1]]) - logZ)
+                let base = p * keptTokens
+                let indices = keptTokens == vocab ? nil : Array(baseIndices[w][base..<(base + keptTokens)])
+                let cross = baseProbs[w].withUnsafeBufferPointer { pb in
+                    QualityProbe.cross(pb.baseAddress.map { $0 + base }, indices: indices, row: row)
+                }
+                var sum = (baseCross[w][p] - cross) + (logZ - logZBase) * baseMass[w][p]
+                if let indices {
                     var qMass = 0.0
-                    for j in 0..<keptTokens {
-                        let lp = Double(kept[base + j]), lq = Double(q[Int(baseIndices[w][base + j])])
-                        sum += exp(lp) * (lp - lq)
-                        qMass += exp(lq)
-                    }
-                    let rest = Double(baseRest[w][p])
-                    sum += exp(rest) * (rest - log(max(1 - qMass, 1e-30)))
+                    for i in indices { qMass += exp(Double(row[row.startIndex + Int(i)]) - logZ) }
+                    let restLog = Double(baseRest[w][p])
+                    sum += exp(restLog) * (restLog - log(max(1 - qMass, 1e-30)))
                 }
                 kld += max(sum, 0)
             }
@@ -135,13 +148,54 @@ public final class QualityProbe: @unchecked Sendable {
         return Drift(kld: kld / n, deltaNLL: delta / n, windowsRun: affected.count)
     }
 
-    static func logSoftmax(_ row: ArraySlice<Float>) -> [Float] {
+    /// log Σ exp(row), in Double around the row's maximum.
+    static func logSumExp(_ row: ArraySlice<Float>) -> Double {
         var m = -Float.infinity
         for v in row where v > m { m = v }
         var total = 0.0
-        for v in row { total += exp(Double(v - m)) }
-        let shift = m + Float(log(total))
-        return row.map { $0 - shift }
+        row.withUnsafeBufferPointer { b in
+            var partial: Float = 0
+            for (i, v) in b.enumerated() {
+                partial += expf(v - m)
+                if i & 255 == 255 {  // short Float runs, summed in Double
+                    total += Double(partial)
+                    partial = 0
+                }
+            }
+            total += Double(partial)
+        }
+        return Double(m) + log(total)
+    }
+
+    /// Σ p[j]·row[index j] (index j = j over the whole row when `indices` is nil): Float
+    /// lanes over runs of 256, summed in Double. The same order every call, so equal inputs
+    /// give equal sums.
+    static func cross(_ p: UnsafePointer<Float>?, indices: [Int32]?, row: ArraySlice<Float>) -> Double {
+        guard let p else { return 0 }
+        var total = 0.0
+        if let indices {
+            for (j, i) in indices.enumerated() { total += Double(p[j]) * Double(row[row.startIndex + Int(i)]) }
+            return total
+        }
+        return row.withUnsafeBufferPointer { rb -> Double in
+            guard let r = rb.baseAddress else { return 0 }
+            let n = rb.count
+            var i = 0
+            while i + 8 <= n {
+                var lanes = SIMD8<Float>(repeating: 0)
+                let end = min(n - (n - i) % 8, i + 256)
+                while i < end {
+                    lanes += SIMD8<Float>(UnsafeBufferPointer(start: p + i, count: 8)) * SIMD8<Float>(UnsafeBufferPointer(start: r + i, count: 8))
+                    i += 8
+                }
+                total += Double(lanes.sum())
+            }
+            while i < n {
+                total += Double(p[i]) * Double(r[i])
+                i += 1
+            }
+            return total
+        }
     }
 
     /// Cuts `tokens` into `count` consecutive windows of `context` tokens (fewer if the text is
