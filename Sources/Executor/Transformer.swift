@@ -84,7 +84,7 @@ public final class Transformer: @unchecked Sendable {
     /// Predictions made for layers not yet reached in the current decode step.
     private var pendingPredictions: [Int: [Int]] = [:]
     private var routedThisStep: [Int: [Int]] = [:]
-    private lazy var moeLayers: [Int] = (0..<configuration.layerCount).filter { configuration.layerKinds[$0] == .moe }
+    private lazy var moeLayers: [Int] = configuration.moeLayers
     /// Receives every layer's attention and FFN times (nil: nothing is timed).
     public var layerTimingObserver: ((LayerTiming) -> Void)?
 

@@ -120,6 +120,8 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var queryDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
     public var moeLayerCount: Int { layerKinds.filter { $0 == .moe }.count }
+    /// Indices of the MoE layers, in order.
+    public var moeLayers: [Int] { layerKinds.indices.filter { layerKinds[$0] == .moe } }
     public var hasSharedExpert: Bool { sharedExpertFFNSize > 0 }
 
     /// Upper bounds that no real model comes near; values past them mean a damaged file.

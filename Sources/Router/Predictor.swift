@@ -63,6 +63,11 @@ public struct TransitionTable: Codable, Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
         }
+        return try decode(data, path: path)
+    }
+
+    /// Decodes and validates the table from a file's bytes (`path` for messages).
+    public static func decode(_ data: Data, path: String) throws -> TransitionTable {
         let table: TransitionTable
         do { table = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
             throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(error))")

@@ -109,22 +109,20 @@ public final class Model: @unchecked Sendable {
         transformer = try Transformer(source: source, experts: paged, options: options)
         if memory.prefetch != .none, paged != nil {
             var table: TransitionTable? = nil
+            var origin = path
             let sidecar = Model.calibrationPath(for: path)
-            var embedded: TransitionTable? = nil
+            // The store's own statistics first (validated like a file), then --calibration or the sidecar.
             if memory.calibration == nil, case let .store(store) = source.container, let data = try store.section(Converter.calibrationSection) {
-                do { embedded = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
-                    throw PredictorError.invalidCalibration(path: path, reason: "the store's calibration section is not valid (\(error))")
-                }
-            }
-            if let embedded {
-                table = embedded
+                table = try TransitionTable.decode(data, path: "\(path) (calibration section)")
             } else if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
-                let loaded = try TransitionTable.load(path: file)
-                let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+                table = try TransitionTable.load(path: file)
+                origin = file
+            }
+            if let loaded = table {
+                let moeLayers = c.moeLayers
                 guard loaded.layers == moeLayers, loaded.expertCount == c.expertCount else {
-                    throw PredictorError.mismatch(path: file, reason: "it has \(loaded.layers.count) MoE layers × \(loaded.expertCount) experts, the model \(moeLayers.count) × \(c.expertCount)")
+                    throw PredictorError.mismatch(path: origin, reason: "it has \(loaded.layers.count) MoE layers × \(loaded.expertCount) experts, the model \(moeLayers.count) × \(c.expertCount)")
                 }
-                table = loaded
             }
             transformer.predictor = try ExpertPredictor(kind: memory.prefetch, depth: memory.prefetchDepth,
                                                         width: memory.prefetchWidth ?? c.expertsPerToken + 1, table: table)

@@ -104,7 +104,7 @@ extension Model {
     /// transitions: the statistics the `path` predictor uses (EdgeMoE) and `moe trace` reports.
     public func calibrate(tokens: [Int], window: Int, progress: ((Int, Int) -> Void)? = nil) throws -> TransitionTable {
         let c = configuration
-        let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+        let moeLayers = c.moeLayers
         var table = TransitionTable(layers: moeLayers, expertCount: c.expertCount)
         var start = 0
         while start < tokens.count {

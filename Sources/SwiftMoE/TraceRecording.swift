@@ -145,7 +145,7 @@ extension Model {
     public func traceHeader(mode: String, source: String) -> TraceHeader {
         let c = configuration
         let catalog = pagedExperts?.catalog ?? (try? ExpertCatalog(source: self.source))
-        let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+        let moeLayers = c.moeLayers
         let sizes = moeLayers.flatMap { l in (0..<c.expertCount).compactMap { catalog?.entry(ExpertKey(layer: l, expert: $0)).map { ExpertPool.rounded($0.decodedLength) } } }
         let m = memoryOptions
         let predictor = transformer.predictor

@@ -94,7 +94,7 @@ extension Model {
         let c = modelSource.configuration
         guard c.expertCount > 0, c.layerKinds.contains(.moe) else { throw TuneError.notPaged(path) }
         let catalog = try ExpertCatalog(source: modelSource)
-        let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+        let moeLayers = c.moeLayers
         let sizes = moeLayers.flatMap { l in (0..<c.expertCount).compactMap { catalog.entry(ExpertKey(layer: l, expert: $0)).map { ExpertPool.rounded($0.decodedLength) } } }
         let expertBytes = sizes.reduce(0, +) / max(sizes.count, 1)
         let totalExperts = sizes.count

@@ -212,5 +212,25 @@ final class CalibrationTests: XCTestCase {
         }
     }
 
+    /// A store whose embedded path statistics have the right layers but tables of the wrong
+    /// shape is refused when a run would use them, like the same statistics in a file.
+    func testDamagedEmbeddedCalibrationIsAnError() throws {
+        let dir = TemporaryDirectory()
+        let out = dir.path("bad.moe")
+        var table = TransitionTable(layers: [0, 1], expertCount: 8)
+        table.frequency = [[1]]
+        _ = try Converter.convert(input: input, output: out, options: .init(plan: BitPlan(default: "q8_0"), compression: .none, calibration: table))
+        XCTAssertThrowsError(try Model(path: out, memory: .init(prefetch: .path))) { error in
+            guard case let .invalidCalibration(path, reason) = error as? PredictorError else { return XCTFail("\(error)") }
+            XCTAssertTrue(path.contains("calibration section"), path)
+            XCTAssertTrue(reason.contains("do not match"), reason)
+        }
+        // The sound statistics of the same store still load.
+        let good = dir.path("good.moe")
+        _ = try Converter.convert(input: input, output: good, options: .init(plan: BitPlan(default: "q8_0"), compression: .none,
+                                                                             calibration: TransitionTable(layers: [0, 1], expertCount: 8)))
+        XCTAssertNoThrow(try Model(path: good, memory: .init(prefetch: .path)))
+    }
+
     func runMoe(_ arguments: [String]) throws -> MoeRun { try Fixtures.runMoe(arguments) }
 }
