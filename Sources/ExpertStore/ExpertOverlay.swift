@@ -2,57 +2,52 @@ import Foundation
 import ModelFormats
 import Quantization
 
-/// An expert's three tensors re-quantized into memory this object owns: what an expert would
-/// look like stored at another type, without writing a store. Used to measure how much
-/// quality each expert loses at each type (`moe calibrate`) and to check planned stores
-/// before writing them (`moe convert --max-ppl-increase`).
+/// An expert's three tensors re-quantized into memory this object owns: exactly what its
+/// `.moe` record holds at that type. `moe convert` writes these bytes; `moe calibrate` and
+/// `moe convert --max-ppl-increase` run them in memory to measure the quality they lose.
 public final class RequantizedExpert: @unchecked Sendable {
-    public let weights: ExpertWeights
-    /// The types actually used for gate, up and down (a type whose block does not divide a
+    /// Gate, up and down at the types actually used (a type whose block does not divide a
     /// row falls back, see ``StoreLayout/storableType(_:rowLength:)``).
-    public let types: [GGMLType]
-    private let memory: UnsafeMutableRawPointer
+    public let weights: ExpertWeights
 
-    /// Dequantizes `source` and quantizes it to `type` (nil: an exact copy of the source bytes).
-    public init(_ source: ExpertWeights, to type: GGMLType?) throws {
-        let views = [source.gate, source.up, source.down]
-        let targets = views.map { view in type.map { StoreLayout.storableType($0, rowLength: view.rowLength) } ?? view.type }
-        var offsets: [Int] = []
-        var total = 0
-        for (view, target) in zip(views, targets) {
-            offsets.append(total)
-            let length = target == view.type ? view.data.count : (target.traits.byteCount(elements: view.elementCount) ?? 0)
-            total = (total + length + 63) / 64 * 64
-        }
-        memory = .allocate(byteCount: max(total, 64), alignment: 64)
-        var out: [TensorView] = []
-        do {
-            for (i, (view, target)) in zip(views, targets).enumerated() {
-                let destination = memory + offsets[i]
-                let length: Int
-                if target == view.type {
-                    length = view.data.count
-                    if let base = view.data.baseAddress { destination.copyMemory(from: base, byteCount: length) }
-                } else {
-                    let floats = try view.toFloats()
-                    length = target.traits.byteCount(elements: floats.count) ?? 0
-                    try floats.withUnsafeBufferPointer { buffer in
-                        guard let base = buffer.baseAddress else { return }
-                        try target.quantize(base, into: destination, count: floats.count)
-                    }
-                }
-                out.append(TensorView(name: view.name, type: target, shape: view.shape,
-                                      data: UnsafeRawBufferPointer(start: destination, count: length), owner: nil))
-            }
-        } catch {
-            memory.deallocate()
-            throw error
-        }
-        weights = ExpertWeights(gate: out[0], up: out[1], down: out[2])
-        types = targets
+    /// The bytes behind the views; each view keeps it alive (its `owner`), like a mapping.
+    final class Memory {
+        let base: UnsafeMutableRawPointer
+        init(_ count: Int) { base = .allocate(byteCount: count, alignment: 64) }
+        deinit { base.deallocate() }
     }
 
-    deinit { memory.deallocate() }
+    /// Dequantizes `source` and quantizes it to `type` (nil: an exact copy of the source bytes),
+    /// with the types and lengths a `.moe` record would have (``StoreLayout/tensors(of:at:)``).
+    public init(_ source: ExpertWeights, to type: GGMLType?) throws {
+        let views = [source.gate, source.up, source.down]
+        let layout = StoreLayout.tensors(of: views.map { ($0.type, $0.shape) }, at: type)
+        // A kept tensor is its source bytes exactly; a converted one its type's length.
+        let lengths = zip(views, layout).map { view, t in t.type == view.type ? view.data.count : t.length }
+        var offsets: [Int] = []
+        var total = 0
+        for length in lengths {
+            offsets.append(total)
+            total = (total + length + 63) / 64 * 64
+        }
+        let memory = Memory(max(total, 64))
+        var out: [TensorView] = []
+        for (i, (view, t)) in zip(views, layout).enumerated() {
+            let destination = memory.base + offsets[i]
+            if t.type == view.type {
+                if let base = view.data.baseAddress { destination.copyMemory(from: base, byteCount: lengths[i]) }
+            } else {
+                let floats = try view.toFloats()
+                try floats.withUnsafeBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    try t.type.quantize(base, into: destination, count: floats.count)
+                }
+            }
+            out.append(TensorView(name: view.name, type: t.type, shape: view.shape,
+                                  data: UnsafeRawBufferPointer(start: destination, count: lengths[i]), owner: memory))
+        }
+        weights = ExpertWeights(gate: out[0], up: out[1], down: out[2])
+    }
 }
 
 /// Serves some experts from replacements held in memory and every other one from a base

@@ -119,27 +119,14 @@ public struct Converter {
                 try writer.addExpertPlaceholder(layer: key.layer, expert: key.expert, tensors: layout)
                 continue
             }
-            var tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])] = []
-            for (view, t) in zip(views, layout) {
-                guard t.type != view.type else {
-                    tensors.append((view.type, view.shape, Array(view.data)))
-                    continue
-                }
-                let floats = try view.toFloats()
-                var bytes = [UInt8](repeating: 0, count: t.length)
-                try bytes.withUnsafeMutableBytes { out in
-                    try floats.withUnsafeBufferPointer { f in
-                        guard let destination = out.baseAddress, let base = f.baseAddress else { return }
-                        try t.type.quantize(base, into: destination, count: floats.count)
-                    }
-                }
-                tensors.append((t.type, view.shape, bytes))
-            }
+            // The same requantization the calibration measured (RequantizedExpert), copied out.
+            let expert = try RequantizedExpert(ExpertWeights(gate: views[0], up: views[1], down: views[2]), to: planned)
+            let tensors = [expert.weights.gate, expert.weights.up, expert.weights.down].map { (type: $0.type, shape: $0.shape, bytes: Array($0.data)) }
             try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
             progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
         }
         if let calibration = options.calibration {
-            let moeLayers = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }
+            let moeLayers = c.moeLayers
             guard calibration.layers == moeLayers, calibration.expertCount == c.expertCount else {
                 throw PredictorError.mismatch(path: input, reason: "the calibration has \(calibration.layers.count) MoE layers × \(calibration.expertCount) experts")
             }
