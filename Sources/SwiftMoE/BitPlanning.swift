@@ -79,7 +79,7 @@ public enum BitPlanning {
         let measured = s.byKey
         let routing = calibration.routing
         func kld(_ l: Int, _ e: Int, _ t: String) throws -> Double {
-            guard let m = measured["\(l)/\(e)/\(t)"] else {
+            guard let m = measured[SensitivityTable.key(l, e, t)] else {
                 throw PlanningError.incomplete(path: path, measured: s.measurements.count, needed: c.moeLayerCount * c.expertCount * s.settings.types.count)
             }
             return max(m.kld, 0)
@@ -185,7 +185,7 @@ public enum BitPlanning {
                 var replacements: [ExpertKey: RequantizedExpert] = [:]
                 var keep: [String: RequantizedExpert] = [:]
                 for (key, name) in r.types where name != "keep" {
-                    let id = "\(key.layer)/\(key.expert)/\(name)"
+                    let id = SensitivityTable.key(key.layer, key.expert, name)
                     let type = BitPlan.storableType(name) ?? nil
                     let q = try cache[id] ?? probe.model.withExpertWeights(key) { try RequantizedExpert($0, to: type) }
                     replacements[key] = q

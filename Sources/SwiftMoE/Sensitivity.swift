@@ -31,6 +31,11 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
             self.windows = windows
             self.types = types
         }
+
+        /// The hash `tokensHash` holds: XXH64 of the windows' token ids as 32-bit integers.
+        public static func tokensHash(of windows: [[Int]]) -> String {
+            String(windows.joined().map { UInt32(truncatingIfNeeded: $0) }.withUnsafeBytes { XXH64.hash($0) }, radix: 16)
+        }
     }
 
     public struct Measurement: Codable, Sendable, Equatable {
@@ -72,14 +77,12 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
         self.measurements = measurements
     }
 
-    /// The measurement of `key` at `type`, if taken.
-    public func measurement(_ key: ExpertKey, _ type: String) -> Measurement? {
-        measurements.first { $0.layer == key.layer && $0.expert == key.expert && $0.type == type }
-    }
+    /// The key of ``byKey`` for one expert at one type.
+    public static func key(_ layer: Int, _ expert: Int, _ type: String) -> String { "\(layer)/\(expert)/\(type)" }
 
-    /// Index from (layer, expert, type) to measurement.
+    /// Index from ``key(_:_:_:)`` to measurement.
     public var byKey: [String: Measurement] {
-        Dictionary(measurements.map { ("\($0.layer)/\($0.expert)/\($0.type)", $0) }, uniquingKeysWith: { a, _ in a })
+        Dictionary(measurements.map { (SensitivityTable.key($0.layer, $0.expert, $0.type), $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     public func isComplete(experts: Int) -> Bool { measurements.count >= experts * settings.types.count }
@@ -99,10 +102,10 @@ public struct CalibrationFile: Sendable, Equatable {
     enum Keys: String, CodingKey { case sensitivity }
 
     public static func load(path: String) throws -> CalibrationFile {
-        let routing = try TransitionTable.load(path: path)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
         }
+        let routing = try TransitionTable.decode(data, path: path)
         struct Wrapper: Decodable { var sensitivity: SensitivityTable? }
         let wrapper: Wrapper
         do { wrapper = try JSONDecoder().decode(Wrapper.self, from: data) } catch {
@@ -193,13 +196,13 @@ extension Model {
         }
         let probe = try QualityProbe(model: self, windows: windows)
         let c = configuration
-        let keys = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
+        let keys = c.moeLayers.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
         guard let first = keys.first else {
             throw ModelFormatError.invalidConfig(path: source.path, reason: "the model has no MoE layers to calibrate")
         }
         var table = SensitivityTable(settings: settings, baseNLL: probe.baseNLL, scoredTokens: windows.count * probe.scoredPerWindow,
                                      sourceTypes: try sourceLayout(first).map(\.type.description))
-        table.activations = (0..<c.layerCount).filter { c.layerKinds[$0] == .moe }.map { l in
+        table.activations = c.moeLayers.map { l in
             (0..<c.expertCount).map { probe.routedTokens[ExpertKey(layer: l, expert: $0)] ?? 0 }
         }
         var done = [String: SensitivityTable.Measurement]()
@@ -214,7 +217,7 @@ extension Model {
         var measuredNow = 0
         for key in keys {
             for (name, type) in zip(settings.types, types) {
-                if let m = done["\(key.layer)/\(key.expert)/\(name)"] {
+                if let m = done[SensitivityTable.key(key.layer, key.expert, name)] {
                     table.measurements.append(m)
                     continue
                 }

@@ -67,10 +67,9 @@ struct Calibrate: ParsableCommand {
                 let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
                 let windows = QualityProbe.windows(of: tokens, context: ctxSize, count: sensitivityWindows, bos: bos)
                 guard !windows.isEmpty else { throw ValidationError("--text has \(tokens.count) tokens, fewer than one --ctx-size window of \(ctxSize)") }
-                let tokenHash = windows.joined().map { UInt32(truncatingIfNeeded: $0) }.withUnsafeBytes { XXH64.hash($0) }
                 let settings = SensitivityTable.Settings(
                     model: model.source.path, modelFingerprint: try model.source.expertFingerprint(), text: text,
-                    tokensHash: String(tokenHash, radix: 16), context: ctxSize, windows: windows.count, types: typeList)
+                    tokensHash: SensitivityTable.Settings.tokensHash(of: windows), context: ctxSize, windows: windows.count, types: typeList)
                 var resume: SensitivityTable? = nil
                 if !restart, FileManager.default.fileExists(atPath: out) {
                     let previous = try? CalibrationFile.load(path: out)

@@ -141,8 +141,7 @@ struct Convert: ParsableCommand {
         let tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
         let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
         let windows = QualityProbe.windows(of: tokens, context: sensitivity.settings.context, count: sensitivity.settings.windows, bos: bos)
-        let hash = windows.joined().map { UInt32(truncatingIfNeeded: $0) }.withUnsafeBytes { XXH64.hash($0) }
-        guard String(hash, radix: 16) == sensitivity.settings.tokensHash else {
+        guard SensitivityTable.Settings.tokensHash(of: windows) == sensitivity.settings.tokensHash else {
             throw ValidationError("\(textPath) is not the text \(calibrationPath) was measured on (its tokens differ); pass the same --text")
         }
         let probe = try QualityProbe(model: model, windows: windows)
