@@ -199,7 +199,7 @@ public enum BitPlanning {
             var low = range.lowerBound, high = range.upperBound
             var best = try BitPlanner.plan(experts, budget: high, method: method)
             var bestDrift = try evaluate(best)
-            progress?(String(format: "largest plan, experts %@: perplexity %+.2f%%", formatBytes(best.bytes), 100 * (exp(bestDrift.deltaNLL) - 1)))
+            progress?(String(format: "largest plan, experts %@: perplexity %+.2f%%", Units.formatBytes(best.bytes), 100 * (exp(bestDrift.deltaNLL) - 1)))
             if exp(bestDrift.deltaNLL) - 1 <= limit {
                 // Bisection on the expert budget: the smallest plan within the limit.
                 while high - low > max(MoEStoreFile.recordAlignment, (range.upperBound - range.lowerBound) / 200) {
@@ -207,7 +207,7 @@ public enum BitPlanning {
                     let r = try BitPlanner.plan(experts, budget: middle, method: method)
                     let d = try evaluate(r)
                     let increase = exp(d.deltaNLL) - 1
-                    progress?(String(format: "experts %@: perplexity %+.2f%% %@", formatBytes(r.bytes), 100 * increase, increase <= limit ? "(within)" : "(over)"))
+                    progress?(String(format: "experts %@: perplexity %+.2f%% %@", Units.formatBytes(r.bytes), 100 * increase, increase <= limit ? "(within)" : "(over)"))
                     if increase <= limit {
                         high = middle
                         best = r

@@ -56,31 +56,6 @@ public struct MemoryPlan: Codable, Sendable {
     }
 
     public var breakdown: String {
-        "baseline \(formatBytes(baseline)) + dense weights \(formatBytes(denseWeights)) + KV cache \(formatBytes(kvCache)) + scratch \(formatBytes(scratch)) + staging \(formatBytes(staging)) + margin \(formatBytes(margin)) + at least \(formatBytes(minimumPool)) of experts for one layer"
+        "baseline \(Units.formatBytes(baseline)) + dense weights \(Units.formatBytes(denseWeights)) + KV cache \(Units.formatBytes(kvCache)) + scratch \(Units.formatBytes(scratch)) + staging \(Units.formatBytes(staging)) + margin \(Units.formatBytes(margin)) + at least \(Units.formatBytes(minimumPool)) of experts for one layer"
     }
-}
-
-/// Parses sizes like `2GB`, `1.5GiB`, `800M`, `4096` (bytes). Decimal units are powers of
-/// 1000, binary (KiB, MiB, GiB) powers of 1024; a bare `K`/`M`/`G` means binary.
-public func parseByteSize(_ text: String) -> Int? {
-    let trimmed = text.trimmingCharacters(in: .whitespaces)
-    let digits = trimmed.prefix { $0.isNumber || $0 == "." }
-    guard let value = Double(digits), value >= 0, value.isFinite else { return nil }
-    let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces).lowercased()
-    let scale: Double
-    switch unit {
-    case "", "b": scale = 1
-    case "k", "kib": scale = 1024
-    case "kb": scale = 1000
-    case "m", "mib": scale = 1_048_576
-    case "mb": scale = 1_000_000
-    case "g", "gib": scale = 1_073_741_824
-    case "gb": scale = 1_000_000_000
-    case "t", "tib": scale = Double(1 << 40)
-    case "tb": scale = 1e12
-    default: return nil
-    }
-    let bytes = value * scale
-    guard bytes < Double(Int.max / 2) else { return nil }
-    return Int(bytes)
 }

@@ -189,7 +189,7 @@ public final class Model: @unchecked Sendable {
                 guard let p = Double(text.dropLast()), p > 0, p <= 100 else { return nil }
                 self = .fraction(p / 100)
             } else {
-                guard let b = parseByteSize(text), b > 0 else { return nil }
+                guard let b = Units.parseBytes(text), b > 0 else { return nil }
                 self = .bytes(b)
             }
         }

@@ -93,29 +93,18 @@ public struct ModelInspection: Codable, Sendable {
         lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta), qk-norm \(c.qkNorm.rawValue)")
         lines.append("vocab        \(c.vocabSize)\(c.tiedEmbeddings ? " (tied embeddings)" : "")")
         lines.append("context      \(c.contextLength)")
-        lines.append("tensors      \(tensorCount): " + tensorTypes.map { "\($0.type) \($0.tensors) (\(formatBytes($0.bytes)))" }.joined(separator: ", "))
-        lines.append("bytes        \(formatBytes(totalBytes)) total = \(formatBytes(denseBytes)) dense + \(formatBytes(expertBytes)) experts")
+        lines.append("tensors      \(tensorCount): " + tensorTypes.map { "\($0.type) \($0.tensors) (\(Units.formatBytes($0.bytes)))" }.joined(separator: ", "))
+        lines.append("bytes        \(Units.formatBytes(totalBytes)) total = \(Units.formatBytes(denseBytes)) dense + \(Units.formatBytes(expertBytes)) experts")
         let distinct = Set(bytesPerExpert.filter { $0 > 0 })
         if distinct.count == 1, let one = distinct.first {
-            lines.append("one expert   \(formatBytes(one)) in every MoE layer")
+            lines.append("one expert   \(Units.formatBytes(one)) in every MoE layer")
         } else {
-            lines.append("one expert   " + bytesPerExpert.enumerated().map { "L\($0.offset): \(formatBytes($0.element))" }.joined(separator: ", "))
+            lines.append("one expert   " + bytesPerExpert.enumerated().map { "L\($0.offset): \(Units.formatBytes($0.element))" }.joined(separator: ", "))
         }
-        lines.append("per token    \(formatBytes(activeExpertBytesPerToken)) of active expert weights")
+        lines.append("per token    \(Units.formatBytes(activeExpertBytesPerToken)) of active expert weights")
         return lines.joined(separator: "\n")
     }
 }
 
-/// `1.5 MiB`-style sizes.
-public func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024, unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.2f %@", value, units[unit])
-}
 
 import Foundation

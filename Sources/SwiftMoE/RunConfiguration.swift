@@ -41,7 +41,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public init() {}
 
     /// The budget in bytes, if set.
-    public var memoryBytes: Int? { memory.flatMap(parseByteSize) }
+    public var memoryBytes: Int? { memory.flatMap(Units.parseBytes) }
     public var expertCacheSize: Model.ExpertCacheSize? { expertCache.flatMap { Model.ExpertCacheSize($0) } }
 
     /// Reads and checks a configuration file; unknown keys and bad values are errors (a typo

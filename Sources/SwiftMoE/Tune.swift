@@ -189,8 +189,8 @@ extension Model {
 
         var config = RunConfiguration()
         let p = recommendation.point
-        if let budget = options.budget { config.memory = byteSizeArgument(budget) }
-        config.expertCache = byteSizeArgument(p.experts * expertBytes)
+        if let budget = options.budget { config.memory = Units.exactBytes(budget) }
+        config.expertCache = Units.exactBytes(p.experts * expertBytes)
         config.cachePolicy = CachePolicyKind(rawValue: p.policy)
         config.prefetch = PredictorKind(rawValue: p.prefetch)
         if p.prefetch != "none" {
@@ -275,13 +275,4 @@ extension Model {
         }
         return TraceAnalysis.median(times)
     }
-}
-
-/// A byte count as `--memory`/`--expert-cache` read it, in the largest unit that divides it
-/// exactly (`200MB`, `5304KiB`, `4096`).
-public func byteSizeArgument(_ bytes: Int) -> String {
-    for (unit, scale) in [("GB", 1_000_000_000), ("GiB", 1 << 30), ("MB", 1_000_000), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= scale && bytes % scale == 0 {
-        return "\(bytes / scale)\(unit)"
-    }
-    return "\(bytes)"
 }

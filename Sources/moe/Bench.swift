@@ -37,7 +37,7 @@ struct Bench: ParsableCommand {
                 print("threads  \(result.threads), kernels \(result.kernels) (\(result.isa)), kv cache \(result.kv_cache)")
                 print(row("prefill", promptTokens, result.prefill.tokens_per_second))
                 print(row("decode", genTokens, result.decode.tokens_per_second))
-                print("peak RSS \(formatBytes(result.peak_rss_bytes))")
+                print("peak RSS \(Units.formatBytes(result.peak_rss_bytes))")
                 if let line = pagingSummary(model) { print(line) }
             }
         }

@@ -90,7 +90,7 @@ struct Calibrate: ParsableCommand {
                     let eta = elapsed / Double(p.measuredNow) * Double(p.total - p.done)
                     if let m = p.last {
                         status(String(format: "[%d/%d] layer %d expert %d %@: KLD %.5f, ΔNLL %+.5f  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
-                                      m.kld, m.deltaNLL, formatDuration(eta)), final: p.done == p.total)
+                                      m.kld, m.deltaNLL, Units.formatDuration(eta)), final: p.done == p.total)
                     }
                 }
             }
@@ -150,11 +150,4 @@ struct CalibrationSummary: Encodable {
                            meanDeltaNLL: rows.map(\.deltaNLL).reduce(0, +) / Double(rows.count))
         }
     }
-}
-
-func formatDuration(_ seconds: Double) -> String {
-    guard seconds.isFinite, seconds >= 0 else { return "?" }
-    if seconds < 90 { return String(format: "%.0fs", seconds) }
-    if seconds < 5400 { return String(format: "%.0fm%02.0fs", (seconds / 60).rounded(.down), seconds.truncatingRemainder(dividingBy: 60)) }
-    return String(format: "%.0fh%02.0fm", (seconds / 3600).rounded(.down), (seconds / 60).truncatingRemainder(dividingBy: 60))
 }

@@ -70,7 +70,7 @@ struct Convert: ParsableCommand {
                 let planPath = planOut ?? (output.hasSuffix(".moe") ? String(output.dropLast(4)) : output) + ".plan.json"
                 try plan.write(to: planPath)
                 let counts = outcome.typeCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                var line = "plan (\(outcome.method), \(outcome.target)): \(counts) experts; store \(formatBytes(outcome.storeSize)) at most"
+                var line = "plan (\(outcome.method), \(outcome.target)): \(counts) experts; store \(Units.formatBytes(outcome.storeSize)) at most"
                 line += String(format: ", predicted KLD %.5f", outcome.predictedKLD)
                 if let increase = outcome.measuredPerplexityIncrease, let kld = outcome.measuredKLD {
                     line += String(format: "; measured on the calibration text: perplexity %+.2f%%, KLD %.5f (%d evaluations)", 100 * increase, kld, outcome.evaluations)
@@ -95,7 +95,7 @@ struct Convert: ParsableCommand {
                 let elapsed = now.timeIntervalSince(start)
                 let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
                 let bar = String(repeating: "#", count: Int(fraction * 30)) + String(repeating: " ", count: 30 - Int(fraction * 30))
-                let line = String(format: "[%@] %3.0f%%  %d/%d experts  %@  ETA %.0fs", bar, 100 * fraction, p.expertsDone, p.expertsTotal, formatBytes(p.bytesWritten), eta)
+                let line = String(format: "[%@] %3.0f%%  %d/%d experts  %@  ETA %.0fs", bar, 100 * fraction, p.expertsDone, p.expertsTotal, Units.formatBytes(p.bytesWritten), eta)
                 FileHandle.standardError.write(Data((interactive ? "\r" + line : line + "\n").utf8))
             }
             if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
@@ -104,8 +104,8 @@ struct Convert: ParsableCommand {
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
-                print("wrote \(report.output): \(report.experts) experts, \(report.denseTensors) dense tensors (\(formatBytes(report.denseBytes)))")
-                print("experts: \(formatBytes(report.expertBytesDecoded)) decoded, \(formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed"
+                print("wrote \(report.output): \(report.experts) experts, \(report.denseTensors) dense tensors (\(Units.formatBytes(report.denseBytes)))")
+                print("experts: \(Units.formatBytes(report.expertBytesDecoded)) decoded, \(Units.formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed"
                       + (report.diskBandwidth.map { String(format: " (decided against %.2f GB/s direct reads)", $0 / 1e9) } ?? ""))
                 print("types: " + report.typeCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " (tensors)")
                 if !report.fallbacks.isEmpty {

@@ -60,7 +60,7 @@ struct Generate: ParsableCommand {
             let generated = try model.generate(tokens: tokens.ids, maxNewTokens: maxNew)
             let seconds = Date().timeIntervalSince(start)
             print(generated.map(String.init).joined(separator: ","))
-            FileHandle.standardError.write(Data(String(format: "%d prompt + %d generated tokens in %.3f s, peak RSS %@ (%d bytes)\n", tokens.ids.count, generated.count, seconds, formatBytes(ProcessStats.peakResidentBytes), ProcessStats.peakResidentBytes).utf8))
+            FileHandle.standardError.write(Data(String(format: "%d prompt + %d generated tokens in %.3f s, peak RSS %@ (%d bytes)\n", tokens.ids.count, generated.count, seconds, Units.formatBytes(ProcessStats.peakResidentBytes), ProcessStats.peakResidentBytes).utf8))
             if let line = pagingSummary(model) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }
     }

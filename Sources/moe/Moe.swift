@@ -63,7 +63,7 @@ struct ByteSize: ExpressibleByArgument {
     var bytes: Int
     init(bytes: Int) { self.bytes = bytes }
     init?(argument: String) {
-        guard let b = parseByteSize(argument), b > 0 else { return nil }
+        guard let b = Units.parseBytes(argument), b > 0 else { return nil }
         bytes = b
     }
 }
@@ -183,8 +183,8 @@ func pagingSummary(_ model: Model) -> String? {
     guard let store = model.pagedExperts else { return nil }
     let m = store.metrics
     var line = String(format: "experts: %d hits, %d misses (%.1f%% hit rate), %@ read in %.3f s, verify %.3f s, decode %.3f s, stalled %.3f s; pool %@",
-                      m.hits, m.misses, 100 * m.hitRate, formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, formatBytes(m.poolCapacity))
-    if let plan = model.memoryPlan { line += ", budget \(formatBytes(plan.budget))" }
+                      m.hits, m.misses, 100 * m.hitRate, Units.formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, Units.formatBytes(m.poolCapacity))
+    if let plan = model.memoryPlan { line += ", budget \(Units.formatBytes(plan.budget))" }
     line += m.directIO ? ", direct I/O" : ", buffered I/O + fadvise"
     let report = model.pagingReport()
     if let belady = report.beladyHitRate {

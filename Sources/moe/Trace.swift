@@ -86,10 +86,10 @@ extension TraceCommand {
                 try TraceCodec.write(trace, to: output)
                 let s = TraceAnalysis(trace).summary
                 let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
-                print("wrote \(output) (\(formatBytes(size))): \(s.steps) steps, \(s.tokens) tokens, \(s.accesses) expert requests")
+                print("wrote \(output) (\(Units.formatBytes(size))): \(s.steps) steps, \(s.tokens) tokens, \(s.accesses) expert requests")
                 if trace.header.paged {
                     print(String(format: "hit rate %.1f%% (%d hits, %d late, %d misses), %d loads (%d prefetched), %@ read, stall %.3f s of %.3f s",
-                                 100 * s.hitRate, s.hits, s.late, s.misses, s.loads, s.prefetchLoads, formatBytes(s.bytesRead), s.stallSeconds, s.wallSeconds))
+                                 100 * s.hitRate, s.hits, s.late, s.misses, s.loads, s.prefetchLoads, Units.formatBytes(s.bytesRead), s.stallSeconds, s.wallSeconds))
                 } else {
                     print("experts were not paged (add --memory or --expert-cache to trace the cache)")
                 }

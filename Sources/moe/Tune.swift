@@ -104,11 +104,11 @@ struct Tune: ParsableCommand {
 
     func printTable(_ r: TuneResult) {
         let c = r.cost
-        print("workload   \(r.tokens) tokens, \(r.requests) expert requests; \(r.totalExperts) experts of \(formatBytes(r.expertBytes))")
+        print("workload   \(r.tokens) tokens, \(r.requests) expert requests; \(r.totalExperts) experts of \(Units.formatBytes(r.expertBytes))")
         print(String(format: "costs      compute %.3f ms/token, load %.3f ms/expert%@", 1000 * c.computeSeconds / Double(max(c.tokens, 1)), 1000 * c.loadSeconds,
                      c.prefetchLoadSeconds.isEmpty ? "" : ", prefetch " + c.prefetchLoadSeconds.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f ms/load", $0.key, 1000 * $0.value) }.joined(separator: ", ")))
         if let b = r.budgetExperts["none"], let plan = r.memoryPlan {
-            print("budget     \(formatBytes(plan.budget)): pool up to \(b) experts (\(formatBytes(b * r.expertBytes))); \(plan.breakdown)")
+            print("budget     \(Units.formatBytes(plan.budget)): pool up to \(b) experts (\(Units.formatBytes(b * r.expertBytes))); \(plan.breakdown)")
         } else {
             print("budget     none (every size up to all-resident allowed)")
         }
@@ -126,7 +126,7 @@ struct Tune: ParsableCommand {
         let marked = [r.recommendation.point.experts] + (r.budgetExperts["none"].map { [$0] } ?? [])
         for size in Array(Set(shown + marked)).sorted() {
             let at = r.points.filter { $0.experts == size }
-            var row = String(format: "%8d %11@", size, formatBytes(size * r.expertBytes))
+            var row = String(format: "%8d %11@", size, Units.formatBytes(size * r.expertBytes))
             for p in policies {
                 if let x = at.first(where: { $0.policy == p && $0.prefetch == "none" }) { row += String(format: " %5.1f%% %8.1f", 100 * x.hitRate, x.tokensPerSecond) }
             }
@@ -142,7 +142,7 @@ struct Tune: ParsableCommand {
         }
         let p = r.recommendation.point
         print(String(format: "\nrecommended %d experts (%@), %@%@: hit rate %.1f%%, projected %.1f tokens/s (fastest within budget: %d experts, %@, %.1f tokens/s)",
-                     p.experts, formatBytes(p.poolBytes), p.policy, p.prefetch == "none" ? "" : " + prefetch \(p.prefetch)", 100 * p.hitRate, p.tokensPerSecond,
+                     p.experts, Units.formatBytes(p.poolBytes), p.policy, p.prefetch == "none" ? "" : " + prefetch \(p.prefetch)", 100 * p.hitRate, p.tokensPerSecond,
                      r.recommendation.fastest.experts, r.recommendation.fastest.policy, r.recommendation.fastest.tokensPerSecond))
         if let v = r.verification {
             print(String(format: "verified   %d tokens: projected %.1f tokens/s, measured %.1f (%.0f%%); hit rate projected %.1f%%, measured %.1f%%; %d requests disagree",
