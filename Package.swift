@@ -4,6 +4,7 @@
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+let v6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "SwiftMoE",
@@ -27,7 +28,7 @@ let package = Package(
         // target_clones and picked at run time (no unsafeFlags).
         .target(name: "CKernels"),
         // Quant-type traits, (de)quantization, dot products.
-        .target(name: "Quantization", dependencies: ["CKernels"], swiftSettings: v5),
+        .target(name: "Quantization", dependencies: ["CKernels"], swiftSettings: v6),
         // GGUF, safetensors, HF directories, .npy; model families and the one configuration type.
         .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v5),
         // Gating networks (family routing rules) and, later, expert predictors.
@@ -37,13 +38,13 @@ let package = Package(
         // The transformer forward pass.
         .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v5),
         // Text <-> token ids (issue 5).
-        .target(name: "Tokenizer", dependencies: ["ModelFormats"], swiftSettings: v5),
+        .target(name: "Tokenizer", dependencies: ["ModelFormats"], swiftSettings: v6),
         // Jinja-subset interpreter for the chat templates models ship (issue 5).
-        .target(name: "ChatTemplate", swiftSettings: v5),
+        .target(name: "ChatTemplate", swiftSettings: v6),
         // Expert activation traces (issue 9).
-        .target(name: "Tracing", dependencies: ["ExpertStore"], swiftSettings: v5),
+        .target(name: "Tracing", dependencies: ["ExpertStore"], swiftSettings: v6),
         // Cache-size tuning (issue 9).
-        .target(name: "Tuning", dependencies: ["ExpertStore", "Tracing"], swiftSettings: v5),
+        .target(name: "Tuning", dependencies: ["ExpertStore", "Tracing"], swiftSettings: v6),
         // The library an app embeds.
         .target(
             name: "SwiftMoE",
@@ -57,19 +58,19 @@ let package = Package(
             swiftSettings: v5
         ),
         // Encode throughput on ~1 MB of text (build with -c release).
-        .executableTarget(name: "TokenizerBench", dependencies: ["Tokenizer", "ModelFormats"], path: "Benchmarks/TokenizerBench", swiftSettings: v5),
+        .executableTarget(name: "TokenizerBench", dependencies: ["Tokenizer", "ModelFormats"], path: "Benchmarks/TokenizerBench", swiftSettings: v6),
         // Fixture locations and helpers shared by the test targets.
-        .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v5),
-        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v5),
+        .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v6),
+        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v6),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
         .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
+        .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v6),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
     ]
 )

@@ -12,7 +12,7 @@ enum Builtins {
             if let x = o[name] { return x }
             return method(v, name) ?? .undefined
         case let .namespace(ns):
-            return ns.attributes[name] ?? .undefined
+            return ns[name] ?? .undefined
         default:
             return method(v, name) ?? .undefined
         }
@@ -25,7 +25,7 @@ enum Builtins {
             if case let .string(s) = key { return method(v, s) ?? .undefined }
             return .undefined
         case let (.namespace(ns), .string(s)):
-            return ns.attributes[s] ?? .undefined
+            return ns[s] ?? .undefined
         case let (.array(a), _):
             guard let i = key.integer else { return .undefined }
             let j = i < 0 ? a.count + i : i
@@ -184,7 +184,7 @@ enum Builtins {
         case let .object(o):
             if case let .string(key) = item { return o[key] != nil }
             return false
-        case let .namespace(ns): return ns.attributes[item.pyStr] != nil
+        case let .namespace(ns): return ns[item.pyStr] != nil
         case .undefined: return false
         default: throw TemplateValueError("argument of type '\(container.typeName)' is not iterable")
         }

@@ -59,7 +59,7 @@ struct Interpreter {
                     guard case let .namespace(ns)? = scope.lookup(name) else {
                         throw TemplateError.render("cannot assign attribute `\(attribute)` on `\(name)`: only namespace() objects can be changed", loc)
                     }
-                    ns.attributes[attribute] = value
+                    ns[attribute] = value
                 }
             case let .assignBlock(name, body):
                 var captured = ""

@@ -1,5 +1,5 @@
 /// Expression tree. Each node keeps where it starts, for error messages.
-final class Expr: @unchecked Sendable {
+final class Expr: Sendable {
     indirect enum Kind {
         case literal(TemplateValue)
         case name(String)
@@ -29,7 +29,7 @@ final class Expr: @unchecked Sendable {
 }
 
 /// Statement tree.
-indirect enum Node: @unchecked Sendable {
+indirect enum Node: Sendable {
     enum SetTarget {
         case names([String])
         case attribute(String, String)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A value inside a template: Python/Jinja semantics for truth, equality, `str()` and JSON.
 public enum TemplateValue: Sendable {
@@ -39,11 +40,25 @@ public enum TemplateValue: Sendable {
         }
     }
 
-    public final class Namespace: @unchecked Sendable {
-        var attributes: TemplateObject
-        init(_ attributes: TemplateObject) { self.attributes = attributes }
+    /// The attributes live behind a lock, so a namespace is `Sendable` without exceptions.
+    public final class Namespace: Sendable {
+        private let storage: Mutex<TemplateObject>
+        init(_ attributes: TemplateObject) { storage = Mutex(attributes) }
+        /// A copy of all attributes.
+        var attributes: TemplateObject { storage.withLock { $0 } }
+        subscript(name: String) -> TemplateValue? {
+            get { storage.withLock { $0[name] } }
+            set { storage.withLock { $0[name] = newValue } }
+        }
     }
 
+    /// A function value (`range`, a macro, `"s".strip`).
+    ///
+    /// `@unchecked Sendable`: `body` is not `@Sendable` because a macro's body captures the
+    /// mutable scopes of the render that defined it. Sharing is still safe because a
+    /// `Callable` never leaves that render: only the interpreter creates one (the initializer
+    /// is internal), it lives in the render's scopes and values, and `render` returns a string
+    /// and throws errors that carry text, so every call runs on the thread doing the render.
     public final class Callable: @unchecked Sendable {
         let name: String
         let body: (_ args: [TemplateValue], _ kwargs: [(String, TemplateValue)]) throws -> TemplateValue

@@ -23,6 +23,11 @@ enum Normalizer {
 /// A regular expression used to split text, compiled once. Patterns use the Oniguruma syntax
 /// of tokenizer.json files (`\p{L}`, `(?i:…)`, `(?!\S)`), which Swift's `Regex` accepts;
 /// matching runs on Unicode scalars, as Oniguruma does.
+///
+/// `@unchecked Sendable`: the standard library's `Regex` is not declared `Sendable`, yet it is
+/// an immutable value whose one piece of mutable state, the lazily compiled matcher program,
+/// is published with an atomic compare-and-swap (`Regex.Program`), so matching one `Regex`
+/// from several threads at once is safe. Both stored properties are `let`.
 struct SplitPattern: @unchecked Sendable {
     let source: String
     let regex: Regex<AnyRegexOutput>

@@ -20,7 +20,7 @@ import ModelFormats
 /// See docs/tokenizer.md for what is supported and where llama.cpp and transformers differ.
 ///
 /// A `Tokenizer` is immutable after loading and safe to share between threads.
-public final class Tokenizer: @unchecked Sendable {
+public final class Tokenizer: Sendable {
     enum Model {
         case bytePair(BytePairModel)
         case sentencePiece(SentencePieceModel)
