@@ -5,6 +5,11 @@ import CKernels
 ///
 /// Quantize once, feed several weight matrices: the Q, K and V projections share one input,
 /// and so do an expert's gate and up projections.
+///
+/// Not `Sendable`: the batch is mutable scratch owned by one forward pass. Workers of a
+/// parallel region may read it (``Kernels/matmul(_:rows:input:tokens:output:ldy:path:scratch:)``)
+/// and write disjoint rows of ``values`` while the owner waits for the region to end; `reset`,
+/// `invalidate` and `quantize` belong to the owner, outside parallel regions.
 public final class ActivationBatch {
     public let width: Int
     public let capacity: Int
@@ -62,6 +67,11 @@ public final class ActivationBatch {
 }
 
 /// A weight matrix ready for the kernels: `rows` rows of `columns` elements of `type`.
+///
+/// `@unchecked Sendable` because `base` is a raw pointer. Sharing is safe because the matrix
+/// is a read-only view: the kernels only read through `base`, every stored property is a
+/// `let`, and whoever makes the matrix keeps the bytes alive and unchanged while any thread
+/// uses it (a mapped model file, or an expert pinned in the pool for the forward pass).
 public struct WeightMatrix: @unchecked Sendable {
     public let type: GGMLType
     public let base: UnsafeRawPointer

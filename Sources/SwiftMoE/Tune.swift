@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// What `moe tune` replays and how (docs/tuning.md).
 public struct TuneOptions: Sendable {
@@ -173,13 +174,16 @@ extension Model {
         let sweepSizes = TuneSweep.sizes(minimum: max(minimumExperts, workloads["none"]?.sequence.largestBatch ?? 1), total: totalExperts, maxPoints: options.maxSizes,
                                          extra: Array(budgetExperts.values))
         let clock = Date()
-        var lastReport = Date.distantPast
+        let lastReport = Mutex(Date.distantPast)
         let points = TuneSweep.run(workloads: workloads, sizes: sweepSizes, policies: options.policies, layerCount: c.layerCount, cost: cost,
                                    maxExperts: budgetExperts) { done, total in
-            if Date().timeIntervalSince(lastReport) > 0.5 || done == total {
-                lastReport = Date()
-                progress(String(format: "replaying: %d/%d configurations, %.1f s", done, total, Date().timeIntervalSince(clock)))
-            }
+            let now = Date()
+            guard lastReport.withLock({ last in
+                guard now.timeIntervalSince(last) > 0.5 || done == total else { return false }
+                last = now
+                return true
+            }) else { return }
+            progress(String(format: "replaying: %d/%d configurations, %.1f s", done, total, now.timeIntervalSince(clock)))
         }
         let sweepSeconds = Date().timeIntervalSince(clock)
         guard var recommendation = Recommendation.choose(from: points, tolerance: options.tolerance) else {

@@ -1,6 +1,7 @@
 import Dispatch
 import ExpertStore
 import Foundation
+import Synchronization
 import Tracing
 
 /// A trace's requests to the expert store as a replayable ``AccessSequence``: keys in request
@@ -158,47 +159,41 @@ public enum TuneSweep {
     /// Replays every policy × prefetch workload × size (and Belady's MIN per size), in parallel
     /// over the cores. `workloads["none"]` must be present; others carry a predictor's
     /// prefetch requests. `maxExperts[kind]`: the largest pool the budget allows with that
-    /// predictor (loader threads take budget too).
+    /// predictor (loader threads take budget too). `progress` is called from the worker threads,
+    /// one call at a time, with the number of replays finished and the total.
     public static func run(workloads: [String: TuningWorkload], sizes: [Int], policies: [CachePolicyKind], layerCount: Int, cost: CostModel,
-                           maxExperts: [String: Int], progress: ((Int, Int) -> Void)? = nil) -> [SweepPoint] {
+                           maxExperts: [String: Int], progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) -> [SweepPoint] {
         struct Job { var size: Int; var policy: CachePolicyKind?; var kind: String }
         let kinds = workloads.keys.sorted { $0 == "none" ? true : ($1 == "none" ? false : $0 < $1) }
-        var jobs: [Job] = []
-        for size in sizes {
-            jobs.append(Job(size: size, policy: nil, kind: "none"))
-            for kind in kinds { for p in policies { jobs.append(Job(size: size, policy: p, kind: kind)) } }
+        let jobs = sizes.flatMap { size in
+            [Job(size: size, policy: nil, kind: "none")] + kinds.flatMap { kind in policies.map { Job(size: size, policy: $0, kind: kind) } }
         }
-        var results = [SweepPoint?](repeating: nil, count: jobs.count)
-        let lock = NSLock()
-        var done = 0
-        results.withUnsafeMutableBufferPointer { out in
-            let out = out
-            DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
-                let job = jobs[i]
-                guard let w = workloads[job.kind] else { return }
-                var hits = 0, misses = 0, loads = 0, wasted = 0
-                if let policy = job.policy {
-                    let r = CacheSimulator.replay(w.sequence, capacity: job.size, policy: policy.make(layerCount: layerCount), prefetch: job.kind != "none")
-                    (hits, misses, loads, wasted) = (r.result.hits, r.result.misses, r.prefetchIssued, r.prefetchWasted)
-                } else {
-                    let r = CacheSimulator.belady(w.sequence.keys, capacity: job.size)
-                    (hits, misses) = (r.hits, r.misses)
-                }
-                let point = SweepPoint(
-                    experts: job.size, poolBytes: job.size * cost.expertBytes, policy: job.policy?.rawValue ?? "belady", prefetch: job.kind,
-                    hits: hits, misses: misses, prefetchLoads: loads, prefetchWasted: wasted,
-                    hitRate: hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses),
-                    tokensPerSecond: cost.tokensPerSecond(tokens: w.tokens, misses: misses, prefetchLoads: loads, prefetch: job.kind),
-                    withinBudget: job.size <= (maxExperts[job.kind] ?? Int.max))
-                out[i] = point
-                lock.lock()
-                done += 1
-                let d = done
-                lock.unlock()
-                progress?(d, jobs.count)
+        // Each job's point and the count of finished jobs, written by the worker that ran it.
+        let state = Mutex((points: [SweepPoint?](repeating: nil, count: jobs.count), done: 0))
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+            let job = jobs[i]
+            guard let w = workloads[job.kind] else { return }
+            var hits = 0, misses = 0, loads = 0, wasted = 0
+            if let policy = job.policy {
+                let r = CacheSimulator.replay(w.sequence, capacity: job.size, policy: policy.make(layerCount: layerCount), prefetch: job.kind != "none")
+                (hits, misses, loads, wasted) = (r.result.hits, r.result.misses, r.prefetchIssued, r.prefetchWasted)
+            } else {
+                let r = CacheSimulator.belady(w.sequence.keys, capacity: job.size)
+                (hits, misses) = (r.hits, r.misses)
+            }
+            let point = SweepPoint(
+                experts: job.size, poolBytes: job.size * cost.expertBytes, policy: job.policy?.rawValue ?? "belady", prefetch: job.kind,
+                hits: hits, misses: misses, prefetchLoads: loads, prefetchWasted: wasted,
+                hitRate: hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses),
+                tokensPerSecond: cost.tokensPerSecond(tokens: w.tokens, misses: misses, prefetchLoads: loads, prefetch: job.kind),
+                withinBudget: job.size <= (maxExperts[job.kind] ?? Int.max))
+            state.withLock { s in
+                s.points[i] = point
+                s.done += 1
+                progress?(s.done, jobs.count)
             }
         }
-        return results.compactMap { $0 }
+        return state.withLock { $0.points.compactMap { $0 } }
     }
 }
 
