@@ -8,7 +8,7 @@ import CKernels
 ///
 /// Not `Sendable`: the batch is mutable scratch owned by one forward pass. Workers of a
 /// parallel region may read it (``Kernels/matmul(_:rows:input:tokens:output:ldy:path:scratch:)``)
-/// and write disjoint rows of ``values`` while the owner waits for the region to end; `reset`,
+/// and write disjoint elements of ``values`` while the owner waits for the region to end; `reset`,
 /// `invalidate` and `quantize` belong to the owner, outside parallel regions.
 public final class ActivationBatch {
     public let width: Int
