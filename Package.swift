@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // SwiftMoE: run mixture-of-experts language models in less RAM than the model.
-// Module split follows docs/architecture.md (design.md §2).
+// Module split follows docs/architecture.md.
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]

@@ -91,7 +91,7 @@ public final class FIFOPolicy: CachePolicy {
     }
 }
 
-/// EdgeMoE's eviction score (design.md §5): activation frequency divided by the forward
+/// EdgeMoE's eviction score (docs/design.md §4): activation frequency divided by the forward
 /// layer distance from the layer executing now, `(layer − current) mod L`. Experts of layers
 /// that just ran are farthest ahead (distance L−1) and go first; rarely used ones before
 /// popular ones. The published formula divides by zero for the current layer; its experts

@@ -4,8 +4,8 @@ import ModelFormats
 /// LZ4 block compression of expert records, with an optional byte-plane "shuffle" first:
 /// the bytes of `width`-byte elements are regrouped by position (all first bytes, then all
 /// second bytes, …). 16-bit weights have near-random low bytes and repetitive high bytes;
-/// grouped, LZ4 finds the repetition (design.md §5 measured BF16 at 84% after shuffle vs
-/// 100.4% without). Quantized blocks do not compress, so the writer stores them raw.
+/// grouped, LZ4 finds the repetition (BF16 experts shrink to 76% after the shuffle;
+/// docs/store-format.md). Quantized blocks do not compress, so the writer stores them raw.
 public enum LZ4Codec {
     public enum Error: Swift.Error, CustomStringConvertible {
         case corrupt(what: String)

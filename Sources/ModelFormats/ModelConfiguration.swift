@@ -30,7 +30,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         case moe, dense
     }
 
-    /// How the gate's logits become expert choices and weights (design.md §4).
+    /// How the gate's logits become expert choices and weights (docs/design.md §2).
     public struct Routing: Codable, Sendable, Equatable {
         public enum Scoring: String, Codable, Sendable { case softmax }
         public var scoring: Scoring

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Which experts the next layers will want, guessed while the current layer computes, so the
-/// store can load them in time (design.md §5: EdgeMoE's path statistics, Mixtral-offloading
+/// store can load them in time (docs/design.md §5: EdgeMoE's path statistics, Mixtral-offloading
 /// and Fate's gate lookahead).
 public enum PredictorKind: String, CaseIterable, Sendable, Codable {
     /// No prefetching.

@@ -11,7 +11,7 @@ public struct ExpertChoice: Equatable, Sendable, Codable {
     }
 }
 
-/// Turns a gate's logits into expert choices following the family's rule (design.md §4).
+/// Turns a gate's logits into expert choices following the family's rule (docs/design.md §2).
 ///
 /// All arithmetic is f32, in the order transformers uses, so choices and weights match it.
 public struct Router: Sendable {

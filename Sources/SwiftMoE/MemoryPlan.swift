@@ -1,6 +1,6 @@
 import Foundation
 
-/// How `--memory B` is spent (design.md §6): everything the process keeps resident —
+/// How `--memory B` is spent (docs/design.md §3): everything the process keeps resident —
 /// what it already holds (runtime, parsed metadata), dense weights, KV cache, scratch, the
 /// loader's staging buffers and a safety margin — and the expert pool gets the rest.
 public struct MemoryPlan: Codable, Sendable {

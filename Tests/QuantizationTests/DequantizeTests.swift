@@ -4,7 +4,7 @@ import XCTest
 
 /// Dequantization against gguf.quants (which llama.cpp's C agrees with on every vector).
 final class DequantizeTests: XCTestCase {
-    /// The types design.md §3 says users bring.
+    /// Every weight type a GGUF file of the supported families may hold (what users bring).
     static let requiredTypes: [GGMLType] = [
         .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_nl, .iq4_xs, .mxfp4,
     ]

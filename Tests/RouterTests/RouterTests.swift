@@ -2,7 +2,7 @@ import ModelFormats
 import Router
 import XCTest
 
-/// Routing rules worked by hand (design.md §4).
+/// Routing rules worked by hand (docs/design.md §2).
 final class RouterTests: XCTestCase {
     // logits ln(1), ln(2), ln(3), ln(4): softmax = 0.1, 0.2, 0.3, 0.4
     let logits: [Float] = [0, Float(log(2.0)), Float(log(3.0)), Float(log(4.0))]

@@ -6,7 +6,7 @@
 // baseline build (auto-vectorized for the target, e.g. NEON).
 //
 // Activations for quantized weights are quantized to 8 bits per 32-element block, as
-// llama.cpp does (design.md §7): `q` holds n int8 values, `d` n/32 block scales and `s16`
+// llama.cpp does (docs/design.md §8): `q` holds n int8 values, `d` n/32 block scales and `s16`
 // n/16 dequantized partial sums (d * sum of 16 q values) used for the weights' min terms.
 #ifndef SWIFTMOE_KERNELS_H
 #define SWIFTMOE_KERNELS_H
