@@ -37,14 +37,14 @@ public enum Fixtures {
         return try JSONDecoder().decode(Manifest.self, from: data)
     }
 
-    public struct Manifest: Decodable {
-        public struct ModelEntry: Decodable {
+    public struct Manifest: Decodable, Sendable {
+        public struct ModelEntry: Decodable, Sendable {
             public let path: String
             public let format: String
             public let dtype: String
             public let reference: String
         }
-        public struct Reference: Decodable {
+        public struct Reference: Decodable, Sendable {
             public let logits: [String]
             public let experts: String
         }
@@ -57,7 +57,7 @@ public enum Fixtures {
     }
 
     /// One routing choice as transformers recorded it.
-    public struct RecordedChoice: Decodable {
+    public struct RecordedChoice: Decodable, Sendable {
         public let ids: [Int]
         public let weights: [Float]
     }
@@ -70,7 +70,7 @@ public enum Fixtures {
 }
 
 /// A fresh temporary directory, removed when the object goes away.
-public final class TemporaryDirectory {
+public final class TemporaryDirectory: Sendable {
     public let url: URL
     public init() {
         url = FileManager.default.temporaryDirectory.appendingPathComponent("swiftmoe-test-\(UUID().uuidString)")

@@ -28,7 +28,7 @@ extension Fixtures {
 }
 
 /// SplitMix64: a small deterministic generator, so randomized tests reproduce.
-public struct SplitMix64 {
+public struct SplitMix64: Sendable {
     public var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
