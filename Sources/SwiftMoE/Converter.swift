@@ -175,7 +175,10 @@ public struct Converter {
         case let .huggingFace(directory):
             for name in Tokenizer.huggingFaceFiles {
                 let path = (directory.path as NSString).appendingPathComponent(name)
-                if let data = FileManager.default.contents(atPath: path) {
+                guard let data = FileManager.default.contents(atPath: path) else { continue }
+                if Tokenizer.binaryHuggingFaceFiles.contains(name) {
+                    writer.set(Tokenizer.embeddedFilePrefix + name, .array(.uint8, data.map { .uint8($0) }))
+                } else {
                     writer.set(Tokenizer.embeddedFilePrefix + name, .string(String(decoding: data, as: UTF8.self)))
                 }
             }

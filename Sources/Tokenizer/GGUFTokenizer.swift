@@ -119,6 +119,7 @@ extension Tokenizer {
             throw TokenizerError.unsupported(source: src, feature: "\(K.model) = \"\(modelName)\" (this build reads \"llama\" and \"gpt2\")")
         }
         parts.extraEOS = [tokenId(K.eot), tokenId(K.eom)].compactMap { $0 }
+        parts.origin = "GGUF metadata (\(K.model) \(modelName))"
         self.init(parts)
     }
 

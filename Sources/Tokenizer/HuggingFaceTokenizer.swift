@@ -1,9 +1,12 @@
 import Foundation
 
 extension Tokenizer {
-    /// Loads `tokenizer.json` from a Hugging Face model directory, with `tokenizer_config.json`
-    /// (BOS/EOS names, `add_bos_token`/`add_eos_token`, `chat_template`), `chat_template.jinja`
-    /// and `generation_config.json` (extra EOS ids) when present.
+    /// Loads a Hugging Face model directory's tokenizer: `tokenizer.json`, or — when a
+    /// directory ships only SentencePiece's `tokenizer.model` — the tokenizer transformers
+    /// converts from it (``SentencePieceConversion``). `tokenizer_config.json` (BOS/EOS names,
+    /// `add_bos_token`/`add_eos_token`, `legacy`, added tokens, `chat_template`),
+    /// `special_tokens_map.json`, `added_tokens.json`, `chat_template.jinja` and
+    /// `generation_config.json` (extra EOS ids) are read when present.
     public convenience init(huggingFaceDirectory dir: String) throws {
         var files: [String: Data] = [:]
         for name in Tokenizer.huggingFaceFiles {
@@ -12,29 +15,78 @@ extension Tokenizer {
         try self.init(huggingFaceFiles: files, source: dir)
     }
 
-    /// The files of a Hugging Face directory the tokenizer reads (all but tokenizer.json optional).
-    public static let huggingFaceFiles = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
+    /// The files of a Hugging Face directory the tokenizer reads: tokenizer.json or
+    /// tokenizer.model is required, the rest optional.
+    public static let huggingFaceFiles = [
+        "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+        "chat_template.jinja", "generation_config.json",
+    ]
+
+    /// Files among ``huggingFaceFiles`` that are binary (a `.moe` store embeds them as bytes).
+    public static let binaryHuggingFaceFiles: Set<String> = ["tokenizer.model"]
 
     /// Loads from the contents of a Hugging Face directory's tokenizer files (name → bytes),
     /// e.g. as a `.moe` store embeds them. `source` names them in errors.
     public convenience init(huggingFaceFiles files: [String: Data], source dir: String) throws {
-        let path = (dir as NSString).appendingPathComponent("tokenizer.json")
-        guard let root = try Self.parseJSON(files["tokenizer.json"], path, required: true) else {
-            throw TokenizerError.cannotRead(path: path, reason: "no tokenizer.json")
+        func path(_ name: String) -> String { (dir as NSString).appendingPathComponent(name) }
+        let rawConfig = try Self.parseJSON(files["tokenizer_config.json"], path("tokenizer_config.json"), required: false) ?? [:]
+        let specialMap = try Self.parseJSON(files["special_tokens_map.json"], path("special_tokens_map.json"), required: false)
+        var (config, notes) = SentencePieceConversion.mergedConfig(rawConfig, specialTokensMap: specialMap)
+        let root: [String: Any]
+        let origin: String
+        let readerPath: String
+        if let json = try Self.parseJSON(files["tokenizer.json"], path("tokenizer.json"), required: false) {
+            root = json
+            origin = "tokenizer.json"
+            readerPath = path("tokenizer.json")
+            if let model = files["tokenizer.model"], let note = Self.disagreement(json: json, sentencePiece: model, path: path("tokenizer.model")) {
+                notes.append(note)
+            }
+        } else if let model = files["tokenizer.model"] {
+            let added = try Self.parseJSON(files["added_tokens.json"], path("added_tokens.json"), required: false)
+            root = try SentencePieceConversion.tokenizerJSON(model: model, config: config, specialTokensMap: specialMap,
+                                                             addedTokens: added, path: path("tokenizer.model"))
+            origin = "tokenizer.model (no tokenizer.json: converted as transformers does, legacy \(config["legacy"] as? Bool ?? true))"
+            readerPath = path("tokenizer.model")
+        } else {
+            throw TokenizerError.cannotRead(path: path("tokenizer.json"), reason: "file missing or unreadable, and there is no tokenizer.model either")
         }
-        let config = try Self.parseJSON(files["tokenizer_config.json"], (dir as NSString).appendingPathComponent("tokenizer_config.json"), required: false) ?? [:]
-        let reader = HFTokenizerReader(path: path)
+        let reader = HFTokenizerReader(path: readerPath)
         var parts = try reader.parts(root)
         try reader.apply(config: config, to: &parts)
+        parts.origin = origin
+        parts.notes = notes
 
         if parts.chatTemplate == nil, let data = files["chat_template.jinja"] {
             parts.chatTemplate = String(decoding: data, as: UTF8.self)
         }
-        if let gen = try? Self.parseJSON(files["generation_config.json"], (dir as NSString).appendingPathComponent("generation_config.json"), required: false) {
+        if let gen = try? Self.parseJSON(files["generation_config.json"], path("generation_config.json"), required: false) {
             let values: [Any] = (gen["eos_token_id"] as? [Any]) ?? [gen["eos_token_id"] as Any]
             parts.extraEOS += values.compactMap { ($0 as? NSNumber)?.intValue }.filter { $0 >= 0 && $0 < parts.tokens.count }
         }
         self.init(parts)
+    }
+
+    /// When a directory has both files, what transformers uses (tokenizer.json) and how the
+    /// SentencePiece model differs from it, or nil when their vocabularies agree.
+    static func disagreement(json: [String: Any], sentencePiece data: Data, path: String) -> String? {
+        guard let proto = try? SentencePieceModelFile(data: data, path: path) else {
+            return "tokenizer.model is unreadable; used tokenizer.json"
+        }
+        guard let vocab = (json["model"] as? [String: Any])?["vocab"] as? [String: Any] else { return nil }
+        var byId: [Int: String] = [:]
+        for (text, id) in vocab { if let i = (id as? NSNumber)?.intValue { byId[i] = text } }
+        // Ids 0-2 are renamed by transformers' Llama conversion; compare the rest.
+        let differing = proto.pieces.indices.filter { $0 >= 3 && byId[$0] != proto.pieces[$0].text }
+        let missing = byId.count < proto.pieces.count ? proto.pieces.count - byId.count : 0
+        guard !differing.isEmpty || missing > 0 else { return nil }
+        var note = "tokenizer.json and tokenizer.model disagree"
+        if let first = differing.first {
+            note += " on \(differing.count) of \(proto.pieces.count) pieces (first: id \(first) is \(byId[first]?.debugDescription ?? "absent") in tokenizer.json, \(proto.pieces[first].text.debugDescription) in tokenizer.model)"
+        } else {
+            note += ": tokenizer.json lacks \(missing) of tokenizer.model's \(proto.pieces.count) pieces"
+        }
+        return note + "; used tokenizer.json, as transformers does"
     }
 
     static func parseJSON(_ data: Data?, _ path: String, required: Bool) throws -> [String: Any]? {

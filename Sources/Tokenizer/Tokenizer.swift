@@ -68,10 +68,18 @@ public final class Tokenizer: Sendable {
         var prefix: [Int]
         var suffix: [Int]
         var chatTemplate: String?
+        /// Which file the tokenizer came from, for `moe inspect`.
+        var origin = ""
+        /// Disagreements between the directory's files and which one was used.
+        var notes: [String] = []
     }
 
     /// Where the tokenizer was loaded from (a GGUF path or a directory).
     public let source: String
+    /// Which file of `source` defined it: `tokenizer.json`, `tokenizer.model (…)`, or GGUF metadata.
+    public let origin: String
+    /// Where the files of `source` disagree, which one was used (empty when they agree).
+    public let notes: [String]
     /// Token text as stored in the vocabulary (byte-level characters such as `Ġ`, or `▁`).
     public let tokens: [String]
     public let bosTokenId: Int?
@@ -101,6 +109,8 @@ public final class Tokenizer: Sendable {
 
     init(_ p: Parts) {
         source = p.source
+        origin = p.origin
+        notes = p.notes
         tokens = p.tokens
         model = p.model
         pipeline = p.pipeline
@@ -345,7 +355,13 @@ extension Tokenizer {
         }
         var files: [String: Data] = [:]
         for (key, value) in gguf.metadata where key.hasPrefix(Tokenizer.embeddedFilePrefix) {
-            if let text = value.string { files[String(key.dropFirst(Tokenizer.embeddedFilePrefix.count))] = Data(text.utf8) }
+            let name = String(key.dropFirst(Tokenizer.embeddedFilePrefix.count))
+            if let text = value.string {
+                files[name] = Data(text.utf8)
+            } else if case let .array(.uint8, bytes) = value {
+                // Binary files (tokenizer.model) are embedded as a uint8 array.
+                files[name] = Data(bytes.compactMap { if case let .uint8(b) = $0 { return b } else { return nil } })
+            }
         }
         try self.init(huggingFaceFiles: files, source: store.path)
     }
