@@ -1,5 +1,12 @@
 import Dispatch
+import Executor
+import ExpertStore
 import Foundation
+import ModelFormats
+import Router
+import Runtime
+import Tracing
+import Tuning
 
 /// What `moe tune` replays and how (docs/tuning.md).
 public struct TuneOptions: Sendable {
@@ -246,16 +253,6 @@ extension Model {
                 projectedWaitSeconds: projectedWait, measuredWaitSeconds: measuredWait)
         }
         return result
-    }
-
-    /// Whether `--prefetch path/hybrid` would find path statistics for the model at `path`.
-    public static func hasCalibration(path: String, explicit: String?) -> Bool {
-        if let explicit { return FileManager.default.fileExists(atPath: explicit) }
-        if FileManager.default.fileExists(atPath: calibrationPath(for: path)) { return true }
-        if let source = try? ModelSource(path: path), case let .store(store) = source.container, (try? store.section(Converter.calibrationSection)) != nil {
-            return true
-        }
-        return false
     }
 
     /// Median seconds to load one expert (read, verify, decode) on demand, measured by paging
