@@ -1,5 +1,9 @@
 import Foundation
-import SwiftMoE
+import ChatTemplate
+import Executor
+import Generation
+import Runtime
+import Tokenizer
 import TestSupport
 import XCTest
 
@@ -133,9 +137,10 @@ final class SessionTests: XCTestCase {
         XCTAssertLessThan(session.history[1].content.count, 200 * 8)
         XCTAssertEqual(session.history[3].content, text)
 
+        let options = greedy(500)
         let task = Task { () -> Int in
             var n = 0
-            for try await _ in session.generate(prompt: "Tick", options: greedy(500)) { n += 1; if n == 1 { withUnsafeCurrentTask { $0?.cancel() } } }
+            for try await _ in session.generate(prompt: "Tick", options: options) { n += 1; if n == 1 { withUnsafeCurrentTask { $0?.cancel() } } }
             return n
         }
         let n = try await task.value
