@@ -148,4 +148,23 @@ final class SessionTests: XCTestCase {
         _ = try session.complete(prompt: "after", options: greedy(1)) { _ in }
         XCTAssertEqual(session.lastResult?.generatedTokens, 1)
     }
+
+    /// Calls on one session from several tasks run one at a time: each stream gets the text a
+    /// call alone gets, and two sessions sharing one model interleave without changing it.
+    func testConcurrentStreamsOnOneSessionAndOneModel() async throws {
+        let session = try makeSession()
+        let options = greedy(10)
+        let alone = try session.complete(prompt: "Once upon a time", options: options) { _ in }.text
+        let other = try Session(model: session.model, tokenizer: session.tokenizer)
+        try await withThrowingTaskGroup(of: String.self) { group in
+            for s in [session, session, other, other] {
+                group.addTask {
+                    var text = ""
+                    for try await piece in s.generate(prompt: "Once upon a time", options: options) { text += piece }
+                    return text
+                }
+            }
+            for try await text in group { XCTAssertEqual(text, alone) }
+        }
+    }
 }
