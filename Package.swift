@@ -45,11 +45,24 @@ let package = Package(
         .target(name: "Tracing", dependencies: ["ExpertStore"], swiftSettings: v6),
         // Cache-size tuning (issue 9).
         .target(name: "Tuning", dependencies: ["ExpertStore", "Tracing"], swiftSettings: v6),
-        // The library an app embeds.
+        // Running a model: Model (open, evaluate, generate), memory planning, run configuration files,
+        // benchmark, inspection.
+        .target(name: "Runtime", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor"], swiftSettings: v6),
+        // Chat and completion with streamed text (Session), sampling.
+        .target(name: "Generation", dependencies: ["Runtime", "Executor", "Tokenizer", "ChatTemplate"], swiftSettings: v6),
+        // Writing .moe stores: Converter and StoreWriter.
+        .target(name: "Conversion", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Tokenizer"], swiftSettings: v6),
+        // Quality measurement: perplexity, KL divergence, routing calibration, QualityProbe,
+        // sensitivity, bit planning.
+        .target(name: "Quality", dependencies: ["Runtime", "Conversion", "ModelFormats", "Quantization", "Router", "ExpertStore", "Executor"], swiftSettings: v6),
+        // A model run under observation: trace recording (Model.recordTrace) and cache tuning (Model.tune).
+        .target(name: "Profiling", dependencies: ["Runtime", "ModelFormats", "Router", "ExpertStore", "Executor", "Tracing", "Tuning"], swiftSettings: v6),
+        // The library an app embeds: re-exports all of the above.
         .target(
             name: "SwiftMoE",
-            dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor", "Tokenizer", "ChatTemplate", "Tracing", "Tuning"],
-            swiftSettings: v5
+            dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor", "Tokenizer", "ChatTemplate", "Tracing", "Tuning",
+                           "Runtime", "Generation", "Conversion", "Quality", "Profiling"],
+            swiftSettings: v6
         ),
         // The command line: parses arguments, calls SwiftMoE.
         .executableTarget(
@@ -67,7 +80,11 @@ let package = Package(
         .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "GenerationTests", dependencies: ["Generation", "Runtime", "Executor", "ChatTemplate", "Tokenizer", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Tracing", "Profiling", "TestSupport", "moe"], swiftSettings: v6),
+        .testTarget(name: "ConversionTests", dependencies: ["Conversion", "ExpertStore", "ModelFormats", "Tokenizer", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "QualityTests", dependencies: ["Quality", "Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Router", "Tokenizer", "TestSupport", "moe"], swiftSettings: v6),
+        .testTarget(name: "ProfilingTests", dependencies: ["Profiling", "Runtime", "ModelFormats", "Executor", "ExpertStore", "Router", "Tracing", "Tuning", "Tokenizer", "TestSupport", "moe"], swiftSettings: v6),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v6),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference perplexities from Hugging Face transformers, for Tests/ExecutorTests/PerplexityTests.
+"""Reference perplexities from Hugging Face transformers, for Tests/QualityTests/PerplexityTests.
 
 For a fixture model (Tests/Fixtures/qwen3moe/hf) and a short public-domain text (the Zen of
 Python, from CPython's `this` module), tokenize with the model's own tokenizer and compute,

@@ -73,19 +73,6 @@ final class PagedStoreTests: XCTestCase {
         XCTAssertTrue(try paged.forward(tokens: tokens, cache: paged.makeCache()) == Array(expected.joined()))
     }
 
-    /// `auto` keeps LZ4 only where it loads faster at the given disk speed.
-    func testAutoCompressionWeighsDecodeTimeAgainstDiskSpeed() throws {
-        let dir = TemporaryDirectory()
-        for (bandwidth, expectCompressed) in [(1e6, true), (1e12, false)] {
-            let out = dir.path("m-\(Int(bandwidth)).moe")
-            let report = try Converter.convert(input: Fixtures.path("mixtral/hf-bf16"), output: out,
-                                               options: .init(compression: .auto, diskBandwidth: bandwidth))
-            XCTAssertEqual(report.diskBandwidth, bandwidth)
-            let records = try MoEStoreFile(path: out).manifest.experts
-            XCTAssertTrue(records.allSatisfy { ($0.compression != .none) == expectCompressed }, "\(bandwidth) B/s")
-        }
-    }
-
     func testRequantizedStoreMatchesItsOwnQuantizer() throws {
         // --bits q8_0 from an F32 source: expert bytes equal quantizing the source experts ourselves.
         let source = Fixtures.path("qwen3moe/model-f32.gguf")
@@ -205,40 +192,6 @@ final class PagedStoreTests: XCTestCase {
         header[20] ^= 1
         try header.write(to: URL(fileURLWithPath: damaged))
         XCTAssertThrowsError(try ModelSource(path: damaged)) { XCTAssertTrue("\($0)".contains("header checksum"), "\($0)") }
-    }
-
-    func testInterruptedConvertLeavesNothingThatLooksValid() throws {
-        let dir = TemporaryDirectory()
-        let out = dir.path("model.moe")
-        // A previous good store at the output path survives a convert that fails.
-        _ = try Converter.convert(input: Fixtures.path("olmoe/model-q8_0.gguf"), output: out, options: .init())
-        let before = try Data(contentsOf: URL(fileURLWithPath: out))
-        XCTAssertThrowsError(try Converter.convert(input: Fixtures.path("olmoe/model-q8_0.gguf"), output: out,
-                                                   options: .init(plan: BitPlan(default: "q8_0", experts: [.init(layer: 0, expert: 99, type: "q8_0")]))))
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)), before)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
-
-        // A writer killed mid-way: the partial file has no magic and is not accepted.
-        let writer = try StoreWriter(outputPath: dir.path("killed.moe"))
-        try [UInt8](repeating: 7, count: 10_000).withUnsafeBytes { try writer.addDense(name: "x", type: .f32, shape: [2500], bytes: $0) }
-        let snapshot = try Data(contentsOf: URL(fileURLWithPath: writer.partialPath))  // what a kill would leave
-        try snapshot.write(to: URL(fileURLWithPath: dir.path("killed-copy.moe")))
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.path("killed.moe")))
-        XCTAssertThrowsError(try ModelSource(path: dir.path("killed-copy.moe"))) { error in
-            guard case ModelFormatError.badMagic = error else { return XCTFail("\(error)") }
-        }
-        writer.abandon()
-        XCTAssertFalse(FileManager.default.fileExists(atPath: writer.partialPath))
-    }
-
-    func testStoreCarriesTheTokenizer() throws {
-        for (input, text) in [("qwen2moe/model-q8_0.gguf", "def f(x): return x"), ("mixtral/hf", "Hello, world!")] {
-            let (dir, moe) = try convert(Fixtures.path(input))
-            defer { _ = dir }
-            let original = try Tokenizer(path: Fixtures.path(input))
-            let embedded = try Tokenizer(path: moe)
-            XCTAssertEqual(embedded.encode(text), original.encode(text), input)
-        }
     }
 }
 

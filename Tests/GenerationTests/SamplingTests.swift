@@ -1,5 +1,9 @@
 import Foundation
-import SwiftMoE
+import ChatTemplate
+import Executor
+import Generation
+import Runtime
+import Tokenizer
 import XCTest
 
 /// Sampler stages on hand-worked distributions.

@@ -1,5 +1,9 @@
 import Foundation
-import SwiftMoE
+import ChatTemplate
+import Executor
+import Generation
+import Runtime
+import Tokenizer
 import TestSupport
 import XCTest
 
@@ -133,14 +137,34 @@ final class SessionTests: XCTestCase {
         XCTAssertLessThan(session.history[1].content.count, 200 * 8)
         XCTAssertEqual(session.history[3].content, text)
 
+        let options = greedy(500)
         let task = Task { () -> Int in
             var n = 0
-            for try await _ in session.generate(prompt: "Tick", options: greedy(500)) { n += 1; if n == 1 { withUnsafeCurrentTask { $0?.cancel() } } }
+            for try await _ in session.generate(prompt: "Tick", options: options) { n += 1; if n == 1 { withUnsafeCurrentTask { $0?.cancel() } } }
             return n
         }
         let n = try await task.value
         XCTAssertLessThan(n, 500)
         _ = try session.complete(prompt: "after", options: greedy(1)) { _ in }
         XCTAssertEqual(session.lastResult?.generatedTokens, 1)
+    }
+
+    /// Calls on one session from several tasks run one at a time: each stream gets the text a
+    /// call alone gets, and two sessions sharing one model interleave without changing it.
+    func testConcurrentStreamsOnOneSessionAndOneModel() async throws {
+        let session = try makeSession()
+        let options = greedy(10)
+        let alone = try session.complete(prompt: "Once upon a time", options: options) { _ in }.text
+        let other = try Session(model: session.model, tokenizer: session.tokenizer)
+        try await withThrowingTaskGroup(of: String.self) { group in
+            for s in [session, session, other, other] {
+                group.addTask {
+                    var text = ""
+                    for try await piece in s.generate(prompt: "Once upon a time", options: options) { text += piece }
+                    return text
+                }
+            }
+            for try await text in group { XCTAssertEqual(text, alone) }
+        }
     }
 }

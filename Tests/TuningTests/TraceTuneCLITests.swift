@@ -10,7 +10,7 @@ final class TraceTuneCLITests: XCTestCase {
 
     func testTraceReportExportTuneAndRunWithTheConfig() throws {
         let dir = TemporaryDirectory()
-        let demo = ReplayAgreementTests.demo
+        let demo = Fixtures.packageRoot.appendingPathComponent("Models/demo/demo.moe").path
         let text = Fixtures.packageRoot.appendingPathComponent("Models/demo/validation.txt").path
         let trace = dir.path("run.trace")
         var r = try moe(["trace", demo, "--text", text, "--tokens", "40", "--ctx-size", "20", "--expert-cache", "25%", "--threads", "2", "-o", trace])

@@ -1,109 +1,122 @@
 import Dispatch
+import Executor
+import ExpertStore
 import Foundation
+import Router
+import Runtime
+import Synchronization
+import Tracing
 
 /// Collects a ``Trace`` from a running model: the router's choices (routing observer), layer
 /// times (the transformer's timing observer) and the expert store's events (its event sink).
 /// The caller brackets each forward pass with ``beginStep(kind:position:tokens:)`` and
-/// ``endStep()``. Thread-safe: loader threads report loads at any time.
-public final class TraceRecorder: @unchecked Sendable {
-    private let lock = NSLock()
-    private var trace: Trace
+/// ``endStep()``. Thread-safe: loader threads report loads at any time; everything it
+/// collects sits in one `Mutex`.
+public final class TraceRecorder: Sendable {
+    private struct State {
+        var trace: Trace
+        var step: TraceStep?
+        var layerIndex: [Int: Int] = [:]
+        /// The latest load of each expert, so an access can name the load that brought it in.
+        var lastLoad: [ExpertKey: TraceLoad] = [:]
+
+        /// The layer entry of the current step (created on first use).
+        mutating func withLayer(_ l: Int, _ body: (inout TraceLayer) -> Void) {
+            guard var s = step else { return }
+            step = nil  // edited in place below, without a second copy of its layers
+            let i: Int
+            if let existing = layerIndex[l] {
+                i = existing
+            } else {
+                i = s.layers.count
+                s.layers.append(TraceLayer(layer: l))
+                layerIndex[l] = i
+            }
+            body(&s.layers[i])
+            step = s
+        }
+    }
+
+    private let state: Mutex<State>
     private let origin = DispatchTime.now().uptimeNanoseconds
-    private var step: TraceStep?
-    private var layerIndex: [Int: Int] = [:]
-    /// The latest load of each expert, so an access can name the load that brought it in.
-    private var lastLoad: [ExpertKey: TraceLoad] = [:]
 
     public init(header: TraceHeader) {
-        trace = Trace(header: header)
+        state = Mutex(State(trace: Trace(header: header)))
     }
 
     private func relative(_ t: UInt64) -> UInt64 { t > origin ? t - origin : 0 }
     private var now: UInt64 { relative(DispatchTime.now().uptimeNanoseconds) }
 
     public func beginStep(kind: TraceStep.Kind, position: Int, tokens: [Int]) {
-        lock.lock()
-        step = TraceStep(kind: kind, position: position, tokens: tokens, start: now)
-        layerIndex = [:]
-        lock.unlock()
+        let start = now
+        state.withLock {
+            $0.step = TraceStep(kind: kind, position: position, tokens: tokens, start: start)
+            $0.layerIndex = [:]
+        }
     }
 
     public func endStep() {
-        lock.lock()
-        if var s = step {
-            s.end = now
-            s.layers.sort { $0.layer < $1.layer }
-            trace.steps.append(s)
+        let end = now
+        state.withLock {
+            if var s = $0.step {
+                s.end = end
+                s.layers.sort { $0.layer < $1.layer }
+                $0.trace.steps.append(s)
+            }
+            $0.step = nil
         }
-        step = nil
-        lock.unlock()
-    }
-
-    /// The layer entry of the current step (created on first use). Lock held.
-    private func withLayer(_ l: Int, _ body: (inout TraceLayer) -> Void) {
-        guard step != nil else { return }
-        let i: Int
-        if let existing = layerIndex[l] {
-            i = existing
-        } else {
-            i = step!.layers.count
-            step!.layers.append(TraceLayer(layer: l))
-            layerIndex[l] = i
-        }
-        body(&step!.layers[i])
     }
 
     /// For `Transformer.forward(…observer:)`.
     public func route(layer: Int, position: Int, choices: [ExpertChoice]) {
-        lock.lock()
-        if let s = step {
+        let route = TraceRoute(experts: choices.map(\.expert), weights: choices.map(\.weight))
+        state.withLock { state in
+            guard let s = state.step else { return }
             let t = position - s.position
-            withLayer(layer) { l in
+            state.withLayer(layer) { l in
                 if l.routes.count < s.tokens.count { l.routes = Array(repeating: TraceRoute(experts: [], weights: []), count: s.tokens.count) }
-                if t >= 0, t < l.routes.count { l.routes[t] = TraceRoute(experts: choices.map(\.expert), weights: choices.map(\.weight)) }
+                if t >= 0, t < l.routes.count { l.routes[t] = route }
             }
         }
-        lock.unlock()
     }
 
     /// For `Transformer.layerTimingObserver`.
     public func timing(_ t: LayerTiming) {
-        lock.lock()
-        withLayer(t.layer) { l in
-            l.attentionStart = relative(t.attentionStart)
-            l.ffnStart = relative(t.ffnStart)
-            l.ffnEnd = relative(t.ffnEnd)
+        let (attention, ffn, ffnEnd) = (relative(t.attentionStart), relative(t.ffnStart), relative(t.ffnEnd))
+        state.withLock {
+            $0.withLayer(t.layer) { l in
+                l.attentionStart = attention
+                l.ffnStart = ffn
+                l.ffnEnd = ffnEnd
+            }
         }
-        lock.unlock()
     }
 
     /// For `PagedExpertStore.setEventSink`.
     public func storeEvent(_ event: ExpertStoreEvent) {
-        lock.lock()
-        defer { lock.unlock() }
-        switch event {
-        case let .access(key, outcome, prefetched, requested, stall):
-            let load = (outcome != .hit || prefetched) ? lastLoad[key] : nil
-            withLayer(key.layer) { l in
-                l.accesses.append(TraceAccess(expert: key.expert, outcome: outcome, prefetched: prefetched, time: relative(requested), stall: stall,
-                                              bytes: load?.bytes ?? 0, loadTime: load?.duration ?? 0))
+        state.withLock { state in
+            switch event {
+            case let .access(key, outcome, prefetched, requested, stall):
+                let load = (outcome != .hit || prefetched) ? state.lastLoad[key] : nil
+                state.withLayer(key.layer) { l in
+                    l.accesses.append(TraceAccess(expert: key.expert, outcome: outcome, prefetched: prefetched, time: relative(requested), stall: stall,
+                                                  bytes: load?.bytes ?? 0, loadTime: load?.duration ?? 0))
+                }
+            case let .load(key, prefetch, thread, start, end, bytes, failed):
+                let load = TraceLoad(key: key, prefetch: prefetch, thread: thread, start: relative(start), end: relative(end), bytes: bytes, failed: failed)
+                state.trace.loads.append(load)
+                state.lastLoad[key] = load
+            case let .prefetchRequest(layer, keys, queued, time):
+                state.withLayer(layer) { $0.prefetches.append(TracePrefetch(requested: keys, queued: queued, time: relative(time))) }
+            case let .eviction(key, unused, time):
+                state.trace.evictions.append(TraceEviction(key: key, unusedPrefetch: unused, time: relative(time)))
             }
-        case let .load(key, prefetch, thread, start, end, bytes, failed):
-            let load = TraceLoad(key: key, prefetch: prefetch, thread: thread, start: relative(start), end: relative(end), bytes: bytes, failed: failed)
-            trace.loads.append(load)
-            lastLoad[key] = load
-        case let .prefetchRequest(layer, keys, queued, time):
-            withLayer(layer) { $0.prefetches.append(TracePrefetch(requested: keys, queued: queued, time: relative(time))) }
-        case let .eviction(key, unused, time):
-            trace.evictions.append(TraceEviction(key: key, unusedPrefetch: unused, time: relative(time)))
         }
     }
 
     /// The trace so far (call after the run; loads still in flight may be missing).
     public func finish() -> Trace {
-        lock.lock()
-        defer { lock.unlock() }
-        return trace
+        state.withLock { $0.trace }
     }
 }
 
@@ -160,8 +173,14 @@ extension Model {
     }
 
     /// Runs `workload` and records it (docs/trace-format.md). `progress(done, total)` reports
-    /// tokens evaluated. Hooks are removed when it returns.
+    /// tokens evaluated. Hooks are removed when it returns. The run holds the model
+    /// (``Model/withExclusiveAccess(_:)``): the hooks see every pass through the transformer
+    /// and every request to the store, so another task's must wait.
     public func recordTrace(_ workload: TraceWorkload, source: String, progress: ((Int, Int) -> Void)? = nil) throws -> Trace {
+        try withExclusiveAccess { try record(workload, source: source, progress: progress) }
+    }
+
+    private func record(_ workload: TraceWorkload, source: String, progress: ((Int, Int) -> Void)?) throws -> Trace {
         let mode: String
         switch workload {
         case let .text(_, kind, _): mode = kind.name
@@ -201,7 +220,7 @@ extension Model {
                 start += chunk.count
             }
         case let .generate(prompt, maxNew):
-            guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
+            guard !prompt.isEmpty else { throw ExecutorError.emptyInput }
             let cache = try makeCache(prompt.count + maxNew)
             var logits = try run(prompt.count == 1 ? .decode : .prefill, prompt, cache)
             for _ in 0..<maxNew {

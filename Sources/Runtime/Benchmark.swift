@@ -1,4 +1,8 @@
+import Executor
+import ExpertStore
 import Foundation
+import ModelFormats
+import Quantization
 
 /// What `moe bench` measures: prefill and decode speed over repeated runs, like `llama-bench`.
 public struct BenchmarkResult: Codable, Sendable {
@@ -40,7 +44,15 @@ extension Model {
     /// Times `repetitions` runs of a `promptTokens` prefill followed by `genTokens` greedy
     /// decode steps, each from an empty cache, after one unmeasured warm-up run. Prompt token
     /// ids are fixed pseudo-random ids (seeded), the same for every run.
+    /// The whole measurement holds the model (``withExclusiveAccess(_:)``): another task's
+    /// passes would be timed too, and the warm-up resets the store's and predictor's counters.
     public func benchmark(promptTokens: Int, genTokens: Int, repetitions: Int, progress: ((Int) -> Void)? = nil) throws -> BenchmarkResult {
+        try withExclusiveAccess {
+            try measure(promptTokens: promptTokens, genTokens: genTokens, repetitions: repetitions, progress: progress)
+        }
+    }
+
+    private func measure(promptTokens: Int, genTokens: Int, repetitions: Int, progress: ((Int) -> Void)?) throws -> BenchmarkResult {
         let c = configuration
         var state: UInt64 = 0x5EED
         let prompt = (0..<promptTokens).map { _ -> Int in
@@ -51,11 +63,11 @@ extension Model {
         for run in 0...repetitions {
             let cache = try makeCache(promptTokens + genTokens + 1)
             var clock = ContinuousClock.now
-            var logits = try transformer.forward(tokens: prompt, cache: cache, logits: .last)
+            var logits = try forward(tokens: prompt, cache: cache, logits: .last)
             let prefillSeconds = (ContinuousClock.now - clock).seconds
             clock = ContinuousClock.now
             for _ in 0..<genTokens {
-                logits = try transformer.forward(tokens: [Model.argmax(logits)], cache: cache, logits: .last)
+                logits = try forward(tokens: [Model.argmax(logits)], cache: cache, logits: .last)
             }
             let decodeSeconds = (ContinuousClock.now - clock).seconds
             guard run > 0 else {  // warm-up

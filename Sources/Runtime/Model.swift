@@ -1,13 +1,8 @@
+import Executor
+import ExpertStore
 import Foundation
-@_exported import ExpertStore
-@_exported import Executor
-@_exported import ModelFormats
-@_exported import Quantization
-@_exported import Router
-@_exported import Tokenizer
-@_exported import ChatTemplate
-@_exported import Tracing
-@_exported import Tuning
+import ModelFormats
+import Router
 
 /// A loaded model, the entry point for apps: open a GGUF file or Hugging Face directory,
 /// evaluate token sequences, generate.
@@ -17,7 +12,11 @@ import Foundation
 /// let logits = try model.logits(tokens: [1, 415, 2936])   // [position][vocab]
 /// let continuation = try model.generate(tokens: [1, 415], maxNewTokens: 8)
 /// ```
-public final class Model: @unchecked Sendable {
+///
+/// A model is `Sendable`: every stored property is immutable and `Sendable`. Two tasks may use
+/// one model at once; its operations are serialized (``withExclusiveAccess(_:)``): forward
+/// passes one at a time, a trace recording for its whole run.
+public final class Model: Sendable {
     public let source: ModelSource
     public let transformer: Transformer
     /// The paging store when experts are paged (a `--memory` budget, or a `.moe` store).
@@ -28,6 +27,8 @@ public final class Model: @unchecked Sendable {
     public let maxContext: Int
     /// The paging settings it was opened with.
     public let memoryOptions: MemoryOptions
+    /// Serializes this model's operations (``withExclusiveAccess(_:)``).
+    private let operations = OperationLock()
 
     /// Settings of expert paging.
     public struct MemoryOptions: Sendable {
@@ -112,7 +113,7 @@ public final class Model: @unchecked Sendable {
             var origin = path
             let sidecar = Model.calibrationPath(for: path)
             // The store's own statistics first (validated like a file), then --calibration or the sidecar.
-            if memory.calibration == nil, case let .store(store) = source.container, let data = try store.section(Converter.calibrationSection) {
+            if memory.calibration == nil, case let .store(store) = source.container, let data = try store.section(TransitionTable.storeSection) {
                 table = try TransitionTable.decode(data, path: "\(path) (calibration section)")
             } else if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
                 table = try TransitionTable.load(path: file)
@@ -200,7 +201,34 @@ public final class Model: @unchecked Sendable {
         (modelPath.hasSuffix("/") ? String(modelPath.dropLast()) : modelPath) + ".calibration.json"
     }
 
+    /// Whether `--prefetch path/hybrid` would find path statistics for the model at `path`.
+    public static func hasCalibration(path: String, explicit: String?) -> Bool {
+        if let explicit { return FileManager.default.fileExists(atPath: explicit) }
+        if FileManager.default.fileExists(atPath: calibrationPath(for: path)) { return true }
+        if let source = try? ModelSource(path: path), case let .store(store) = source.container, (try? store.section(TransitionTable.storeSection)) != nil {
+            return true
+        }
+        return false
+    }
+
     public var configuration: ModelConfiguration { source.configuration }
+
+    /// Runs `body` while no other operation on this model runs. Every forward pass of
+    /// ``forward(tokens:cache:logits:observer:)`` (so every call of `Model`, `Session`,
+    /// `QualityProbe` that runs the transformer) takes this lock, and `recordTrace` holds it for
+    /// its whole run, because its hooks on the transformer and the store must see its own passes
+    /// only. So two tasks that share a model are serialized: pass by pass, and a trace run by
+    /// run. Reentrant on one thread: `body` may call the model again.
+    public func withExclusiveAccess<R>(_ body: () throws -> R) rethrows -> R {
+        try operations.run(body)
+    }
+
+    /// One forward pass of ``transformer`` over `tokens`, after the positions `cache` holds,
+    /// serialized with the model's other operations (``withExclusiveAccess(_:)``).
+    public func forward(tokens: [Int], cache: KVCache, logits selection: Transformer.LogitsSelection = .all,
+                        observer: RoutingObserver? = nil) throws -> [Float] {
+        try withExclusiveAccess { try transformer.forward(tokens: tokens, cache: cache, logits: selection, observer: observer) }
+    }
 
     /// Logits of every position of `tokens` evaluated from an empty context, and the experts
     /// every MoE layer chose for every token (`routing[layer][position]`; empty for dense layers).
@@ -210,7 +238,7 @@ public final class Model: @unchecked Sendable {
         for l in 0..<c.layerCount where c.layerKinds[l] == .moe {
             routing[l] = Array(repeating: [], count: tokens.count)
         }
-        let flat = try transformer.forward(tokens: tokens, cache: try makeCache(tokens.count)) { layer, position, choices in
+        let flat = try forward(tokens: tokens, cache: try makeCache(tokens.count)) { layer, position, choices in
             routing[layer][position] = choices
         }
         let logits = stride(from: 0, to: flat.count, by: c.vocabSize).map { Array(flat[$0..<($0 + c.vocabSize)]) }
@@ -225,13 +253,13 @@ public final class Model: @unchecked Sendable {
     public func generate(tokens: [Int], maxNewTokens: Int, stop: (Int) -> Bool = { _ in false }) throws -> [Int] {
         guard maxNewTokens > 0 else { return [] }
         let cache = try makeCache(tokens.count + maxNewTokens)
-        var logits = try transformer.forward(tokens: tokens, cache: cache, logits: .last)
+        var logits = try forward(tokens: tokens, cache: cache, logits: .last)
         var generated: [Int] = []
         while true {
             let next = Model.argmax(logits)
             generated.append(next)
             if generated.count == maxNewTokens || stop(next) { break }
-            logits = try transformer.forward(tokens: [next], cache: cache, logits: .last)
+            logits = try forward(tokens: [next], cache: cache, logits: .last)
         }
         return generated
     }

@@ -1,4 +1,9 @@
+import ExpertStore
 import Foundation
+import ModelFormats
+import Quantization
+import Router
+import Runtime
 
 /// How much quality each expert loses at each candidate type: the quality side of the bit
 /// planner (`moe convert --target-size`, `--max-ppl-increase`). Written by `moe calibrate`
@@ -166,9 +171,7 @@ extension ModelSource {
 extension Model {
     /// The expert tensors (gate, up, down) of `key`, as stored in the source.
     func sourceLayout(_ key: ExpertKey) throws -> [(type: GGMLType, shape: [Int])] {
-        try transformer.experts.withExpert(layer: key.layer, expert: key.expert) { w in
-            [w.gate, w.up, w.down].map { ($0.type, $0.shape) }
-        }
+        try withExpertWeights(key) { w in [w.gate, w.up, w.down].map { ($0.type, $0.shape) } }
     }
 
     public struct SensitivityProgress: Sendable {
@@ -237,7 +240,9 @@ extension Model {
         return table
     }
 
+    /// The expert's weights as the model's store serves them (a store request of the model's:
+    /// serialized like its forward passes).
     func withExpertWeights<R>(_ key: ExpertKey, _ body: (ExpertWeights) throws -> R) throws -> R {
-        try transformer.experts.withExpert(layer: key.layer, expert: key.expert, body)
+        try withExclusiveAccess { try transformer.experts.withExpert(layer: key.layer, expert: key.expert, body) }
     }
 }

@@ -1,3 +1,4 @@
+import ExpertStore
 import Foundation
 import ModelFormats
 import Quantization

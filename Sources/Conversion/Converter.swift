@@ -1,4 +1,9 @@
+import ExpertStore
 import Foundation
+import ModelFormats
+import Quantization
+import Router
+import Tokenizer
 
 /// `moe convert`: a GGUF file or Hugging Face directory to a `.moe` store.
 public struct Converter {
@@ -45,9 +50,6 @@ public struct Converter {
         /// Bytes of the whole store file.
         public var fileSize: Int
     }
-
-    /// The store section holding `moe calibrate` statistics.
-    public static let calibrationSection = "calibration"
 
     public static func convert(input: String, output: String, options: Options, progress: ((Progress) -> Void)? = nil) throws -> Report {
         let start = Date()
@@ -133,7 +135,7 @@ public struct Converter {
             // Sorted keys: the same input gives the same store, byte for byte.
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            try writer.addSection(Converter.calibrationSection, bytes: try encoder.encode(calibration))
+            try writer.addSection(TransitionTable.storeSection, bytes: try encoder.encode(calibration))
         }
         try writer.finish(configuration: c, source: input)
         return Report(

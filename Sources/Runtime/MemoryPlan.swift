@@ -1,4 +1,7 @@
+import Executor
+import ExpertStore
 import Foundation
+import ModelFormats
 
 /// How `--memory B` is spent (docs/design.md §3): everything the process keeps resident —
 /// what it already holds (runtime, parsed metadata), dense weights, KV cache, scratch, the

@@ -1,4 +1,8 @@
+import Executor
 import Foundation
+import ModelFormats
+import Router
+import Runtime
 
 /// Perplexity of a model on a token sequence, by one of two published methods.
 public struct PerplexityResult: Codable, Sendable {
@@ -71,7 +75,7 @@ extension Model {
         var sum = 0.0, sumSquares = 0.0, count = 0
         for (w, window) in windows.enumerated() {
             let cache = try makeCache(window.tokens.count)
-            let logits = try transformer.forward(tokens: window.tokens, cache: cache, logits: .all)
+            let logits = try forward(tokens: window.tokens, cache: cache, logits: .all)
             for position in window.scored {
                 let row = logits[(position * vocab)..<((position + 1) * vocab)]
                 let target = window.tokens[position + 1]
@@ -111,7 +115,7 @@ extension Model {
             let chunk = Array(tokens[start..<min(start + window, tokens.count)])
             var routes = [[[Int]]](repeating: Array(repeating: [], count: moeLayers.count), count: chunk.count)
             let index = Dictionary(uniqueKeysWithValues: moeLayers.enumerated().map { ($1, $0) })
-            _ = try transformer.forward(tokens: chunk, cache: try makeCache(chunk.count), logits: .last) { layer, position, choices in
+            _ = try forward(tokens: chunk, cache: try makeCache(chunk.count), logits: .last) { layer, position, choices in
                 if let i = index[layer], position < routes.count { routes[position][i] = choices.map(\.expert) }
             }
             for route in routes { table.record(route) }
@@ -165,8 +169,8 @@ extension Model {
         for i in 0..<chunks {
             var chunk = Array(tokens[(i * context)..<((i + 1) * context)])
             if let bos { chunk[0] = bos }
-            let ours = try transformer.forward(tokens: chunk, cache: try makeCache(context), logits: .all)
-            let theirs = try base.transformer.forward(tokens: chunk, cache: try base.makeCache(context), logits: .all)
+            let ours = try forward(tokens: chunk, cache: try makeCache(context), logits: .all)
+            let theirs = try base.forward(tokens: chunk, cache: try base.makeCache(context), logits: .all)
             for position in (context / 2)..<(context - 1) {
                 let p = logSoftmax(theirs[(position * vocab)..<((position + 1) * vocab)])
                 let q = logSoftmax(ours[(position * vocab)..<((position + 1) * vocab)])

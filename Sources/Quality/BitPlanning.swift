@@ -1,4 +1,9 @@
+import Conversion
+import ExpertStore
 import Foundation
+import ModelFormats
+import Router
+import Runtime
 
 /// `moe convert --target-size / --max-ppl-increase`: a bit plan from a sensitivity table,
 /// sized against the exact store layout and, for a quality target, checked by running the

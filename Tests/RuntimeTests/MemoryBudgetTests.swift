@@ -1,5 +1,9 @@
 import Foundation
-import SwiftMoE
+import Conversion
+import Executor
+import ModelFormats
+import Quantization
+import Runtime
 import TestSupport
 import XCTest
 

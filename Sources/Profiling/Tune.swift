@@ -1,6 +1,13 @@
 import Dispatch
+import Executor
+import ExpertStore
 import Foundation
+import ModelFormats
+import Router
+import Runtime
 import Synchronization
+import Tracing
+import Tuning
 
 /// What `moe tune` replays and how (docs/tuning.md).
 public struct TuneOptions: Sendable {
@@ -89,7 +96,7 @@ extension Model {
     /// Tunes the expert cache of the model at `path` for a workload: a text (traced here, once
     /// per predictor, in decode mode) or an earlier trace. Progress lines go to `progress`.
     public static func tune(path: String, text: [Int]? = nil, trace: Trace? = nil, source: String, options: TuneOptions,
-                            progress: @escaping (String) -> Void = { _ in }) throws -> TuneResult {
+                            progress: @escaping @Sendable (String) -> Void = { _ in }) throws -> TuneResult {
         // Plan the budget first, in a process that holds nothing else yet (RSS is its baseline).
         let modelSource = try ModelSource(path: path, randomAccess: true)
         let c = modelSource.configuration
@@ -250,16 +257,6 @@ extension Model {
                 projectedWaitSeconds: projectedWait, measuredWaitSeconds: measuredWait)
         }
         return result
-    }
-
-    /// Whether `--prefetch path/hybrid` would find path statistics for the model at `path`.
-    public static func hasCalibration(path: String, explicit: String?) -> Bool {
-        if let explicit { return FileManager.default.fileExists(atPath: explicit) }
-        if FileManager.default.fileExists(atPath: calibrationPath(for: path)) { return true }
-        if let source = try? ModelSource(path: path), case let .store(store) = source.container, (try? store.section(Converter.calibrationSection)) != nil {
-            return true
-        }
-        return false
     }
 
     /// Median seconds to load one expert (read, verify, decode) on demand, measured by paging

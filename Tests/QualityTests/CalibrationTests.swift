@@ -1,5 +1,13 @@
 import Foundation
-import SwiftMoE
+import Conversion
+import Executor
+import ExpertStore
+import ModelFormats
+import Quantization
+import Quality
+import Router
+import Runtime
+import Tokenizer
 import TestSupport
 import XCTest
 

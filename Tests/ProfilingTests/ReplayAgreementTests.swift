@@ -1,5 +1,13 @@
 import Foundation
-import SwiftMoE
+import Executor
+import ExpertStore
+import ModelFormats
+import Profiling
+import Router
+import Runtime
+import Tokenizer
+import Tracing
+import Tuning
 import TestSupport
 import XCTest
 

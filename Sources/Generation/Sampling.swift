@@ -1,4 +1,6 @@
+import ChatTemplate
 import Foundation
+import Runtime
 
 /// How to pick each next token and when to stop. The defaults are llama.cpp's
 /// (`temperature` 0.8, `topK` 40, `topP` 0.95, `minP` 0.05, no repetition penalty).

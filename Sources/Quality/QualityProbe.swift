@@ -1,4 +1,8 @@
+import Executor
+import ExpertStore
 import Foundation
+import Runtime
+import Synchronization
 
 /// Measures how far a model with some experts replaced drifts from the model as loaded, on a
 /// fixed set of token windows: the engine of `moe calibrate`'s sensitivity pass and of
@@ -10,7 +14,10 @@ import Foundation
 /// logit of the actual next token. A variant pass reruns only the windows in which
 /// a replaced expert was routed: in any other window every layer sees the same inputs and
 /// routes the same way, so its outputs are the base's exactly.
-public final class QualityProbe: @unchecked Sendable {
+///
+/// A probe is `Sendable`: its base figures are immutable, and ``drift(_:)`` calls, which swap
+/// the experts of the probe's own transformer, run one at a time (`drifts`).
+public final class QualityProbe: Sendable {
     public let model: Model
     public let windows: [[Int]]
     /// Positions of each window whose next-token distribution is scored: all but the last.
@@ -34,13 +41,15 @@ public final class QualityProbe: @unchecked Sendable {
     /// then (Σ p·logit − Σ p·logit′) + (logZ′ − logZ)·Σ p: one pass of exponentials (for logZ′)
     /// and one dot product per position, computed the same way for base and variant so that a
     /// position whose logits did not change scores exactly zero.
-    var baseProbs: [[Float]] = []
-    var baseIndices: [[Int32]] = []
-    var baseCross: [[Double]] = []
-    var baseMass: [[Double]] = []
-    var baseLogZ: [[Double]] = []
-    var baseRest: [[Float]] = []
-    var baseTarget: [[Float]] = []
+    let baseProbs: [[Float]]
+    let baseIndices: [[Int32]]
+    let baseCross: [[Double]]
+    let baseMass: [[Double]]
+    let baseLogZ: [[Double]]
+    let baseRest: [[Float]]
+    let baseTarget: [[Float]]
+    /// Held by a ``drift(_:)`` call while `overlay` holds its replacements.
+    private let drifts = Mutex<Void>(())
 
     /// Runs the base pass over `windows` (each at least 2 tokens).
     public init(model: Model, windows: [[Int]]) throws {
@@ -51,17 +60,23 @@ public final class QualityProbe: @unchecked Sendable {
         self.windows = windows
         scoredPerWindow = length - 1
         overlay = ExpertOverlay(base: model.transformer.experts)
-        transformer = try Transformer(source: model.source, experts: overlay, options: model.transformer.options)
+        let transformer = try Transformer(source: model.source, experts: overlay, options: model.transformer.options)
+        self.transformer = transformer
         let vocab = model.configuration.vocabSize
         keptTokens = windows.count * scoredPerWindow * vocab <= QualityProbe.fullVocabularyLimit ? vocab : min(vocab, QualityProbe.topTokens)
         var routed: [ExpertKey: Set<Int>] = [:]
         var counts: [ExpertKey: Int] = [:]
         var nll = 0.0
+        var baseProbs: [[Float]] = [], baseIndices: [[Int32]] = [], baseCross: [[Double]] = [], baseMass: [[Double]] = []
+        var baseLogZ: [[Double]] = [], baseRest: [[Float]] = [], baseTarget: [[Float]] = []
         for (w, window) in windows.enumerated() {
-            let logits = try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all) { layer, _, choices in
-                for c in choices {
-                    routed[ExpertKey(layer: layer, expert: c.expert), default: []].insert(w)
-                    counts[ExpertKey(layer: layer, expert: c.expert), default: 0] += 1
+            // The probe's transformer shares the model's expert store: its passes are the model's operations too.
+            let logits = try model.withExclusiveAccess {
+                try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all) { layer, _, choices in
+                    for c in choices {
+                        routed[ExpertKey(layer: layer, expert: c.expert), default: []].insert(w)
+                        counts[ExpertKey(layer: layer, expert: c.expert), default: 0] += 1
+                    }
                 }
             }
             var probs: [Float] = [], indices: [Int32] = [], cross: [Double] = [], mass: [Double] = [], logZs: [Double] = []
@@ -98,6 +113,13 @@ public final class QualityProbe: @unchecked Sendable {
             baseRest.append(rest)
             baseTarget.append(target)
         }
+        self.baseProbs = baseProbs
+        self.baseIndices = baseIndices
+        self.baseCross = baseCross
+        self.baseMass = baseMass
+        self.baseLogZ = baseLogZ
+        self.baseRest = baseRest
+        self.baseTarget = baseTarget
         routedWindows = routed.mapValues { $0.sorted() }
         routedTokens = counts
         baseNLL = nll / Double(windows.count * scoredPerWindow)
@@ -115,6 +137,10 @@ public final class QualityProbe: @unchecked Sendable {
 
     /// Runs the model with `replacements` (only the windows they can change).
     public func drift(_ replacements: [ExpertKey: RequantizedExpert]) throws -> Drift {
+        try drifts.withLock { _ in try measureDrift(replacements) }
+    }
+
+    private func measureDrift(_ replacements: [ExpertKey: RequantizedExpert]) throws -> Drift {
         overlay.set(replacements)
         defer { overlay.set([:]) }
         var affected = Set<Int>()
@@ -123,7 +149,9 @@ public final class QualityProbe: @unchecked Sendable {
         var kld = 0.0, delta = 0.0
         for w in affected.sorted() {
             let window = windows[w]
-            let logits = try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all)
+            let logits = try model.withExclusiveAccess {
+                try transformer.forward(tokens: window, cache: transformer.makeCache(maxPositions: window.count), logits: .all)
+            }
             for p in 0..<scoredPerWindow {
                 let row = logits[(p * vocab)..<((p + 1) * vocab)]
                 let logZ = QualityProbe.logSumExp(row)

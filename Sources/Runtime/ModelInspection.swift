@@ -105,6 +105,3 @@ public struct ModelInspection: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 }
-
-
-import Foundation

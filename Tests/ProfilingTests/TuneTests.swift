@@ -1,5 +1,12 @@
 import Foundation
-import SwiftMoE
+import Executor
+import ExpertStore
+import ModelFormats
+import Profiling
+import Router
+import Runtime
+import Tracing
+import Tuning
 import TestSupport
 import XCTest
 
@@ -55,7 +62,7 @@ final class TuneTests: XCTestCase {
         XCTAssertEqual(config.memoryBytes, budget)
         let dir = TemporaryDirectory()
         try config.write(to: dir.path("c.json"))
-        let bench = try TraceTuneCLITests.moe(["bench", Self.demo, "--config", dir.path("c.json"), "--context", "32", "--prompt-tokens", "8",
+        let bench = try Fixtures.runMoe(["bench", Self.demo, "--config", dir.path("c.json"), "--context", "32", "--prompt-tokens", "8",
                                                "--gen-tokens", "8", "--repetitions", "1", "--json"])
         XCTAssertEqual(bench.status, 0, bench.stderr)
         let measured = try JSONDecoder().decode(BenchmarkResult.self, from: Data(bench.stdout.utf8))

@@ -1,4 +1,9 @@
+import Executor
+import ExpertStore
 import Foundation
+import ModelFormats
+import Quantization
+import Router
 
 extension KernelPath: Codable {}
 extension KVCache.ElementType: Codable {}

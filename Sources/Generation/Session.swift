@@ -1,4 +1,9 @@
+import ChatTemplate
+import Executor
 import Foundation
+import Runtime
+import Synchronization
+import Tokenizer
 
 /// Why generation could not start.
 public enum GenerationError: Error, Equatable, CustomStringConvertible {
@@ -68,22 +73,33 @@ public struct GenerationResult: Sendable {
 /// partial reply stays in ``history``; the cache keeps every token it evaluated, which is a
 /// prefix of what the next turn renders, so the session stays usable.
 ///
-/// One call runs at a time; concurrent calls wait for each other.
-public final class Session: @unchecked Sendable {
+/// ### Concurrency
+/// A session is `Sendable`. One call runs at a time; concurrent calls wait for each other (the
+/// KV cache and the tokens it holds are guarded by one lock, held for the whole call). Reading
+/// ``history`` or ``lastResult`` never waits for a running call: they sit behind a lock of
+/// their own. Forward passes take the model's lock (``Model/withExclusiveAccess(_:)``), so
+/// other sessions and calls on the same ``Model`` interleave with this one pass by pass.
+public final class Session: Sendable {
     public let model: Model
     public let tokenizer: Tokenizer
     /// The template used for chat turns (the model's own, or ``ChatTemplate/chatML`` if it has none).
     public let template: ChatTemplate
     /// True when the model ships no chat template and ``template`` is the ChatML fallback.
     public let usesFallbackTemplate: Bool
-    public private(set) var history: [ChatMessage] = []
+    /// KV cache positions available.
+    public let contextLength: Int
+    /// The conversation so far (system prompt, user and assistant turns).
+    public var history: [ChatMessage] { record.withLock { $0.history } }
     /// The statistics of the last completed call.
-    public private(set) var lastResult: GenerationResult?
+    public var lastResult: GenerationResult? { record.withLock { $0.lastResult } }
 
-    private let lock = NSLock()
-    private let cache: KVCache
-    /// The token ids whose keys and values `cache` holds, in order.
-    private var cachedTokens: [Int] = []
+    private struct Record {
+        var history: [ChatMessage] = []
+        var lastResult: GenerationResult?
+    }
+    /// The KV cache and its tokens; its lock is held for a whole call.
+    private let conversation: ConversationLock
+    private let record: Mutex<Record>
     private let bosText: String
     private let eosText: String
 
@@ -105,10 +121,14 @@ public final class Session: @unchecked Sendable {
             self.template = ChatTemplate.chatML
             usesFallbackTemplate = true
         }
-        cache = try model.makeCache(min(contextLength ?? model.maxContext, model.maxContext))
+        let cache = try model.makeCache(min(contextLength ?? model.maxContext, model.maxContext))
+        self.contextLength = cache.maxPositions
+        conversation = ConversationLock(Conversation(cache: cache))
         bosText = tokenizer.bosTokenId.map { tokenizer.tokens[$0] } ?? ""
         eosText = tokenizer.eosTokenId.map { tokenizer.tokens[$0] } ?? ""
+        var history: [ChatMessage] = []
         if let systemPrompt, !systemPrompt.isEmpty { history = [.system(systemPrompt)] }
+        record = Mutex(Record(history: history))
     }
 
     /// Opens a model file or directory and its tokenizer.
@@ -119,22 +139,19 @@ public final class Session: @unchecked Sendable {
 
     /// Frees nothing but forgets what the KV cache holds: the next call evaluates its whole prompt.
     public func discardCache() {
-        lock.lock()
-        defer { lock.unlock() }
-        cache.truncate(to: 0)
-        cachedTokens = []
+        conversation.withLock { c in
+            c.cache.truncate(to: 0)
+            c.cachedTokens = []
+        }
     }
-
-    /// KV cache positions available.
-    public var contextLength: Int { cache.maxPositions }
 
     /// Forgets the conversation (keeping the system prompt) and the cache.
     public func reset(keepingSystemPrompt: Bool = true) {
-        lock.lock()
-        defer { lock.unlock() }
-        history = keepingSystemPrompt ? history.prefix { $0.role == "system" } : []
-        cache.truncate(to: 0)
-        cachedTokens = []
+        conversation.withLock { c in
+            record.withLock { r in r.history = keepingSystemPrompt ? r.history.prefix { $0.role == "system" } : [] }
+            c.cache.truncate(to: 0)
+            c.cachedTokens = []
+        }
     }
 
     // MARK: - Streams
@@ -151,7 +168,9 @@ public final class Session: @unchecked Sendable {
         stream { isCancelled, emit in try self.complete(prompt: prompt, options: options, isCancelled: isCancelled, onText: emit) }
     }
 
-    private func stream(_ body: @escaping (@escaping () -> Bool, @escaping (String) -> Void) throws -> GenerationResult) -> AsyncThrowingStream<String, Error> {
+    private func stream(
+        _ body: @escaping @Sendable (_ isCancelled: () -> Bool, _ emit: (String) -> Void) throws -> GenerationResult
+    ) -> AsyncThrowingStream<String, Error> {
         AsyncThrowingStream { continuation in
             let cancelled = CancellationFlag()
             continuation.onTermination = { _ in cancelled.set() }
@@ -175,73 +194,79 @@ public final class Session: @unchecked Sendable {
     @discardableResult
     public func respond(to message: String, options: GenerationOptions = GenerationOptions(),
                         isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !message.isEmpty else { throw GenerationError.emptyPrompt }
-        let system = history.prefix { $0.role == "system" }
-        var turns = Array(history.dropFirst(system.count))
-        var result = GenerationResult()
-        var tokens: [Int]
-        while true {
-            let text = try template.render(messages: Array(system) + turns + [.user(message)], addGenerationPrompt: true,
-                                           bosToken: bosText, eosToken: eosText, variables: options.templateVariables)
-            tokens = tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
-            if tokens.count < cache.maxPositions { break }
-            guard !turns.isEmpty else { throw GenerationError.promptTooLong(tokens: tokens.count, context: cache.maxPositions) }
-            // Drop the oldest exchange (a user turn and what follows up to the next user turn).
-            let next = turns.dropFirst().firstIndex { $0.role == "user" } ?? turns.count
-            result.droppedTurns += next
-            turns.removeFirst(next)
+        try conversation.withLock { c in
+            guard !message.isEmpty else { throw GenerationError.emptyPrompt }
+            let history = record.withLock { $0.history }
+            let system = history.prefix { $0.role == "system" }
+            var turns = Array(history.dropFirst(system.count))
+            var result = GenerationResult()
+            var tokens: [Int]
+            while true {
+                let text = try template.render(messages: Array(system) + turns + [.user(message)], addGenerationPrompt: true,
+                                               bosToken: bosText, eosToken: eosText, variables: options.templateVariables)
+                tokens = tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
+                if tokens.count < c.cache.maxPositions { break }
+                guard !turns.isEmpty else { throw GenerationError.promptTooLong(tokens: tokens.count, context: c.cache.maxPositions) }
+                // Drop the oldest exchange (a user turn and what follows up to the next user turn).
+                let next = turns.dropFirst().firstIndex { $0.role == "user" } ?? turns.count
+                result.droppedTurns += next
+                turns.removeFirst(next)
+            }
+            let conversationSoFar = Array(system) + turns + [.user(message)]
+            record.withLock { $0.history = conversationSoFar }
+            do {
+                try run(tokens, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
+            } catch {
+                // Keep a partial reply; forget a turn that produced nothing.
+                let partial = result.text
+                record.withLock { if partial.isEmpty { $0.history.removeLast() } else { $0.history.append(.assistant(partial)) } }
+                throw error
+            }
+            let reply = result.text
+            record.withLock { $0.history.append(.assistant(reply)) }
+            return result
         }
-        history = Array(system) + turns + [.user(message)]
-        do {
-            try run(tokens, options: options, isCancelled: isCancelled, onText: onText, result: &result)
-        } catch {
-            // Keep a partial reply; forget a turn that produced nothing.
-            if result.text.isEmpty { history.removeLast() } else { history.append(.assistant(result.text)) }
-            throw error
-        }
-        history.append(.assistant(result.text))
-        return result
     }
 
     /// Raw completion of `prompt` (see ``generate(prompt:options:)``).
     @discardableResult
     public func complete(prompt: String, options: GenerationOptions = GenerationOptions(),
                          isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
-        let tokens = tokenizer.encode(prompt, addSpecialTokens: true, parseSpecial: true)
-        guard tokens.count < cache.maxPositions else { throw GenerationError.promptTooLong(tokens: tokens.count, context: cache.maxPositions) }
-        var result = GenerationResult()
-        try run(tokens, options: options, isCancelled: isCancelled, onText: onText, result: &result)
-        return result
+        try conversation.withLock { c in
+            guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
+            let tokens = tokenizer.encode(prompt, addSpecialTokens: true, parseSpecial: true)
+            guard tokens.count < c.cache.maxPositions else { throw GenerationError.promptTooLong(tokens: tokens.count, context: c.cache.maxPositions) }
+            var result = GenerationResult()
+            try run(tokens, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
+            return result
+        }
     }
 
     /// Evaluates `prompt` after the longest prefix the cache already holds, then samples.
-    private func run(_ prompt: [Int], options: GenerationOptions, isCancelled: () -> Bool, onText: (String) -> Void, result: inout GenerationResult) throws {
-        let transformer = model.transformer
+    private func run(_ prompt: [Int], options: GenerationOptions, in c: inout Conversation, isCancelled: () -> Bool, onText: (String) -> Void,
+                     result: inout GenerationResult) throws {
+        let cache = c.cache
         var sampler = Sampler(options: options)
         result.seed = sampler.seed
         result.promptTokens = prompt.count
         defer {
             // The cache is the truth: it only advances after a whole forward pass.
-            cachedTokens = Array(cachedTokens.prefix(cache.count))
-            lastResult = result
+            c.cachedTokens = Array(c.cachedTokens.prefix(cache.count))
+            let last = result
+            record.withLock { $0.lastResult = last }
         }
 
-        var common = zip(prompt, cachedTokens).prefix { $0 == $1 }.count
+        var common = zip(prompt, c.cachedTokens).prefix { $0 == $1 }.count
         if common == prompt.count { common -= 1 }  // the last prompt token must be evaluated for its logits
         cache.truncate(to: common)
-        cachedTokens.removeSubrange(common...)
+        c.cachedTokens.removeSubrange(common...)
         result.reusedTokens = common
 
         if isCancelled() { result.finishReason = .cancelled; return }
         let prefillStart = Date()
         let fresh = Array(prompt[common...])
-        var logits = try transformer.forward(tokens: fresh, cache: cache, logits: .last)
-        cachedTokens += fresh
+        var logits = try model.forward(tokens: fresh, cache: cache, logits: .last)
+        c.cachedTokens += fresh
         result.prefillSeconds = Date().timeIntervalSince(prefillStart)
 
         var sequence = prompt
@@ -268,19 +293,44 @@ public final class Session: @unchecked Sendable {
             if result.generatedTokens == options.maxTokens { result.finishReason = .maxTokens; break }
             if cache.count >= cache.maxPositions { result.finishReason = .contextFull; break }
             if isCancelled() { result.finishReason = .cancelled; break }
-            logits = try transformer.forward(tokens: [token], cache: cache, logits: .last)
-            cachedTokens.append(token)
+            logits = try model.forward(tokens: [token], cache: cache, logits: .last)
+            c.cachedTokens.append(token)
         }
         if !stops.stopped { emit(stops.append(decoder.finish())); emit(stops.flush()) }
     }
 }
 
-/// A flag set from one thread and read from another.
-final class CancellationFlag: @unchecked Sendable {
+/// What a session's calls read and write: the KV cache and the token ids whose keys and values
+/// it holds, in order.
+struct Conversation {
+    let cache: KVCache
+    var cachedTokens: [Int] = []
+}
+
+/// A ``Conversation`` and the lock a call holds while it uses it. `@unchecked Sendable`: the
+/// conversation is reached only through ``withLock(_:)``, and no call lets the cache escape
+/// it. (A `Mutex` cannot hold it: a call hands the cache to forward passes next to the
+/// caller's callbacks, and region checking cannot tell that they stay apart.)
+final class ConversationLock: @unchecked Sendable {
     private let lock = NSLock()
-    private var value = false
-    func set() { lock.lock(); value = true; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    private var conversation: Conversation
+
+    init(_ conversation: Conversation) {
+        self.conversation = conversation
+    }
+
+    func withLock<R>(_ body: (inout Conversation) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&conversation)
+    }
+}
+
+/// A flag set from one thread (the stream's termination) and read from another (the generating thread).
+final class CancellationFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }
 
 extension ChatTemplate {
