@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import ModelFormats
 
 /// A fixed byte arena for resident experts: reserved once, never grown, carved into
 /// variable-size blocks (experts may have different bit-widths) with a first-fit free list
@@ -40,7 +41,11 @@ public final class ExpertPool: @unchecked Sendable {
 
     deinit { munmap(base, capacity) }
 
-    public static func rounded(_ size: Int) -> Int { (max(size, 1) + alignment - 1) / alignment * alignment }
+    /// The bytes a block of `size` takes: at least one alignment unit, rounded up to it. Sizes
+    /// are record and tensor lengths the readers bounded by their files' sizes (a record's at
+    /// 64 GiB), so rounding cannot overflow; if it did, the size would saturate at `Int.max`,
+    /// which no pool holds.
+    public static func rounded(_ size: Int) -> Int { alignUp(max(size, 1), to: alignment) ?? Int.max }
 
     /// The offset of a new block of `size` bytes, or nil if no free range is large enough.
     public func allocate(_ size: Int) -> Int? {

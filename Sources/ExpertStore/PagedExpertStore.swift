@@ -151,7 +151,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         self.policy = policy.make(layerCount: catalog.layerCount)
         self.maxPrefetchBytes = maxPrefetchBytes ?? capacity / 2
         readers = try catalog.files.map { try DirectReader(path: $0) }
-        bufferSizes = (PagedExpertStore.stagingSize(catalog), PagedExpertStore.scratchSize(catalog))
+        bufferSizes = (try PagedExpertStore.stagingSize(catalog), PagedExpertStore.scratchSize(catalog))
         demandBuffers = [IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)]
         stats.poolCapacity = pool.capacity
         stats.directIO = readers.allSatisfy(\.direct)
@@ -184,8 +184,11 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         condition.unlock()
     }
 
-    static func stagingSize(_ catalog: ExpertCatalog) -> Int {
-        max(DirectReader.alignment, (catalog.largestRead + DirectReader.alignment - 1) / DirectReader.alignment * DirectReader.alignment)
+    static func stagingSize(_ catalog: ExpertCatalog) throws -> Int {
+        guard let size = alignUp(catalog.largestRead, to: DirectReader.alignment) else {
+            throw ExpertStoreError.cannotReserve(bytes: catalog.largestRead)
+        }
+        return max(DirectReader.alignment, size)
     }
 
     static func scratchSize(_ catalog: ExpertCatalog) -> Int {
@@ -439,16 +442,16 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     private func load(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, into destination: UnsafeMutableRawPointer, buffers: IOBuffers, cost: inout LoadCost) throws -> ExpertWeights {
         let clock = { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
         switch entry.location {
-        case let .record(record):
+        case let .record(record, readLength):
             let path = catalog.files[0]
             var t0 = clock()
             let direct = record.compression == .none
             let target = direct ? destination : buffers.staging
-            guard record.paddedLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
+            guard readLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
                 throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
             }
-            try readers[0].read(offset: record.offset, length: record.paddedLength, into: target)
-            cost.bytes += record.paddedLength
+            try readers[0].read(offset: record.offset, length: readLength, into: target)
+            cost.bytes += readLength
             cost.read += clock() - t0
             t0 = clock()
             let found = XXH64.hash(UnsafeRawBufferPointer(start: target, count: record.storedLength))
@@ -473,7 +476,10 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
                 let t0 = clock()
                 let a = DirectReader.alignment
                 let start = slab.offset / a * a
-                let end = (slab.offset + slab.length + a - 1) / a * a
+                // The catalog found the slab inside a mapped file, so this cannot overflow.
+                guard let end = alignUp(slab.offset + slab.length, to: a) else {
+                    throw ExpertStoreError.readFailed(path: catalog.files[slab.file], offset: slab.offset, length: slab.length, reason: "range too large")
+                }
                 var done = start
                 var copied = 0
                 // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
@@ -491,9 +497,8 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
                 cost.read += clock() - t0
             }
         }
-        let names = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
-        let views = zip(names, entry.tensors).map { name, t in
-            TensorView(name: "blk.\(key.layer).\(name).weight[\(key.expert)]", type: t.type, shape: t.shape,
+        let views = zip(ExpertTensor.allCases, entry.tensors).map { kind, t in
+            TensorView(name: kind.weightName(layer: key.layer, expert: key.expert).ggufName, type: t.type, shape: t.shape,
                        data: UnsafeRawBufferPointer(start: destination + t.offset, count: t.length), owner: self)
         }
         return ExpertWeights(gate: views[0], up: views[1], down: views[2])

@@ -196,7 +196,9 @@ public final class GGUFFile: @unchecked Sendable {
         }
 
         let headerEnd = reader.offset
-        let dataOffset = (headerEnd + alignment - 1) / alignment * alignment
+        guard let dataOffset = alignUp(headerEnd, to: alignment) else {
+            throw ModelFormatError.implausible(path: path, what: "header end", value: "\(headerEnd)", offset: nil)
+        }
         self.dataOffset = dataOffset
         var tensors: [GGUFTensorInfo] = []
         var index: [String: Int] = [:]

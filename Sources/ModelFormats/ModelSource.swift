@@ -164,8 +164,8 @@ public final class ModelSource: @unchecked Sendable {
         case let .store(store):
             var all = store.manifest.dense.compactMap { t in GGMLType(name: t.type).map { (t.name, $0, t.shape, t.length) } }
             for r in store.manifest.experts {
-                for t in r.tensors {
-                    if let type = GGMLType(name: t.type) { all.append(("blk.\(r.layer).\(t.name)[\(r.expert)]", type, t.shape, t.length)) }
+                for (kind, t) in zip(ExpertTensor.allCases, r.tensors) {
+                    if let type = GGMLType(name: t.type) { all.append((kind.weightName(layer: r.layer, expert: r.expert).ggufName, type, t.shape, t.length)) }
                 }
             }
             return all
