@@ -121,7 +121,7 @@ public struct ExpertCatalog: Sendable {
 /// Positioned reads that bypass the page cache: O_DIRECT where the file system allows it,
 /// otherwise ordinary reads followed by `posix_fadvise(DONTNEED)` so the kernel drops the
 /// pages again. Either way a run under `--memory` does not quietly grow the page cache.
-public final class DirectReader: @unchecked Sendable {
+public final class DirectReader: Sendable {
     public static let alignment = 4096
     public let path: String
     public let direct: Bool

@@ -9,7 +9,8 @@ import ModelFormats
 /// variable-size blocks (experts may have different bit-widths) with a first-fit free list
 /// that coalesces neighbours on release.
 ///
-/// Not thread-safe by itself; ``PagedExpertStore`` serialises access.
+/// Not thread-safe, and so not `Sendable`: ``PagedExpertStore`` owns its pool and uses it
+/// only under its lock.
 ///
 /// ### Layout
 ///
@@ -17,10 +18,11 @@ import ModelFormats
 ///
 /// Blocks start at multiples of ``alignment`` (4096, so direct I/O can read straight into
 /// them) and their sizes are rounded up to it.
-public final class ExpertPool: @unchecked Sendable {
+public final class ExpertPool {
     public static let alignment = 4096
     public let capacity: Int
-    public let base: UnsafeMutableRawPointer
+    /// The arena's memory; the store writes experts here (internal: no raw pointer leaves the module).
+    let base: UnsafeMutableRawPointer
     /// Free ranges, sorted by offset, never adjacent (always coalesced).
     private(set) var free: [(offset: Int, length: Int)]
     public private(set) var usedBytes = 0

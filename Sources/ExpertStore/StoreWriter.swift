@@ -43,8 +43,7 @@ public final class StoreWriter {
     public init(outputPath: String) throws {
         self.outputPath = outputPath
         partialPath = outputPath + ".partial"
-        FileManager.default.createFile(atPath: partialPath, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: partialPath) else {
+        guard FileManager.default.createFile(atPath: partialPath, contents: nil), let handle = FileHandle(forWritingAtPath: partialPath) else {
             throw ModelFormatError.cannotOpen(path: partialPath, reason: "cannot create the output file")
         }
         self.handle = handle

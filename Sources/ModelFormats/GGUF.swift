@@ -77,7 +77,7 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 ///
 /// Strings are a u64 length followed by UTF-8 bytes; arrays are u32 element type, u64 count,
 /// then the elements.
-public final class GGUFFile: @unchecked Sendable {
+public final class GGUFFile: Sendable {
     public static let magic: UInt32 = 0x4655_4747  // "GGUF" little-endian
     public static let defaultAlignment = 32
 

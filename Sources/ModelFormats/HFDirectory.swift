@@ -2,6 +2,10 @@ import Foundation
 
 /// A Hugging Face model directory: `config.json`, one or more `*.safetensors` files (with
 /// `model.safetensors.index.json` when sharded) and tokenizer files.
+///
+/// `@unchecked Sendable`: every property is a `let`, and the only non-Sendable one, ``config``,
+/// is the tree `JSONSerialization` parsed (dictionaries, arrays, strings and numbers), which
+/// nothing mutates after `init`.
 public final class HFDirectory: @unchecked Sendable {
     public let path: String
     /// `config.json`, parsed.

@@ -14,7 +14,7 @@ import Quantization
 ///     ...      manifest (JSON)
 ///
 /// The header is written last, so a file whose writer was interrupted has no valid magic.
-public final class MoEStoreFile: @unchecked Sendable {
+public final class MoEStoreFile: Sendable {
     public static let magic: [UInt8] = Array("MOESTORE".utf8)
     public static let version: UInt32 = 1
     public static let headerSize = 4096
@@ -28,7 +28,7 @@ public final class MoEStoreFile: @unchecked Sendable {
     ///     16 u64 manifest offset   24  u64 manifest length
     ///     32 u64 manifest XXH64    40  u64 file size
     ///     48 u64 reserved (0)      56  u64 XXH64 of bytes 0..<56
-    public struct Header: Equatable {
+    public struct Header: Equatable, Sendable {
         public var manifestOffset: Int
         public var manifestLength: Int
         public var manifestChecksum: UInt64

@@ -3,7 +3,7 @@ import Quantization
 
 /// An opened model: its container (GGUF file or Hugging Face directory), its family and its
 /// configuration, with typed access to every weight by ``WeightName``.
-public final class ModelSource: @unchecked Sendable {
+public final class ModelSource: Sendable {
     public enum Container: Sendable {
         case gguf(GGUFFile)
         case huggingFace(HFDirectory)
