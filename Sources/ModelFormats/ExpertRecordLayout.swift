@@ -8,9 +8,11 @@ import Quantization
 ///
 /// ### Layout
 ///
-///     0 ── gate ──┬─ zeros ─┬── up ──┬─ zeros ─┬── down ──┬────── zeros ──────┐
-///                 │ next multiple of 64          │         decodedLength      paddedLength
-///                 └─ up.offset                   └─ down.offset             (a multiple of 4096)
+///     0               gate
+///     up offset       up     (end of gate rounded up to a multiple of 64, zeros between)
+///     down offset     down   (end of up rounded up to a multiple of 64, zeros between)
+///     decodedLength   end of down: nothing follows the last tensor
+///     paddedLength    rounded up to a multiple of 4096, zeros after the record's bytes
 ///
 /// The tensors follow one another in ``ExpertTensor`` order, each starting at the next multiple
 /// of ``tensorAlignment``. The decoded record ends where its last tensor ends: there is no

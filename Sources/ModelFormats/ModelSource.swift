@@ -29,8 +29,9 @@ public final class ModelSource: Sendable {
         }
         if isDirectory.boolValue {
             let directory = try HFDirectory(path: path, randomAccess: randomAccess)
-            let reader = HFConfigReader(directory.config, path: (path as NSString).appendingPathComponent("config.json"))
-            guard let modelType = directory.config["model_type"] as? String else {
+            let config = directory.config
+            let reader = HFConfigReader(config, path: (path as NSString).appendingPathComponent("config.json"))
+            guard let modelType = config["model_type"] as? String else {
                 throw ModelFormatError.missingConfigKey(path: reader.path, key: "model_type")
             }
             family = try ModelFamilies.family(hfModelType: modelType)
