@@ -2,7 +2,6 @@ import Foundation
 import ModelFormats
 import Quantization
 
-
 /// Experts paged into a fixed ``ExpertPool`` under a ``CachePolicy``, on demand and ahead of
 /// demand (``prefetch(_:currentLayer:)``) by loader threads.
 ///
