@@ -30,11 +30,11 @@ let package = Package(
         // Quant-type traits, (de)quantization, dot products.
         .target(name: "Quantization", dependencies: ["CKernels"], swiftSettings: v6),
         // GGUF, safetensors, HF directories, .npy; model families and the one configuration type.
-        .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v5),
+        .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v6),
         // Gating networks (family routing rules) and, later, expert predictors.
         .target(name: "Router", dependencies: ["ModelFormats"], swiftSettings: v5),
         // Where expert weights come from: resident views now, paged pool later.
-        .target(name: "ExpertStore", dependencies: ["ModelFormats", "Quantization", "CLZ4"], swiftSettings: v5),
+        .target(name: "ExpertStore", dependencies: ["ModelFormats", "Quantization", "CLZ4"], swiftSettings: v6),
         // The transformer forward pass.
         .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v5),
         // Text <-> token ids (issue 5).
@@ -75,9 +75,9 @@ let package = Package(
         // Fixture locations and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v6),
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v6),
-        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
-        .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
+        .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v6),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "GenerationTests", dependencies: ["Generation", "Runtime", "Executor", "ChatTemplate", "Tokenizer", "TestSupport"], swiftSettings: v6),

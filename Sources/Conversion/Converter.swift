@@ -108,17 +108,15 @@ public struct Converter {
         var fallbacks: [String: Int] = [:], typeCounts: [String: Int] = [:]
         let keys = types.keys.sorted { ($0.layer, $0.expert) < ($1.layer, $1.expert) }
         for (i, key) in keys.enumerated() {
-            let names: [WeightName] = [.expertGate(key.layer, key.expert), .expertUp(key.layer, key.expert), .expertDown(key.layer, key.expert)]
-            let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
-            let views = try zip(names, shapes).map { try source.require($0, shape: $1) }
+            let views = try source.expertTensors(layer: key.layer, expert: key.expert)
             let planned = types[key] ?? nil
-            let layout = StoreLayout.tensors(of: views.map { ($0.type, $0.shape) }, at: planned)
-            for (view, t) in zip(views, layout) {
+            let layout = try StoreLayout.record(of: views.map { ($0.type, $0.shape) }, at: planned, expert: "\(input): expert \(key.expert) of layer \(key.layer)")
+            for (view, t) in zip(views, layout.tensors) {
                 typeCounts[t.type.description, default: 0] += 1
                 if let planned, planned != view.type, t.type != planned { fallbacks["\(planned)→\(t.type)", default: 0] += 1 }
             }
             if writer.isMeasuring {
-                try writer.addExpertPlaceholder(layer: key.layer, expert: key.expert, tensors: layout)
+                try writer.addExpertPlaceholder(layer: key.layer, expert: key.expert, layout: layout)
                 continue
             }
             // The same requantization the calibration measured (RequantizedExpert), copied out.

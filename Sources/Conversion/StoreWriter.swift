@@ -44,8 +44,7 @@ public final class StoreWriter {
     public init(outputPath: String) throws {
         self.outputPath = outputPath
         partialPath = outputPath + ".partial"
-        FileManager.default.createFile(atPath: partialPath, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: partialPath) else {
+        guard FileManager.default.createFile(atPath: partialPath, contents: nil), let handle = FileHandle(forWritingAtPath: partialPath) else {
             throw ModelFormatError.cannotOpen(path: partialPath, reason: "cannot create the output file")
         }
         self.handle = handle
@@ -89,8 +88,10 @@ public final class StoreWriter {
     private func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
 
     private func pad(to alignment: Int) throws {
-        let padding = (alignment - position % alignment) % alignment
-        if padding > 0 { try write([UInt8](repeating: 0, count: padding)) }
+        guard let end = alignUp(position, to: alignment) else {
+            throw ModelFormatError.cannotOpen(path: partialPath, reason: "the store would exceed the largest file size")
+        }
+        if end > position { try write([UInt8](repeating: 0, count: end - position)) }
     }
 
     /// Appends a dense tensor.
@@ -101,15 +102,18 @@ public final class StoreWriter {
         try write(bytes)
     }
 
-    /// Appends one expert: gate, up and down, each `(type, ggml shape, bytes)`.
+    /// Appends one expert: gate, up and down, each `(type, ggml shape, bytes)`, laid out as
+    /// ``ExpertRecordLayout`` says (zeros between the tensors).
     public func addExpert(layer: Int, expert: Int, tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])], compression: CompressionMode) throws {
-        precondition(tensors.count == 3, "an expert record holds gate, up and down")
-        var decoded: [UInt8] = []
-        var entries: [MoEStoreFile.TensorEntry] = []
-        for (name, t) in zip(["gate", "up", "down"], tensors) {
-            while decoded.count % 64 != 0 { decoded.append(0) }
-            entries.append(.init(name: name, type: t.type.description, shape: t.shape, offset: decoded.count, length: t.bytes.count, checksum: nil))
-            decoded += t.bytes
+        let name = "expert \(expert) of layer \(layer)"
+        guard let layout = ExpertRecordLayout(tensors.map { ($0.type, $0.shape) }),
+              zip(layout.tensors, tensors).allSatisfy({ $0.length == $1.bytes.count }) else {
+            let described = tensors.map { "\($0.type) \($0.shape): \($0.bytes.count) bytes" }.joined(separator: ", ")
+            throw ModelFormatError.invalidTensor(path: partialPath, tensor: name, reason: "\(described) do not form an expert record")
+        }
+        var decoded = [UInt8](repeating: 0, count: layout.decodedLength)
+        for (t, source) in zip(layout.tensors, tensors) {
+            decoded.replaceSubrange(t.offset..<(t.offset + t.length), with: source.bytes)
         }
         var stored = decoded
         var method0 = MoEStoreFile.Compression.none
@@ -149,34 +153,26 @@ public final class StoreWriter {
                 }
             }
         }
-        try pad(to: MoEStoreFile.recordAlignment)
+        try pad(to: ExpertRecordLayout.recordAlignment)
         let checksum = stored.withUnsafeBytes { XXH64.hash($0) }
         experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: stored.count, decodedLength: decoded.count,
-                             compression: method0, checksum: checksum, tensors: entries))
+                             compression: method0, checksum: checksum, tensors: layout.manifestEntries))
         try write(stored)
-        try pad(to: MoEStoreFile.recordAlignment)
+        try pad(to: ExpertRecordLayout.recordAlignment)
         rawExpertBytes += decoded.count
         storedExpertBytes += stored.count
     }
 
-    /// Counts one uncompressed expert record of `tensors` without any bytes (measuring writers).
-    public func addExpertPlaceholder(layer: Int, expert: Int, tensors: [StoreLayout.Tensor]) throws {
-        precondition(isMeasuring && tensors.count == 3, "placeholders are for measuring writers, one per expert")
-        var entries: [MoEStoreFile.TensorEntry] = []
-        var offset = 0
-        for (name, t) in zip(["gate", "up", "down"], tensors) {
-            offset = (offset + 63) / 64 * 64
-            entries.append(.init(name: name, type: t.type.description, shape: t.shape, offset: offset, length: t.length, checksum: nil))
-            offset += t.length
-        }
-        let length = StoreLayout.decodedLength(tensors)
-        try pad(to: MoEStoreFile.recordAlignment)
-        experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: length, decodedLength: length,
-                             compression: .none, checksum: UInt64.max, tensors: entries))
-        position += length
-        try pad(to: MoEStoreFile.recordAlignment)
-        rawExpertBytes += length
-        storedExpertBytes += length
+    /// Counts one uncompressed expert record laid out as `layout` without any bytes (measuring writers).
+    public func addExpertPlaceholder(layer: Int, expert: Int, layout: ExpertRecordLayout) throws {
+        precondition(isMeasuring, "placeholders are for measuring writers")
+        try pad(to: ExpertRecordLayout.recordAlignment)
+        experts.append(.init(layer: layer, expert: expert, offset: position, storedLength: layout.decodedLength, decodedLength: layout.decodedLength,
+                             compression: .none, checksum: UInt64.max, tensors: layout.manifestEntries))
+        position += layout.decodedLength
+        try pad(to: ExpertRecordLayout.recordAlignment)
+        rawExpertBytes += layout.decodedLength
+        storedExpertBytes += layout.decodedLength
     }
 
     /// Stores the tokenizer as a metadata-only GGUF.

@@ -16,15 +16,20 @@ public struct ExpertCatalog: Sendable {
     }
 
     public enum Location: Sendable {
-        case record(MoEStoreFile.ExpertRecord)
+        /// A `.moe` record; `readLength` is its stored bytes padded to the record alignment
+        /// (``ExpertRecordLayout/paddedLength(storedLength:)``), what one direct read fetches.
+        case record(MoEStoreFile.ExpertRecord, readLength: Int)
         case slabs([Slab])
     }
 
     public struct Entry: Sendable {
         public var location: Location
+        /// Where gate, up and down lie in the decoded expert (as in a `.moe` record, whatever
+        /// the source: the pool holds every expert laid out the same way).
+        public var layout: ExpertRecordLayout
         /// gate, up, down: type, ggml shape, offset and length within the decoded expert.
-        public var tensors: [(type: GGMLType, shape: [Int], offset: Int, length: Int)]
-        public var decodedLength: Int
+        public var tensors: [ExpertRecordLayout.Tensor] { layout.tensors }
+        public var decodedLength: Int { layout.decodedLength }
     }
 
     public let files: [String]
@@ -59,7 +64,7 @@ public struct ExpertCatalog: Sendable {
     public var largestRead: Int {
         entries.joined().map { entry -> Int in
             switch entry.location {
-            case let .record(r): return r.paddedLength
+            case let .record(_, readLength): return readLength
             case let .slabs(slabs): return slabs.map { $0.length + 2 * DirectReader.alignment }.max() ?? 0
             }
         }.max() ?? 0
@@ -70,15 +75,6 @@ public struct ExpertCatalog: Sendable {
         let c = source.configuration
         layerCount = c.layerCount
         expertCount = c.expertCount
-        func layout(_ views: [(GGMLType, [Int], Int)]) -> ([(type: GGMLType, shape: [Int], offset: Int, length: Int)], Int) {
-            var offset = 0
-            var out: [(type: GGMLType, shape: [Int], offset: Int, length: Int)] = []
-            for (type, shape, length) in views {
-                out.append((type, shape, offset, length))
-                offset = (offset + length + 63) / 64 * 64
-            }
-            return (out, offset)
-        }
         switch source.container {
         case let .store(store):
             files = [store.path]
@@ -87,11 +83,10 @@ public struct ExpertCatalog: Sendable {
                 guard c.layerKinds[l] == .moe else { return [] }
                 return try (0..<c.expertCount).map { e in
                     guard let r = store.record(layer: l, expert: e) else { throw ModelFormatError.missingTensor("expert \(e) of layer \(l)", model: store.path) }
-                    let tensors = try r.tensors.map { t -> (type: GGMLType, shape: [Int], offset: Int, length: Int) in
-                        guard let type = GGMLType(name: t.type) else { throw ModelFormatError.invalidTensor(path: store.path, tensor: t.name, reason: "unknown type \(t.type)") }
-                        return (type, t.shape, t.offset, t.length)
+                    guard let layout = ExpertRecordLayout(record: r), let readLength = r.paddedLength else {
+                        throw ModelFormatError.invalidTensor(path: store.path, tensor: "expert \(e) of layer \(l)", reason: "record is not laid out as docs/store-format.md says")
                     }
-                    return Entry(location: .record(r), tensors: tensors, decodedLength: r.decodedLength)
+                    return Entry(location: .record(r, readLength: readLength), layout: layout)
                 }
             }
         case .gguf, .huggingFace:
@@ -100,23 +95,21 @@ public struct ExpertCatalog: Sendable {
             entries = try (0..<c.layerCount).map { l in
                 guard c.layerKinds[l] == .moe else { return [] }
                 return try (0..<c.expertCount).map { e in
-                    let names: [WeightName] = [.expertGate(l, e), .expertUp(l, e), .expertDown(l, e)]
-                    let shapes = [[c.hiddenSize, c.expertFFNSize], [c.hiddenSize, c.expertFFNSize], [c.expertFFNSize, c.hiddenSize]]
-                    var slabs: [Slab] = []
-                    var views: [(GGMLType, [Int], Int)] = []
-                    for (name, shape) in zip(names, shapes) {
-                        let view = try source.require(name, shape: shape)
+                    let views = try source.expertTensors(layer: l, expert: e)
+                    guard let layout = ExpertRecordLayout(views.map { ($0.type, $0.shape) }),
+                          zip(layout.tensors, views).allSatisfy({ $0.length == $1.data.count }) else {
+                        throw ModelFormatError.invalidTensor(path: source.path, tensor: "expert \(e) of layer \(l)", reason: "tensor lengths do not match their types and shapes")
+                    }
+                    let slabs = try views.map { view in
                         let (path, offset) = try source.fileLocation(of: view)
                         let index = fileIndex[path] ?? {
                             paths.append(path)
                             fileIndex[path] = paths.count - 1
                             return paths.count - 1
                         }()
-                        slabs.append(Slab(file: index, offset: offset, length: view.data.count))
-                        views.append((view.type, view.shape, view.data.count))
+                        return Slab(file: index, offset: offset, length: view.data.count)
                     }
-                    let (tensors, total) = layout(views)
-                    return Entry(location: .slabs(slabs), tensors: tensors, decodedLength: total)
+                    return Entry(location: .slabs(slabs), layout: layout)
                 }
             }
             files = paths
@@ -128,7 +121,7 @@ public struct ExpertCatalog: Sendable {
 /// Positioned reads that bypass the page cache: O_DIRECT where the file system allows it,
 /// otherwise ordinary reads followed by `posix_fadvise(DONTNEED)` so the kernel drops the
 /// pages again. Either way a run under `--memory` does not quietly grow the page cache.
-public final class DirectReader: @unchecked Sendable {
+public final class DirectReader: Sendable {
     public static let alignment = 4096
     public let path: String
     public let direct: Bool

@@ -1,41 +1,46 @@
 import Foundation
 import ModelFormats
 import Quantization
+import Synchronization
 
 /// An expert's three tensors re-quantized into memory this object owns: exactly what its
-/// `.moe` record holds at that type. `moe convert` writes these bytes; `moe calibrate` and
+/// `.moe` record holds at that type, laid out as the record is (``layout``, zeros between the
+/// tensors). `moe convert` writes these bytes; `moe calibrate` and
 /// `moe convert --max-ppl-increase` run them in memory to measure the quality they lose.
-public final class RequantizedExpert: @unchecked Sendable {
+public final class RequantizedExpert: Sendable {
     /// Gate, up and down at the types actually used (a type whose block does not divide a
     /// row falls back, see ``StoreLayout/storableType(_:rowLength:)``).
     public let weights: ExpertWeights
+    /// Where the tensors lie: the record layout of ``StoreLayout/record(of:at:expert:)``.
+    public let layout: ExpertRecordLayout
 
     /// The bytes behind the views; each view keeps it alive (its `owner`), like a mapping.
-    final class Memory {
+    /// `@unchecked Sendable`: written only by ``RequantizedExpert/init(_:to:)`` before any view
+    /// of it exists, read-only afterwards.
+    final class Memory: @unchecked Sendable {
         let base: UnsafeMutableRawPointer
-        init(_ count: Int) { base = .allocate(byteCount: count, alignment: 64) }
+        init(_ count: Int) {
+            base = .allocate(byteCount: count, alignment: ExpertRecordLayout.tensorAlignment)
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        }
         deinit { base.deallocate() }
     }
 
     /// Dequantizes `source` and quantizes it to `type` (nil: an exact copy of the source bytes),
-    /// with the types and lengths a `.moe` record would have (``StoreLayout/tensors(of:at:)``).
+    /// with the types and lengths a `.moe` record would have (``StoreLayout/record(of:at:expert:)``).
     public init(_ source: ExpertWeights, to type: GGMLType?) throws {
         let views = [source.gate, source.up, source.down]
-        let layout = StoreLayout.tensors(of: views.map { ($0.type, $0.shape) }, at: type)
-        // A kept tensor is its source bytes exactly; a converted one its type's length.
-        let lengths = zip(views, layout).map { view, t in t.type == view.type ? view.data.count : t.length }
-        var offsets: [Int] = []
-        var total = 0
-        for length in lengths {
-            offsets.append(total)
-            total = (total + length + 63) / 64 * 64
-        }
-        let memory = Memory(max(total, 64))
+        let layout = try StoreLayout.record(of: views.map { ($0.type, $0.shape) }, at: type, expert: source.gate.name)
+        let memory = Memory(max(layout.decodedLength, ExpertRecordLayout.tensorAlignment))
         var out: [TensorView] = []
-        for (i, (view, t)) in zip(views, layout).enumerated() {
-            let destination = memory.base + offsets[i]
+        for (view, t) in zip(views, layout.tensors) {
+            let destination = memory.base + t.offset
             if t.type == view.type {
-                if let base = view.data.baseAddress { destination.copyMemory(from: base, byteCount: lengths[i]) }
+                // A kept tensor is its source bytes exactly.
+                guard view.data.count == t.length else {
+                    throw ModelFormatError.invalidTensor(path: "", tensor: view.name, reason: "\(view.data.count) bytes for a \(t.type) tensor of shape \(t.shape)")
+                }
+                if let base = view.data.baseAddress { destination.copyMemory(from: base, byteCount: t.length) }
             } else {
                 let floats = try view.toFloats()
                 try floats.withUnsafeBufferPointer { buffer in
@@ -44,18 +49,18 @@ public final class RequantizedExpert: @unchecked Sendable {
                 }
             }
             out.append(TensorView(name: view.name, type: t.type, shape: view.shape,
-                                  data: UnsafeRawBufferPointer(start: destination, count: lengths[i]), owner: memory))
+                                  data: UnsafeRawBufferPointer(start: destination, count: t.length), owner: memory))
         }
         weights = ExpertWeights(gate: out[0], up: out[1], down: out[2])
+        self.layout = layout
     }
 }
 
 /// Serves some experts from replacements held in memory and every other one from a base
 /// provider. The replacements can change between forward passes (not during one).
-public final class ExpertOverlay: ExpertProvider, @unchecked Sendable {
+public final class ExpertOverlay: ExpertProvider {
     public let base: ExpertProvider
-    private let lock = NSLock()
-    private var replacements: [ExpertKey: RequantizedExpert] = [:]
+    private let replacements = Mutex<[ExpertKey: RequantizedExpert]>([:])
 
     public init(base: ExpertProvider) {
         self.base = base
@@ -63,15 +68,11 @@ public final class ExpertOverlay: ExpertProvider, @unchecked Sendable {
 
     /// Replaces every current replacement with `experts`.
     public func set(_ experts: [ExpertKey: RequantizedExpert]) {
-        lock.lock()
-        replacements = experts
-        lock.unlock()
+        replacements.withLock { $0 = experts }
     }
 
     public func withExpert<R>(layer: Int, expert: Int, _ body: (ExpertWeights) throws -> R) throws -> R {
-        lock.lock()
-        let replacement = replacements[ExpertKey(layer: layer, expert: expert)]
-        lock.unlock()
+        let replacement = replacements.withLock { $0[ExpertKey(layer: layer, expert: expert)] }
         if let replacement { return try body(replacement.weights) }
         return try base.withExpert(layer: layer, expert: expert, body)
     }

@@ -3,12 +3,14 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import ModelFormats
 
 /// A fixed byte arena for resident experts: reserved once, never grown, carved into
 /// variable-size blocks (experts may have different bit-widths) with a first-fit free list
 /// that coalesces neighbours on release.
 ///
-/// Not thread-safe by itself; ``PagedExpertStore`` serialises access.
+/// Not thread-safe, and so not `Sendable`: ``PagedExpertStore`` owns its pool and uses it
+/// only under its lock.
 ///
 /// ### Layout
 ///
@@ -16,10 +18,11 @@ import Darwin
 ///
 /// Blocks start at multiples of ``alignment`` (4096, so direct I/O can read straight into
 /// them) and their sizes are rounded up to it.
-public final class ExpertPool: @unchecked Sendable {
+public final class ExpertPool {
     public static let alignment = 4096
     public let capacity: Int
-    public let base: UnsafeMutableRawPointer
+    /// The arena's memory; the store writes experts here (internal: no raw pointer leaves the module).
+    let base: UnsafeMutableRawPointer
     /// Free ranges, sorted by offset, never adjacent (always coalesced).
     private(set) var free: [(offset: Int, length: Int)]
     public private(set) var usedBytes = 0
@@ -40,7 +43,11 @@ public final class ExpertPool: @unchecked Sendable {
 
     deinit { munmap(base, capacity) }
 
-    public static func rounded(_ size: Int) -> Int { (max(size, 1) + alignment - 1) / alignment * alignment }
+    /// The bytes a block of `size` takes: at least one alignment unit, rounded up to it. Sizes
+    /// are record and tensor lengths the readers bounded by their files' sizes (a record's at
+    /// 64 GiB), so rounding cannot overflow; if it did, the size would saturate at `Int.max`,
+    /// which no pool holds.
+    public static func rounded(_ size: Int) -> Int { alignUp(max(size, 1), to: alignment) ?? Int.max }
 
     /// The offset of a new block of `size` bytes, or nil if no free range is large enough.
     public func allocate(_ size: Int) -> Int? {

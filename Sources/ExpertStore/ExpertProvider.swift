@@ -72,7 +72,7 @@ public enum ExpertStoreError: Error, Equatable, CustomStringConvertible {
 
 /// Every expert resident: views straight into the model file's mapping.
 /// Shapes and types of every expert are checked when the store is built.
-public final class ResidentExpertStore: ExpertProvider, @unchecked Sendable {
+public final class ResidentExpertStore: ExpertProvider {
     private let experts: [[ExpertWeights]]
 
     public init(source: ModelSource) throws {
@@ -80,10 +80,8 @@ public final class ResidentExpertStore: ExpertProvider, @unchecked Sendable {
         experts = try (0..<c.layerCount).map { l in
             guard c.layerKinds[l] == .moe else { return [] }
             return try (0..<c.expertCount).map { e in
-                ExpertWeights(
-                    gate: try source.require(.expertGate(l, e), shape: [c.hiddenSize, c.expertFFNSize]),
-                    up: try source.require(.expertUp(l, e), shape: [c.hiddenSize, c.expertFFNSize]),
-                    down: try source.require(.expertDown(l, e), shape: [c.expertFFNSize, c.hiddenSize]))
+                let t = try source.expertTensors(layer: l, expert: e)
+                return ExpertWeights(gate: t[0], up: t[1], down: t[2])
             }
         }
     }

@@ -2,60 +2,6 @@ import Foundation
 import ModelFormats
 import Quantization
 
-/// Counters of a paged run, reported by `moe run/bench/generate` and in `--json`.
-public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
-    /// Requests served from the pool (including experts a prefetch had started loading).
-    public var hits = 0
-    /// Requests that had to load the expert on the spot.
-    public var misses = 0
-    public var evictions = 0
-    public var bytesRead = 0
-    /// Seconds spent in reads, checksum verification and decoding (all threads).
-    public var readSeconds = 0.0
-    public var verifySeconds = 0.0
-    public var decodeSeconds = 0.0
-    /// Seconds the executor waited for an expert that was not ready (misses, and prefetches
-    /// still in flight).
-    public var stallSeconds = 0.0
-    /// Prefetches issued, used before eviction, and evicted unused.
-    public var prefetchIssued = 0
-    public var prefetchUseful = 0
-    public var prefetchWasted = 0
-    public var prefetchBytes = 0
-    /// Requests that found their expert still loading (the prefetch was late).
-    public var prefetchLate = 0
-    public var poolCapacity = 0
-    public var peakPoolBytes = 0
-    public var directIO = false
-
-    public var hitRate: Double { hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses) }
-}
-
-/// What happened inside a ``PagedExpertStore``, reported to its event sink (traces). Times are
-/// `DispatchTime` uptime nanoseconds.
-public enum ExpertStoreEvent: Sendable {
-    /// How a request was served.
-    public enum Outcome: UInt8, Sendable, Codable {
-        /// Resident and ready.
-        case hit = 0
-        /// Loaded on the spot by the requesting thread.
-        case miss = 1
-        /// A prefetch had started loading it; the request waited for the rest.
-        case late = 2
-    }
-    /// One request (``PagedExpertStore/acquire(_:)``), reported when it is served.
-    /// `prefetched`: the first use of an expert a prefetch brought in; `stall`: nanoseconds
-    /// the caller waited (load or late prefetch).
-    case access(key: ExpertKey, outcome: Outcome, prefetched: Bool, requested: UInt64, stall: UInt64)
-    /// One load, on the requesting thread (`thread` 0, a demand load) or loader thread
-    /// `thread` (1, 2, …; a prefetch). `bytes`: bytes read from disk; `failed`: it threw.
-    case load(key: ExpertKey, prefetch: Bool, thread: Int, start: UInt64, end: UInt64, bytes: Int, failed: Bool)
-    /// The predictor asked for `keys` while layer `layer` ran; `queued` is what fitted.
-    case prefetchRequest(layer: Int, keys: [ExpertKey], queued: [ExpertKey], time: UInt64)
-    /// An expert left the pool; `unusedPrefetch`: a prefetch nobody used.
-    case eviction(key: ExpertKey, unusedPrefetch: Bool, time: UInt64)
-}
-
 /// Experts paged into a fixed ``ExpertPool`` under a ``CachePolicy``, on demand and ahead of
 /// demand (``prefetch(_:currentLayer:)``) by loader threads.
 ///
@@ -64,43 +10,70 @@ public enum ExpertStoreEvent: Sendable {
 /// ``DirectReader`` (O_DIRECT or fadvise), verify the record's checksum when the source has
 /// one, and decode (LZ4, byte-plane shuffle) straight into the pool. Demand loads run on the
 /// calling thread and never queue behind prefetches. Thread-safe.
+///
+/// `@unchecked Sendable` because of the lock discipline, which the compiler cannot see: every
+/// `var` below, the ``pool``'s free list and the ``policy``'s state are read and written only
+/// with `condition` locked (a condition variable, because demand loads wait for prefetches).
+/// The `let`s are immutable. The bytes of a pool block are written, with the lock released,
+/// only by the one load that owns the block while its entry is marked loading; a buffer set
+/// is used by one thread at a time (see ``IOBuffers``).
 public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     public let catalog: ExpertCatalog
+    /// The arena. Not thread-safe itself: read its `capacity` freely; anything else only while
+    /// no other thread uses the store, or through ``withPool(_:)``.
     public let pool: ExpertPool
     public let policy: CachePolicy
     /// Prefetched bytes that may sit in the pool unused (a cap so guesses cannot crowd out hits).
-    public var maxPrefetchBytes: Int
-    private let readers: [DirectReader]
+    public let maxPrefetchBytes: Int
+    let readers: [DirectReader]
     /// Buffers for demand loads; concurrent callers each take their own (normally there is one).
     private var demandBuffers: [IOBuffers]
-    private let bufferSizes: (staging: Int, scratch: Int)
+    let bufferSizes: (staging: Int, scratch: Int)
+    /// One buffer set per loader thread (none: no prefetching).
+    private let loaderBuffers: [IOBuffers]
     private let condition = NSCondition()
     private var resident: [ExpertKey: Resident] = [:]
     private var stats = ExpertStoreMetrics()
     private var queue: [(key: ExpertKey, offset: Int)] = []
-    private var loaders: [Thread] = []
-    private var loaderBuffers: [IOBuffers] = []
     private var stopping = false
     private var prefetchedUnusedBytes = 0
-    /// Every request in order since the store opened, for traces and for replaying cache
-    /// policies (not cleared by ``resetMetrics()``).
-    public private(set) var accessLog: [ExpertKey] = []
-    /// Index into ``accessLog`` where the current metrics start.
-    public private(set) var measuredFrom = 0
-    public var recordsAccesses = false
+    private var log: [ExpertKey] = []
+    private var logStart = 0
+    private var logging = false
     /// Receives every ``ExpertStoreEvent`` (nil: none are built, nothing is timed for them).
     /// Called with the store's lock held, from the executor and loader threads: keep it short
     /// and do not call back into the store.
-    private var eventSink: ((ExpertStoreEvent) -> Void)?
+    private var eventSink: (@Sendable (ExpertStoreEvent) -> Void)?
 
     /// Installs (or, with nil, removes) the event sink.
-    public func setEventSink(_ sink: ((ExpertStoreEvent) -> Void)?) {
-        condition.lock()
-        eventSink = sink
-        condition.unlock()
+    public func setEventSink(_ sink: (@Sendable (ExpertStoreEvent) -> Void)?) {
+        locked { eventSink = sink }
     }
 
-    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
+    /// Every request in order since the store opened (while ``recordsAccesses``), for traces
+    /// and for replaying cache policies (not cleared by ``resetMetrics()``).
+    public var accessLog: [ExpertKey] { locked { log } }
+    /// Index into ``accessLog`` where the current metrics start.
+    public var measuredFrom: Int { locked { logStart } }
+    /// Whether requests are appended to ``accessLog``.
+    public var recordsAccesses: Bool {
+        get { locked { logging } }
+        set { locked { logging = newValue } }
+    }
+
+    /// Runs `body` on the pool with the store's lock held, so that loads and evictions on other
+    /// threads cannot change its free list meanwhile (for checks while loaders run).
+    public func withPool<R>(_ body: (ExpertPool) throws -> R) rethrows -> R {
+        try locked { try body(pool) }
+    }
+
+    private func locked<R>(_ body: () throws -> R) rethrows -> R {
+        condition.lock()
+        defer { condition.unlock() }
+        return try body()
+    }
+
+    static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     struct Resident {
         var offset: Int
@@ -112,28 +85,6 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         var used: Bool
     }
 
-    /// Staging and decode buffers of one loading thread.
-    final class IOBuffers {
-        let staging: UnsafeMutableRawPointer
-        let stagingSize: Int
-        let scratch: UnsafeMutableRawPointer
-        let scratchSize: Int
-        init(stagingSize: Int, scratchSize: Int) {
-            self.stagingSize = stagingSize
-            self.scratchSize = scratchSize
-            staging = .allocate(byteCount: stagingSize, alignment: DirectReader.alignment)
-            scratch = .allocate(byteCount: scratchSize, alignment: 64)
-        }
-        deinit {
-            staging.deallocate()
-            scratch.deallocate()
-        }
-    }
-
-    /// What one load cost, merged into the metrics under the lock.
-    struct LoadCost {
-        var bytes = 0, read = 0.0, verify = 0.0, decode = 0.0
-    }
 
     /// - Parameters:
     ///   - capacity: bytes of the pool (rounded down to 4096).
@@ -151,19 +102,18 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         self.policy = policy.make(layerCount: catalog.layerCount)
         self.maxPrefetchBytes = maxPrefetchBytes ?? capacity / 2
         readers = try catalog.files.map { try DirectReader(path: $0) }
-        bufferSizes = (PagedExpertStore.stagingSize(catalog), PagedExpertStore.scratchSize(catalog))
-        demandBuffers = [IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)]
+        let sizes = (staging: try PagedExpertStore.stagingSize(catalog), scratch: PagedExpertStore.scratchSize(catalog))
+        bufferSizes = sizes
+        demandBuffers = [IOBuffers(stagingSize: sizes.staging, scratchSize: sizes.scratch)]
+        loaderBuffers = (0..<max(0, loaderThreads)).map { _ in IOBuffers(stagingSize: sizes.staging, scratchSize: sizes.scratch) }
         stats.poolCapacity = pool.capacity
         stats.directIO = readers.allSatisfy(\.direct)
-        for i in 0..<max(0, loaderThreads) {
-            let buffers = IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
-            loaderBuffers.append(buffers)
+        for (i, buffers) in loaderBuffers.enumerated() {
             // The thread holds the store only while it handles one job, so the store can go away.
             let thread = Thread { [weak self] in
                 while let store = self, store.loaderStep(buffers, thread: i + 1) {}
             }
             thread.name = "moe-loader-\(i)"
-            loaders.append(thread)
             thread.start()
         }
     }
@@ -184,14 +134,6 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         condition.unlock()
     }
 
-    static func stagingSize(_ catalog: ExpertCatalog) -> Int {
-        max(DirectReader.alignment, (catalog.largestRead + DirectReader.alignment - 1) / DirectReader.alignment * DirectReader.alignment)
-    }
-
-    static func scratchSize(_ catalog: ExpertCatalog) -> Int {
-        max(1, (0..<catalog.layerCount).flatMap { l in (0..<catalog.expertCount).compactMap { catalog.entry(ExpertKey(layer: l, expert: $0))?.decodedLength } }.max() ?? 1)
-    }
-
     /// Bytes the store allocates besides the pool (staging and decode buffers of every thread).
     public var overheadBytes: Int { (1 + loaderBuffers.count) * (bufferSizes.staging + bufferSizes.scratch) }
 
@@ -209,7 +151,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         stats = ExpertStoreMetrics()
         stats.poolCapacity = capacity
         stats.directIO = direct
-        measuredFrom = accessLog.count
+        logStart = log.count
         condition.unlock()
     }
 
@@ -233,7 +175,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         defer { condition.unlock() }
         guard let entry = catalog.entry(key) else { throw ExpertStoreError.noSuchExpert(layer: key.layer, expert: key.expert) }
         policy.recordAccess(key)
-        if recordsAccesses { accessLog.append(key) }
+        if logging { log.append(key) }
         let clock = DispatchTime.now().uptimeNanoseconds
         if var r = resident[key] {
             r.pins += 1
@@ -272,9 +214,9 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         let offset = try makeRoom(for: entry.decodedLength, layer: key.layer, protecting: [])
         resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 1, weights: nil, loading: true, prefetched: false, used: true)
         let buffers = demandBuffers.popLast() ?? IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
+        let start = eventSink == nil ? 0 : PagedExpertStore.now
         condition.unlock()
         var cost = LoadCost()
-        let start = eventSink == nil ? 0 : PagedExpertStore.now
         let result = Result { try load(key, entry, into: pool.base + offset, buffers: buffers, cost: &cost) }
         condition.lock()
         demandBuffers.append(buffers)
@@ -320,7 +262,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         defer { condition.unlock() }
         var queued: [ExpertKey] = []
         defer { eventSink?(.prefetchRequest(layer: currentLayer, keys: keys, queued: queued, time: PagedExpertStore.now)) }
-        guard !loaders.isEmpty, !stopping else { return [] }
+        guard !loaderBuffers.isEmpty, !stopping else { return [] }
         for key in keys where resident[key] == nil {
             guard let entry = catalog.entry(key) else { continue }
             let size = ExpertPool.rounded(entry.decodedLength)
@@ -434,68 +376,5 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
             evict(victim)
             stats.evictions += 1
         }
-    }
-
-    private func load(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, into destination: UnsafeMutableRawPointer, buffers: IOBuffers, cost: inout LoadCost) throws -> ExpertWeights {
-        let clock = { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
-        switch entry.location {
-        case let .record(record):
-            let path = catalog.files[0]
-            var t0 = clock()
-            let direct = record.compression == .none
-            let target = direct ? destination : buffers.staging
-            guard record.paddedLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
-                throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
-            }
-            try readers[0].read(offset: record.offset, length: record.paddedLength, into: target)
-            cost.bytes += record.paddedLength
-            cost.read += clock() - t0
-            t0 = clock()
-            let found = XXH64.hash(UnsafeRawBufferPointer(start: target, count: record.storedLength))
-            cost.verify += clock() - t0
-            guard found == record.checksum else {
-                throw ExpertStoreError.checksumMismatch(path: path, layer: key.layer, expert: key.expert, offset: record.offset, expected: record.checksum, found: found)
-            }
-            if !direct {
-                t0 = clock()
-                do {
-                    try LZ4Codec.decode(UnsafeRawBufferPointer(start: buffers.staging, count: record.storedLength), compression: record.compression,
-                                        into: UnsafeMutableRawBufferPointer(start: destination, count: record.decodedLength),
-                                        scratch: UnsafeMutableRawBufferPointer(start: buffers.scratch, count: buffers.scratchSize),
-                                        what: "expert \(key.expert) of layer \(key.layer)")
-                } catch {
-                    throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "\(error)")
-                }
-                cost.decode += clock() - t0
-            }
-        case let .slabs(slabs):
-            for (slab, tensor) in zip(slabs, entry.tensors) {
-                let t0 = clock()
-                let a = DirectReader.alignment
-                let start = slab.offset / a * a
-                let end = (slab.offset + slab.length + a - 1) / a * a
-                var done = start
-                var copied = 0
-                // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
-                while done < end {
-                    let chunk = min(buffers.stagingSize, end - done)
-                    try readers[slab.file].read(offset: done, length: chunk, into: buffers.staging)
-                    cost.bytes += chunk
-                    let lo = max(slab.offset, done), hi = min(slab.offset + slab.length, done + chunk)
-                    if lo < hi {
-                        (destination + tensor.offset + copied).copyMemory(from: buffers.staging + (lo - done), byteCount: hi - lo)
-                        copied += hi - lo
-                    }
-                    done += chunk
-                }
-                cost.read += clock() - t0
-            }
-        }
-        let names = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
-        let views = zip(names, entry.tensors).map { name, t in
-            TensorView(name: "blk.\(key.layer).\(name).weight[\(key.expert)]", type: t.type, shape: t.shape,
-                       data: UnsafeRawBufferPointer(start: destination + t.offset, count: t.length), owner: self)
-        }
-        return ExpertWeights(gate: views[0], up: views[1], down: views[2])
     }
 }

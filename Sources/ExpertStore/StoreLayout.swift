@@ -1,9 +1,10 @@
 import ModelFormats
 import Quantization
 
-/// How an expert's planned type turns into bytes of a `.moe` store: the type fallbacks for
-/// rows a block does not divide, and the footprint of a record. The one place `moe convert`,
-/// the bit planner and the calibration's in-memory copies agree on.
+/// How an expert's planned type turns into a `.moe` record: the type fallbacks for rows a
+/// block does not divide. The record's bytes (offsets, padding) are ``ExpertRecordLayout``'s;
+/// `moe convert`, the bit planner and the calibration's in-memory copies all go through
+/// ``record(of:at:)``.
 public enum StoreLayout {
     /// Types used when a row length is not a whole number of the planned type's blocks,
     /// closest in bits per weight with 32-element blocks, then f16.
@@ -17,42 +18,17 @@ public enum StoreLayout {
         return type
     }
 
-    /// One stored tensor of an expert: its type, ggml shape and byte length.
-    public struct Tensor: Sendable, Equatable {
-        public var type: GGMLType
-        public var shape: [Int]
-        public var length: Int
-        public init(type: GGMLType, shape: [Int], length: Int) {
-            self.type = type
-            self.shape = shape
-            self.length = length
+    /// The record an expert whose tensors are `source` (gate, up, down as type and shape)
+    /// becomes at `planned` (nil keeps the source's types and bytes). Throws, naming `expert`,
+    /// if the shapes cannot form a record (see ``ExpertRecordLayout/init(_:)``).
+    public static func record(of source: [(type: GGMLType, shape: [Int])], at planned: GGMLType?, expert: String) throws -> ExpertRecordLayout {
+        let stored = source.map { s in
+            (type: planned.map { $0 == s.type ? s.type : storableType($0, rowLength: s.shape.first ?? 1) } ?? s.type, shape: s.shape)
         }
-    }
-
-    /// The tensors an expert whose tensors are `source` (gate, up, down as type and shape)
-    /// becomes at `planned` (nil keeps the source's types and bytes).
-    public static func tensors(of source: [(type: GGMLType, shape: [Int])], at planned: GGMLType?) -> [Tensor] {
-        source.map { s in
-            let elements = s.shape.reduce(1, *)
-            let type = planned.map { $0 == s.type ? s.type : storableType($0, rowLength: s.shape.first ?? 1) } ?? s.type
-            return Tensor(type: type, shape: s.shape, length: type.traits.byteCount(elements: elements) ?? 0)
+        guard let layout = ExpertRecordLayout(stored) else {
+            let described = stored.map { "\($0.type) \($0.shape)" }.joined(separator: ", ")
+            throw ModelFormatError.invalidTensor(path: "", tensor: expert, reason: "tensors \(described) do not form an expert record")
         }
-    }
-
-    /// Bytes of a record's decoded form: tensors one after another, each starting on 64 bytes.
-    public static func decodedLength(_ tensors: [Tensor]) -> Int {
-        var length = 0
-        for (i, t) in tensors.enumerated() {
-            if i > 0 { length = (length + 63) / 64 * 64 }
-            length += t.length
-        }
-        return length
-    }
-
-    /// Bytes an uncompressed record takes in the file, padding included (compression only
-    /// ever makes it smaller: a record is compressed only when that saves 10%).
-    public static func recordFootprint(_ tensors: [Tensor]) -> Int {
-        let a = MoEStoreFile.recordAlignment
-        return (decodedLength(tensors) + a - 1) / a * a
+        return layout
     }
 }

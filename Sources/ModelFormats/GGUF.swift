@@ -77,7 +77,7 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 ///
 /// Strings are a u64 length followed by UTF-8 bytes; arrays are u32 element type, u64 count,
 /// then the elements.
-public final class GGUFFile: @unchecked Sendable {
+public final class GGUFFile: Sendable {
     public static let magic: UInt32 = 0x4655_4747  // "GGUF" little-endian
     public static let defaultAlignment = 32
 
@@ -196,7 +196,9 @@ public final class GGUFFile: @unchecked Sendable {
         }
 
         let headerEnd = reader.offset
-        let dataOffset = (headerEnd + alignment - 1) / alignment * alignment
+        guard let dataOffset = alignUp(headerEnd, to: alignment) else {
+            throw ModelFormatError.implausible(path: path, what: "header end", value: "\(headerEnd)", offset: nil)
+        }
         self.dataOffset = dataOffset
         var tensors: [GGUFTensorInfo] = []
         var index: [String: Int] = [:]

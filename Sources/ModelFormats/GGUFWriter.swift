@@ -102,11 +102,13 @@ public struct GGUFWriter {
             u32(typeTag(v).rawValue)
             value(v)
         }
+        // Sizes of in-memory data, far from Int.max: rounding them up cannot overflow.
+        func padding(after count: Int) -> Int { (alignUp(count, to: alignment) ?? count) - count }
         var offset = 0
         var offsets: [Int] = []
         for t in tensors {
             offsets.append(offset)
-            offset += (t.data.count + alignment - 1) / alignment * alignment
+            offset += t.data.count + padding(after: t.data.count)
         }
         for (t, o) in zip(tensors, offsets) {
             string(t.name)
@@ -115,10 +117,10 @@ public struct GGUFWriter {
             u32(t.type.rawValue)
             u64(UInt64(o))
         }
-        out.append(contentsOf: [UInt8](repeating: 0, count: (alignment - out.count % alignment) % alignment))
+        out.append(contentsOf: [UInt8](repeating: 0, count: padding(after: out.count)))
         for t in tensors {
             out.append(t.data)
-            out.append(contentsOf: [UInt8](repeating: 0, count: (alignment - t.data.count % alignment) % alignment))
+            out.append(contentsOf: [UInt8](repeating: 0, count: padding(after: t.data.count)))
         }
         return out
     }

@@ -2,12 +2,18 @@ import Foundation
 
 /// A Hugging Face model directory: `config.json`, one or more `*.safetensors` files (with
 /// `model.safetensors.index.json` when sharded) and tokenizer files.
-public final class HFDirectory: @unchecked Sendable {
+public final class HFDirectory: Sendable {
     public let path: String
-    /// `config.json`, parsed.
-    public let config: [String: Any]
+    /// The bytes of `config.json`, which `init` checked parse to a JSON object. (Kept as bytes,
+    /// not as the parsed `[String: Any]` tree, which is not Sendable.)
+    private let configData: Data
     public let shards: [SafetensorsFile]
     private let location: [String: Int]
+
+    /// `config.json`, parsed (a fresh tree on every call).
+    public var config: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] ?? [:]  // init checked that it parses
+    }
 
     public init(path: String, randomAccess: Bool = false) throws {
         self.path = path
@@ -16,10 +22,10 @@ public final class HFDirectory: @unchecked Sendable {
         guard let configData = fm.contents(atPath: configPath) else {
             throw ModelFormatError.notAModel(path: path, reason: "directory has no config.json")
         }
-        guard let config = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
+        guard (try? JSONSerialization.jsonObject(with: configData)) is [String: Any] else {
             throw ModelFormatError.invalidConfig(path: configPath, reason: "not a JSON object")
         }
-        self.config = config
+        self.configData = configData
 
         var shardNames: [String]
         var weightMap: [String: String]? = nil

@@ -9,6 +9,10 @@ import Darwin
 /// Model readers map files rather than read them so that tensors can be handed out as views
 /// without copying; the OS pages in only what is touched. The mapping lives as long as this
 /// object, and every ``TensorView`` cut from it keeps it alive.
+///
+/// `@unchecked Sendable`: the only non-Sendable state is the base pointer of a read-only
+/// (`PROT_READ`) mapping, set in `init` and unmapped in `deinit`; nothing writes through it,
+/// so any number of threads may read the bytes at once.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int

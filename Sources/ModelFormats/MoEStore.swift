@@ -9,16 +9,17 @@ import Quantization
 ///
 ///     0        header (4096 bytes): magic, version, manifest location and checksum
 ///     4096     dense tensors, each 64-byte aligned
-///     ...      expert records, each 4096-byte aligned and padded
+///     ...      expert records, each 4096-byte aligned and padded (``ExpertRecordLayout``)
 ///     ...      tokenizer blob (an embedded metadata-only GGUF)
 ///     ...      manifest (JSON)
 ///
 /// The header is written last, so a file whose writer was interrupted has no valid magic.
-public final class MoEStoreFile: @unchecked Sendable {
+public final class MoEStoreFile: Sendable {
     public static let magic: [UInt8] = Array("MOESTORE".utf8)
     public static let version: UInt32 = 1
     public static let headerSize = 4096
-    public static let recordAlignment = 4096
+    /// Dense tensors, the tokenizer, sections and the manifest start at multiples of this.
+    /// (Expert records: ``ExpertRecordLayout/recordAlignment``.)
     public static let denseAlignment = 64
 
     /// Header fields (little-endian), bytes 0..<64 of the file:
@@ -27,7 +28,7 @@ public final class MoEStoreFile: @unchecked Sendable {
     ///     16 u64 manifest offset   24  u64 manifest length
     ///     32 u64 manifest XXH64    40  u64 file size
     ///     48 u64 reserved (0)      56  u64 XXH64 of bytes 0..<56
-    public struct Header: Equatable {
+    public struct Header: Equatable, Sendable {
         public var manifestOffset: Int
         public var manifestLength: Int
         public var manifestChecksum: UInt64
@@ -96,14 +97,14 @@ public final class MoEStoreFile: @unchecked Sendable {
         public var layer: Int
         public var expert: Int
         public var offset: Int
-        /// Bytes stored in the file (before padding to the record alignment).
+        /// Bytes stored in the file (before padding to ``ExpertRecordLayout/recordAlignment``).
         public var storedLength: Int
         /// Bytes after decoding.
         public var decodedLength: Int
         public var compression: Compression
         /// XXH64 of the stored bytes.
         public var checksum: UInt64
-        /// gate, up, down: offsets relative to the decoded record.
+        /// gate, up, down: offsets relative to the decoded record, as ``ExpertRecordLayout`` puts them.
         public var tensors: [TensorEntry]
 
         public init(layer: Int, expert: Int, offset: Int, storedLength: Int, decodedLength: Int, compression: Compression, checksum: UInt64, tensors: [TensorEntry]) {
@@ -117,8 +118,9 @@ public final class MoEStoreFile: @unchecked Sendable {
             self.tensors = tensors
         }
 
-        /// Bytes read from disk for this record, padded to the record alignment.
-        public var paddedLength: Int { (storedLength + MoEStoreFile.recordAlignment - 1) / MoEStoreFile.recordAlignment * MoEStoreFile.recordAlignment }
+        /// Bytes read from disk for this record: ``storedLength`` padded to the record alignment
+        /// (nil if the manifest's length is negative or absurd; the reader refuses such stores).
+        public var paddedLength: Int? { ExpertRecordLayout.paddedLength(storedLength: storedLength) }
     }
 
     public struct Blob: Codable, Sendable, Equatable {
@@ -203,7 +205,7 @@ public final class MoEStoreFile: @unchecked Sendable {
             throw ModelFormatError.truncated(path: path, offset: file.size, needed: Int(clamping: fileSize) - file.size, what: "the store (header says \(fileSize) bytes, file has \(file.size))")
         }
         guard manifestOffset >= UInt64(MoEStoreFile.headerSize), manifestLength <= UInt64(file.size),
-              manifestOffset + manifestLength <= UInt64(file.size) else {
+              manifestOffset <= UInt64(file.size) - manifestLength else {
             throw ModelFormatError.implausible(path: path, what: "manifest location", value: "\(manifestOffset)+\(manifestLength)", offset: 16)
         }
         header = Header(manifestOffset: Int(manifestOffset), manifestLength: Int(manifestLength), manifestChecksum: manifestChecksum, fileSize: Int(fileSize))
@@ -252,26 +254,35 @@ public final class MoEStoreFile: @unchecked Sendable {
             }
         }
         for t in manifest.dense { try checkTensor(t, within: nil) }
+        var seen = Set<Int>()
         for r in manifest.experts {
             let name = "expert \(r.expert) of layer \(r.layer)"
             guard r.layer >= 0, r.layer < c.layerCount, c.layerKinds[r.layer] == .moe, r.expert >= 0, r.expert < c.expertCount else {
                 throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "no such expert in the configuration")
             }
-            guard r.offset % MoEStoreFile.recordAlignment == 0 else {
-                throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "record offset \(r.offset) is not aligned to \(MoEStoreFile.recordAlignment)")
+            guard seen.insert(r.layer << 20 | r.expert).inserted else {
+                throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "has more than one record")
             }
-            try checkRange(r.offset, r.paddedLength, name)
-            guard r.decodedLength >= 0, r.decodedLength <= 1 << 36, r.tensors.count == 3 else {
+            guard r.offset % ExpertRecordLayout.recordAlignment == 0 else {
+                throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "record offset \(r.offset) is not aligned to \(ExpertRecordLayout.recordAlignment)")
+            }
+            guard let padded = r.paddedLength else {
+                throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "implausible stored length \(r.storedLength)")
+            }
+            try checkRange(r.offset, padded, name)
+            guard r.decodedLength >= 0, r.decodedLength <= 1 << 36, r.tensors.count == ExpertTensor.allCases.count else {
                 throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "record has \(r.tensors.count) tensors and \(r.decodedLength) decoded bytes")
             }
             if r.compression == .none, r.storedLength != r.decodedLength {
                 throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "uncompressed record stores \(r.storedLength) bytes but decodes to \(r.decodedLength)")
             }
             for t in r.tensors { try checkTensor(t, within: r.decodedLength) }
-            let h = c.hiddenSize, f = c.expertFFNSize
-            let expected = [[h, f], [h, f], [f, h]]
-            for (t, shape) in zip(r.tensors, expected) where t.shape != shape {
-                throw ModelFormatError.shapeMismatch(tensor: "\(name) \(t.name)", expected: shape, found: t.shape)
+            guard ExpertRecordLayout(record: r) != nil else {
+                let found = r.tensors.map { "\($0.name) at \($0.offset)" }.joined(separator: ", ")
+                throw ModelFormatError.invalidTensor(path: path, tensor: name, reason: "tensors (\(found), \(r.decodedLength) bytes) are not gate, up and down laid out as docs/store-format.md says")
+            }
+            for (t, kind) in zip(r.tensors, ExpertTensor.allCases) where t.shape != kind.shape(c) {
+                throw ModelFormatError.shapeMismatch(tensor: "\(name) \(t.name)", expected: kind.shape(c), found: t.shape)
             }
         }
         for l in 0..<c.layerCount where c.layerKinds[l] == .moe {

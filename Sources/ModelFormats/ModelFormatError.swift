@@ -37,7 +37,7 @@ public enum ModelFormatError: Error, Equatable, CustomStringConvertible {
         case let .invalidMetadata(path, key, reason):
             return "\(path): metadata \(key): \(reason)"
         case let .invalidTensor(path, tensor, reason):
-            return "\(path): tensor \(tensor): \(reason)"
+            return (path.isEmpty ? "" : "\(path): ") + "tensor \(tensor): \(reason)"
         case let .tensorOutOfBounds(path, tensor, end, fileSize):
             return "\(path): tensor \(tensor) data ends at byte \(end), past the end of the file (\(fileSize) bytes); the file is truncated"
         case let .missingTensor(name, model):

@@ -3,7 +3,7 @@ import Quantization
 
 /// An opened model: its container (GGUF file or Hugging Face directory), its family and its
 /// configuration, with typed access to every weight by ``WeightName``.
-public final class ModelSource: @unchecked Sendable {
+public final class ModelSource: Sendable {
     public enum Container: Sendable {
         case gguf(GGUFFile)
         case huggingFace(HFDirectory)
@@ -29,8 +29,9 @@ public final class ModelSource: @unchecked Sendable {
         }
         if isDirectory.boolValue {
             let directory = try HFDirectory(path: path, randomAccess: randomAccess)
-            let reader = HFConfigReader(directory.config, path: (path as NSString).appendingPathComponent("config.json"))
-            guard let modelType = directory.config["model_type"] as? String else {
+            let config = directory.config
+            let reader = HFConfigReader(config, path: (path as NSString).appendingPathComponent("config.json"))
+            guard let modelType = config["model_type"] as? String else {
                 throw ModelFormatError.missingConfigKey(path: reader.path, key: "model_type")
             }
             family = try ModelFamilies.family(hfModelType: modelType)
@@ -164,8 +165,8 @@ public final class ModelSource: @unchecked Sendable {
         case let .store(store):
             var all = store.manifest.dense.compactMap { t in GGMLType(name: t.type).map { (t.name, $0, t.shape, t.length) } }
             for r in store.manifest.experts {
-                for t in r.tensors {
-                    if let type = GGMLType(name: t.type) { all.append(("blk.\(r.layer).\(t.name)[\(r.expert)]", type, t.shape, t.length)) }
+                for (kind, t) in zip(ExpertTensor.allCases, r.tensors) {
+                    if let type = GGMLType(name: t.type) { all.append((kind.weightName(layer: r.layer, expert: r.expert).ggufName, type, t.shape, t.length)) }
                 }
             }
             return all

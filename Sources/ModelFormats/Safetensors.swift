@@ -10,7 +10,7 @@ import Quantization
 /// The header maps each tensor name to `{"dtype", "shape", "data_offsets": [begin, end]}`,
 /// offsets relative to the start of the data; `__metadata__` holds free-form strings.
 /// Shapes are row-major (outermost first); views reverse them into ggml order.
-public final class SafetensorsFile: @unchecked Sendable {
+public final class SafetensorsFile: Sendable {
     public struct Entry: Sendable {
         public let name: String
         public let dtype: String

@@ -9,14 +9,20 @@ import Quantization
 /// is the same bytes; the safetensors reader reverses the shape so both agree.
 ///
 /// The view keeps its owner (the mapping) alive, so it stays valid as long as it exists.
+///
+/// `@unchecked Sendable`: `data` is a raw pointer, and raw pointers are not Sendable. The bytes
+/// are read-only for the view's whole life: its `owner` (itself Sendable) keeps them alive,
+/// and no owner writes them while views exist — file mappings are read-only, an expert pool
+/// block is written before its views are made and is not reused while they are pinned, and a
+/// requantized expert's memory is written only before its views are made.
 public struct TensorView: @unchecked Sendable {
     public let name: String
     public let type: GGMLType
     public let shape: [Int]
     public let data: UnsafeRawBufferPointer
-    let owner: AnyObject?
+    let owner: (any AnyObject & Sendable)?
 
-    public init(name: String, type: GGMLType, shape: [Int], data: UnsafeRawBufferPointer, owner: AnyObject?) {
+    public init(name: String, type: GGMLType, shape: [Int], data: UnsafeRawBufferPointer, owner: (any AnyObject & Sendable)?) {
         self.name = name
         self.type = type
         self.shape = shape

@@ -130,10 +130,10 @@ public enum BitPlanning {
                         loss = perUse * rate
                     }
                     let type = BitPlan.storableType(name) ?? nil
-                    options.append(.init(type: name, bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: type)), loss: loss))
+                    options.append(.init(type: name, bytes: try StoreLayout.record(of: layout, at: type, expert: "\(key)").paddedLength, loss: loss))
                 }
                 if offerKeep {
-                    options.append(.init(type: "keep", bytes: StoreLayout.recordFootprint(StoreLayout.tensors(of: layout, at: nil)), loss: 0))
+                    options.append(.init(type: "keep", bytes: try StoreLayout.record(of: layout, at: nil, expert: "\(key)").paddedLength, loss: 0))
                 }
                 experts.append(.init(key: key, options: options))
             }
@@ -207,7 +207,7 @@ public enum BitPlanning {
             progress?(String(format: "largest plan, experts %@: perplexity %+.2f%%", Units.formatBytes(best.bytes), 100 * (exp(bestDrift.deltaNLL) - 1)))
             if exp(bestDrift.deltaNLL) - 1 <= limit {
                 // Bisection on the expert budget: the smallest plan within the limit.
-                while high - low > max(MoEStoreFile.recordAlignment, (range.upperBound - range.lowerBound) / 200) {
+                while high - low > max(ExpertRecordLayout.recordAlignment, (range.upperBound - range.lowerBound) / 200) {
                     let middle = low + (high - low) / 2
                     let r = try BitPlanner.plan(experts, budget: middle, method: method)
                     let d = try evaluate(r)

@@ -66,7 +66,7 @@ public struct ModelInspection: Codable, Sendable {
                     layerBytes += store.record(layer: l, expert: e)?.tensors.reduce(0) { $0 + $1.length } ?? 0
                     continue
                 }
-                for name in [WeightName.expertGate(l, e), .expertUp(l, e), .expertDown(l, e)] {
+                for name in ExpertTensor.weightNames(layer: l, expert: e) {
                     layerBytes += try source.weight(name)?.data.count ?? 0
                 }
             }

@@ -79,8 +79,10 @@ final class PrefetchTests: XCTestCase {
             var logits: [Float] = []
             for t in tokens {
                 logits += try transformer.forward(tokens: [t], cache: cache)
-                XCTAssertLessThanOrEqual(store.pool.usedBytes, store.pool.capacity)
-                XCTAssertTrue(store.pool.checkInvariants())
+                store.withPool { pool in
+                    XCTAssertLessThanOrEqual(pool.usedBytes, pool.capacity)
+                    XCTAssertTrue(pool.checkInvariants())
+                }
             }
             XCTAssertTrue(logits == expected, "\(kind): logits differ with prefetching")
             let m = store.metrics
