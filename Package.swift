@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Tuning", dependencies: ["ExpertStore", "Tracing"], swiftSettings: v6),
         // Running a model: Model (open, evaluate, generate), memory planning, run configuration files,
         // benchmark, inspection.
-        .target(name: "Runtime", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor"], swiftSettings: v6),
+        .target(name: "Runtime", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore", "Executor", "Tokenizer"], swiftSettings: v6),
         // Chat and completion with streamed text (Session), sampling.
         .target(name: "Generation", dependencies: ["Runtime", "Executor", "Tokenizer", "ChatTemplate"], swiftSettings: v6),
         // Writing .moe stores: Converter and StoreWriter.

@@ -1,4 +1,5 @@
 import ModelFormats
+import Tokenizer
 
 /// What `moe inspect` reports: the architecture and where the bytes are.
 public struct ModelInspection: Codable, Sendable {
@@ -27,6 +28,20 @@ public struct ModelInspection: Codable, Sendable {
     public var bytesPerExpert: [Int]
     /// Bytes a decode step reads from experts if every token routes to `expertsPerToken` experts.
     public var activeExpertBytesPerToken: Int
+
+    /// The tokenizer the model ships, as `moe tokenize`/`run` would load it.
+    public struct TokenizerSummary: Codable, Sendable {
+        /// Which file defined it (`tokenizer.json`, `tokenizer.model (…)`, GGUF metadata).
+        public var origin: String
+        public var vocabularySize: Int
+        public var bos: Int?
+        public var eos: Int?
+        /// Where the model's tokenizer files disagree, and which one was used.
+        public var notes: [String]
+    }
+    /// Nil when the model has no tokenizer that loads; `tokenizerError` then says why.
+    public var tokenizer: TokenizerSummary?
+    public var tokenizerError: String?
 
     public init(source: ModelSource) throws {
         let c = source.configuration
@@ -77,6 +92,12 @@ public struct ModelInspection: Codable, Sendable {
         expertBytes = expertTotal
         denseBytes = totalBytes - expertTotal
         activeExpertBytesPerToken = perExpert.reduce(0, +) * c.expertsPerToken
+        do {
+            let t = try Tokenizer(path: source.path)
+            tokenizer = TokenizerSummary(origin: t.origin, vocabularySize: t.vocabularySize, bos: t.bosTokenId, eos: t.eosTokenId, notes: t.notes)
+        } catch {
+            tokenizerError = "\(error)"
+        }
     }
 
     /// Human-readable report.
@@ -102,6 +123,12 @@ public struct ModelInspection: Codable, Sendable {
             lines.append("one expert   " + bytesPerExpert.enumerated().map { "L\($0.offset): \(Units.formatBytes($0.element))" }.joined(separator: ", "))
         }
         lines.append("per token    \(Units.formatBytes(activeExpertBytesPerToken)) of active expert weights")
+        if let t = tokenizer {
+            lines.append("tokenizer    \(t.origin), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none")")
+            for note in t.notes { lines.append("             note: \(note)") }
+        } else {
+            lines.append("tokenizer    none: \(tokenizerError ?? "not found")")
+        }
         return lines.joined(separator: "\n")
     }
 }
