@@ -168,18 +168,9 @@ extension RunConfiguration {
     /// flags over a `--config` file).
     public func filling(from base: RunConfiguration) -> RunConfiguration {
         var c = self
-        c.memory = memory ?? base.memory
-        c.expertCache = expertCache ?? base.expertCache
-        c.cachePolicy = cachePolicy ?? base.cachePolicy
-        c.prefetch = prefetch ?? base.prefetch
-        c.prefetchDepth = prefetchDepth ?? base.prefetchDepth
-        c.prefetchWidth = prefetchWidth ?? base.prefetchWidth
-        c.loaderThreads = loaderThreads ?? base.loaderThreads
-        c.threads = threads ?? base.threads
-        c.kernels = kernels ?? base.kernels
-        c.kvCache = kvCache ?? base.kvCache
-        c.context = context ?? base.context
-        c.calibration = calibration ?? base.calibration
+        func fill<T>(_ key: WritableKeyPath<RunConfiguration, T?>) { c[keyPath: key] = c[keyPath: key] ?? base[keyPath: key] }
+        fill(\.memory); fill(\.expertCache); fill(\.cachePolicy); fill(\.prefetch); fill(\.prefetchDepth); fill(\.prefetchWidth)
+        fill(\.loaderThreads); fill(\.threads); fill(\.kernels); fill(\.kvCache); fill(\.context); fill(\.calibration)
         return c
     }
 
