@@ -64,30 +64,38 @@ let package = Package(
                            "Runtime", "Generation", "Conversion", "Quality", "Profiling"],
             swiftSettings: v6
         ),
-        // The command line: parses arguments, calls SwiftMoE.
-        .executableTarget(
-            name: "moe",
+        // The command line: every command, its option groups and their checks; it parses
+        // arguments and calls SwiftMoE. A library so tests parse command lines in-process.
+        .target(
+            name: "MoeCommandLine",
             dependencies: ["SwiftMoE", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: v5
+            swiftSettings: v6
         ),
+        // The `moe` executable: one file that runs MoeCommandLine.
+        .executableTarget(name: "moe", dependencies: ["MoeCommandLine"], swiftSettings: v6),
         // Encode throughput on ~1 MB of text (build with -c release).
         .executableTarget(name: "TokenizerBench", dependencies: ["Tokenizer", "ModelFormats"], path: "Benchmarks/TokenizerBench", swiftSettings: v6),
         // Fixture locations and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v6),
+        // No test target depends on the `moe` executable to get it built: `swift build --build-tests`
+        // and `swift test` build every product of the package, `moe` included (checked with a clean
+        // build of it, SwiftPM 6.3), and Fixtures.moeBinary says how to build it if it is missing.
+        // Tests of parsing and checks import MoeCommandLine and run in-process; tests of what only a
+        // process shows (exit status, stdin, SIGINT, peak RSS under --memory) run the binary.
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v6),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
-        .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v6),
+        .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "GenerationTests", dependencies: ["Generation", "Runtime", "Executor", "ChatTemplate", "Tokenizer", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Tracing", "Profiling", "TestSupport", "moe"], swiftSettings: v6),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Tracing", "Profiling", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ConversionTests", dependencies: ["Conversion", "ExpertStore", "ModelFormats", "Tokenizer", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "QualityTests", dependencies: ["Quality", "Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Router", "Tokenizer", "TestSupport", "moe"], swiftSettings: v6),
-        .testTarget(name: "ProfilingTests", dependencies: ["Profiling", "Runtime", "ModelFormats", "Executor", "ExpertStore", "Router", "Tracing", "Tuning", "Tokenizer", "TestSupport", "moe"], swiftSettings: v6),
+        .testTarget(name: "QualityTests", dependencies: ["Quality", "Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Router", "Tokenizer", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "ProfilingTests", dependencies: ["Profiling", "Runtime", "ModelFormats", "Executor", "ExpertStore", "Router", "Tracing", "Tuning", "Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v6),
-        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
+        .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),
     ]
 )

@@ -107,7 +107,7 @@ extension Model {
         let expertBytes = sizes.reduce(0, +) / max(sizes.count, 1)
         let totalExperts = sizes.count
         let minimumExperts = max(c.expertsPerToken, (catalog.minimumPool(k: c.expertsPerToken) + expertBytes - 1) / max(expertBytes, 1))
-        let maxContext = max(1, min(options.memory.maxContext ?? min(c.contextLength, 4096), c.contextLength))
+        let maxContext = options.memory.context(for: c)
         var budgetExperts: [String: Int] = [:]
         var plan: MemoryPlan? = nil
         let kinds = [PredictorKind.none] + options.prefetchKinds.filter { $0 != .none }

@@ -44,7 +44,8 @@ public struct MemoryPlan: Codable, Sendable {
         let kv = 2 * c.layerCount * maxPositions * c.kvDim * kvElement
         let widest = max(c.hiddenSize, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest) + 2 * (c.hiddenSize + c.queryDim)
-        let scratch = promptChunk * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
+        // A prompt never outgrows the context, so a short context plans a shorter chunk.
+        let scratch = min(promptChunk, maxPositions) * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
         // Each loading thread (the caller, and every prefetch loader) has a staging and a decode buffer.
         let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1))
         var plan = MemoryPlan(

@@ -78,7 +78,7 @@ public final class Model: Sendable {
         memoryOptions = memory
         source = try ModelSource(path: path, randomAccess: paging)
         let c = source.configuration
-        maxContext = max(1, min(memory.maxContext ?? min(c.contextLength, 4096), c.contextLength))
+        maxContext = memory.context(for: c)
         var paged: PagedExpertStore? = nil
         if paging {
             let catalog = try ExpertCatalog(source: source)

@@ -69,13 +69,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         }
         guard config.format == formatName else { throw bad("format is \"\(config.format)\", expected \"\(formatName)\"") }
         guard config.version == 1 else { throw bad("version \(config.version) is not supported (1 is)") }
-        if let m = config.memory, config.memoryBytes.map({ $0 > 0 }) != true { throw bad("memory \"\(m)\" is not a size like 2GB") }
-        if let e = config.expertCache, config.expertCacheSize == nil { throw bad("expert_cache \"\(e)\" is not a size, a percentage or min") }
-        if let t = config.threads, !(1...1024).contains(t) { throw bad("threads must be between 1 and 1024") }
-        if let d = config.prefetchDepth, !(1...64).contains(d) { throw bad("prefetch_depth must be between 1 and 64") }
-        if let w = config.prefetchWidth, w < 1 { throw bad("prefetch_width must be at least 1") }
-        if let l = config.loaderThreads, !(1...16).contains(l) { throw bad("loader_threads must be between 1 and 16") }
-        if let c = config.context, c < 1 { throw bad("context must be at least 1") }
+        do { try config.validate() } catch { throw bad(error.description) }
         return config
     }
 
@@ -117,5 +111,99 @@ public enum RunConfigurationError: Error, Equatable, CustomStringConvertible {
         case let .cannotWrite(path, reason): return "cannot write \(path): \(reason)"
         case let .invalid(path, reason): return "\(path): invalid run configuration: \(reason)"
         }
+    }
+}
+
+// MARK: - Each option's valid values and default, defined once
+
+extension RunConfiguration {
+    /// The options a run configuration sets, by their file key; each is also the flag
+    /// `--key-with-dashes` of every command that runs a model.
+    public enum Option: String, CaseIterable, Sendable {
+        case memory, expertCache = "expert_cache", cachePolicy = "cache_policy", prefetch, prefetchDepth = "prefetch_depth"
+        case prefetchWidth = "prefetch_width", loaderThreads = "loader_threads", threads, kernels, kvCache = "kv_cache"
+        case context, calibration
+
+        /// The command-line flag: `--expert-cache` for `expert_cache`.
+        public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
+
+        /// The valid values of a numeric option, nil for the others.
+        public var limit: Limit? {
+            switch self {
+            case .threads: return Limit(1, 1024)
+            case .prefetchDepth: return Limit(1, 64)
+            case .prefetchWidth, .context: return Limit(1)
+            case .loaderThreads: return Limit(1, 16)
+            default: return nil
+            }
+        }
+    }
+
+    /// The valid values of a numeric option: at least `minimum`, at most `maximum` if there is one.
+    public struct Limit: Sendable, Equatable {
+        public let minimum: Int
+        public let maximum: Int?
+        public init(_ minimum: Int, _ maximum: Int? = nil) { (self.minimum, self.maximum) = (minimum, maximum) }
+        public func contains(_ value: Int) -> Bool { value >= minimum && maximum.map { value <= $0 } != false }
+        /// "must be between 1 and 64", "must be at least 1".
+        public var requirement: String { maximum.map { "must be between \(minimum) and \($0)" } ?? "must be at least \(minimum)" }
+    }
+
+    /// An option set to a value it cannot take. `description` names the file key
+    /// (`threads must be …`), `flagDescription` the flag (`--threads must be …`).
+    public struct InvalidOption: Error, Equatable, CustomStringConvertible {
+        public let option: Option
+        public let reason: String
+        public var description: String { "\(option.rawValue) \(reason)" }
+        public var flagDescription: String { "\(option.flag) \(reason)" }
+    }
+
+    /// Checks every option that is set; flags and `--config` files go through this same check.
+    public func validate() throws(InvalidOption) {
+        if let m = memory, memoryBytes.map({ $0 > 0 }) != true { throw InvalidOption(option: .memory, reason: "\"\(m)\" is not a size like 2GB") }
+        if let e = expertCache, expertCacheSize == nil { throw InvalidOption(option: .expertCache, reason: "\"\(e)\" is not a size, a percentage or min") }
+        let numbers: [(Option, Int?)] = [(.threads, threads), (.prefetchDepth, prefetchDepth), (.prefetchWidth, prefetchWidth),
+                                         (.loaderThreads, loaderThreads), (.context, context)]
+        for case let (option, value?) in numbers {
+            if let limit = option.limit, !limit.contains(value) { throw InvalidOption(option: option, reason: limit.requirement) }
+        }
+    }
+
+    /// This configuration with the options it leaves unset taken from `base` (command-line
+    /// flags over a `--config` file).
+    public func filling(from base: RunConfiguration) -> RunConfiguration {
+        var c = self
+        func fill<T>(_ key: WritableKeyPath<RunConfiguration, T?>) { c[keyPath: key] = c[keyPath: key] ?? base[keyPath: key] }
+        fill(\.memory); fill(\.expertCache); fill(\.cachePolicy); fill(\.prefetch); fill(\.prefetchDepth); fill(\.prefetchWidth)
+        fill(\.loaderThreads); fill(\.threads); fill(\.kernels); fill(\.kvCache); fill(\.context); fill(\.calibration)
+        return c
+    }
+
+    /// The executor options: the values set here, `ExecutorOptions`' defaults for the rest.
+    public var executorOptions: ExecutorOptions {
+        let defaults = ExecutorOptions()
+        return ExecutorOptions(threads: threads ?? defaults.threads, kernels: kernels ?? defaults.kernels, kvCacheType: kvCache ?? defaults.kvCacheType)
+    }
+
+    /// The memory options: the values set here, `Model.MemoryOptions`' defaults for the rest.
+    public var memoryOptions: Model.MemoryOptions {
+        var m = Model.MemoryOptions(budget: memoryBytes, maxContext: context, prefetchWidth: prefetchWidth, calibration: calibration,
+                                    expertCache: expertCacheSize)
+        if let cachePolicy { m.cachePolicy = cachePolicy }
+        if let prefetch { m.prefetch = prefetch }
+        if let prefetchDepth { m.prefetchDepth = prefetchDepth }
+        if let loaderThreads { m.loaderThreads = loaderThreads }
+        return m
+    }
+}
+
+extension Model.MemoryOptions {
+    /// Without `maxContext`, a run plans for the model's context but at most this many positions.
+    public static let defaultContextCap = 4096
+
+    /// The KV cache positions a run of a model with `configuration` plans for: `maxContext`
+    /// when given, else the model's context up to ``defaultContextCap``; never more than the model's.
+    public func context(for configuration: ModelConfiguration) -> Int {
+        max(1, min(maxContext ?? min(configuration.contextLength, Self.defaultContextCap), configuration.contextLength))
     }
 }

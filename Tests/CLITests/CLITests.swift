@@ -7,8 +7,6 @@ import XCTest
 final class CLITests: XCTestCase {
     typealias Result = MoeRun
 
-    static var binary: URL { Fixtures.moeBinary }
-
     func run(_ arguments: [String]) throws -> Result { try Fixtures.runMoe(arguments) }
 
     func testInspectDescribesConverterGGUF() throws {
@@ -84,6 +82,24 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(r.exited, "\(arguments) should exit with an error status, not die of a signal")
             XCTAssertTrue(r.stderr.contains(message), "\(arguments): stderr was \(r.stderr)")
         }
+    }
+
+    /// What a user sees for an option nobody defines: ArgumentParser's message, the usage line and
+    /// a usage exit status (`moe run --bogus` used to say "expected [MODEL] PROMPT, got 0").
+    func testUnknownOptionIsReportedWithUsage() throws {
+        let model = Fixtures.path("mixtral/model-q8_0.gguf")
+        for arguments in [["run", "--bogus"], ["run", model, "hello", "--bogus"], ["trace", model, "--text", "t", "-o", "x", "--bogus"]] {
+            let r = try run(arguments)
+            XCTAssertTrue(r.exited)
+            XCTAssertEqual(r.status, 64, "\(arguments): EX_USAGE, like every other usage error")
+            XCTAssertTrue(r.stderr.hasPrefix("Error: Unknown option '--bogus'\n"), "\(arguments): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("Usage: moe \(arguments[0])"), "\(arguments): \(r.stderr)")
+            XCTAssertTrue(r.stdout.isEmpty)
+        }
+        // A prompt starting with "-" goes after "--".
+        let dashed = try run(["run", model, "--max-tokens", "2", "--no-chat", "--seed", "1", "--", "-1 is"])
+        XCTAssertEqual(dashed.status, 0, dashed.stderr)
+        XCTAssertTrue(dashed.stderr.contains("2 generated"), dashed.stderr)
     }
 
     func testTokenizePrintsPiecesAndIdsMatchingTheLibrary() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SwiftMoE
 import TestSupport
 import XCTest
@@ -17,18 +18,19 @@ final class RunChatTests: XCTestCase {
     /// something, then writes `afterInterrupt` to stdin and closes it.
     func moe(_ arguments: [String], stdin: [UInt8] = [], interruptAfterOutput: Bool = false, afterInterrupt: [UInt8] = []) throws -> Output {
         let process = Process()
-        process.executableURL = CLITests.binary
+        process.executableURL = try Fixtures.moeBinary
         process.arguments = arguments
         let input = Pipe(), out = Pipe(), err = Pipe()
         process.standardInput = input
         process.standardOutput = out
         process.standardError = err
-        final class Box: @unchecked Sendable { var data = Data() }
+        final class Box: Sendable { let data = Mutex(Data()) }
         let errBox = Box()
         let errDone = DispatchSemaphore(value: 0)
         try process.run()
         DispatchQueue.global().async {
-            errBox.data = err.fileHandleForReading.readDataToEndOfFile()
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            errBox.data.withLock { $0 = data }
             errDone.signal()
         }
         input.fileHandleForWriting.write(Data(stdin))
@@ -46,7 +48,7 @@ final class RunChatTests: XCTestCase {
         outData += out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         errDone.wait()
-        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errBox.data, as: UTF8.self))
+        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: errBox.data.withLock { String(decoding: $0, as: UTF8.self) })
     }
 
     func testRunStreamsTextAndSummarizes() throws {
@@ -78,7 +80,7 @@ final class RunChatTests: XCTestCase {
         // ...and a binary outside the package, run elsewhere, asks for a model.
         let dir = TemporaryDirectory()
         let copy = dir.url.appendingPathComponent("moe")
-        try FileManager.default.copyItem(at: CLITests.binary, to: copy)
+        try FileManager.default.copyItem(at: try Fixtures.moeBinary, to: copy)
         let process = Process()
         process.executableURL = copy
         process.arguments = ["run", "Hello"]

@@ -21,15 +21,28 @@ public enum Fixtures {
     public static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 
     /// The built `moe` binary: next to the test bundle (SwiftPM puts products and test bundles
-    /// in the same build directory), else `.build/debug/moe`.
+    /// in the same build directory), else `.build/debug/moe`. `swift test` and
+    /// `swift build --build-tests` build it (no test target depends on it); when it is missing,
+    /// this throws an error that says so rather than letting a test fail on a missing file.
     public static var moeBinary: URL {
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
-        for dir in candidates {
-            let url = dir.appendingPathComponent("moe")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        get throws {
+            let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+                + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
+                + [packageRoot.appendingPathComponent(".build/debug")]
+            for dir in candidates {
+                let url = dir.appendingPathComponent("moe")
+                if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+            }
+            throw MissingMoeBinary(searched: candidates.map(\.path))
         }
-        return packageRoot.appendingPathComponent(".build/debug/moe")
+    }
+
+    /// The `moe` executable was not built.
+    public struct MissingMoeBinary: Error, CustomStringConvertible {
+        public let searched: [String]
+        public var description: String {
+            "the moe executable is not built (looked in \(searched.joined(separator: ", "))); run `swift build --product moe`, or `swift test` / `swift build --build-tests`, which build it"
+        }
     }
 
     public static func manifest(_ name: String) throws -> Manifest {

@@ -13,7 +13,7 @@ extension Fixtures {
     /// Runs the built `moe` binary with `arguments` and collects its output.
     public static func runMoe(_ arguments: [String]) throws -> MoeRun {
         let process = Process()
-        process.executableURL = moeBinary
+        process.executableURL = try moeBinary
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -2,15 +2,15 @@ import ArgumentParser
 import Foundation
 import SwiftMoE
 
-struct Tune: ParsableCommand {
+struct Tune: ParsableCommand, CheckedArguments {
     static let configuration = CommandConfiguration(
         abstract: "Find the expert cache size, policy and prefetch setting that run a workload fastest within a RAM budget.",
         discussion: """
-            Replays the workload's expert requests through every policy × predictor × pool size from one layer's active
-            experts to all resident, with Belady's MIN as the bound; projects tokens/s from the measured compute and load
-            costs; recommends the smallest pool within --tolerance of the fastest that --memory allows; checks it with a real
-            run (projected vs measured); writes an SVG curve and a config file (moe run --config FILE). With --text the
-            workload is traced here (decode, once per predictor); with --trace it comes from moe trace. docs/tuning.md.
+            Replays the workload's expert requests through every policy × predictor × pool size from one layer's active \
+            experts to all resident, with Belady's MIN as the bound; projects tokens/s from the measured compute and load \
+            costs; recommends the smallest pool within --tolerance of the fastest that --memory allows; checks it with a real \
+            run (projected vs measured); writes an SVG curve and a config file (moe run --config FILE). With --text the \
+            workload is traced here (decode, once per predictor); with --trace it comes from moe trace. docs/tuning.md. \
             --cache-policy, --prefetch and --expert-cache are what tune varies: use --policies and --prefetch-kinds.
             """)
 
@@ -18,7 +18,7 @@ struct Tune: ParsableCommand {
     @Option(help: "A UTF-8 text like the expected workload (traced here).") var text: String?
     @Option(help: "A trace from moe trace to replay instead of --text.") var trace: String?
     @Option(help: "Tokens of --text to trace. More gives a steadier projection and a longer trace.") var tokens: Int = 1024
-    @Option(name: .customLong("ctx-size"), help: "Window of --text tokens per KV cache (longer windows cost more attention time per token).") var ctxSize: Int = 512
+    @OptionGroup var window: ContextWindowOption
     @Option(help: "Cache policies to replay, comma-separated.") var policies: String = CachePolicyKind.allCases.map(\.rawValue).joined(separator: ",")
     @Option(name: .customLong("prefetch-kinds"), help: "Predictors to measure and replay, comma-separated (default: none,lookahead, plus path,hybrid when calibration exists). Each costs one more traced run of --text.")
     var prefetchKinds: String?
@@ -33,20 +33,21 @@ struct Tune: ParsableCommand {
     @Flag(help: "Print the whole result as JSON instead of the table.") var json = false
     @OptionGroup var runtime: RuntimeOptions
 
-    func validate() throws {
+    func check() throws {
         guard (text == nil) != (trace == nil) else { throw ValidationError("give exactly one of --text and --trace") }
-        guard tokens >= 1, ctxSize >= 1 else { throw ValidationError("--tokens and --ctx-size must be at least 1") }
+        guard tokens >= 1 else { throw ValidationError("--tokens must be at least 1") }
         guard tolerance >= 0, tolerance < 1 else { throw ValidationError("--tolerance must be in [0, 1)") }
         guard verifyTokens >= 0 else { throw ValidationError("--verify-tokens must not be negative") }
         guard maxSizes >= 2 else { throw ValidationError("--max-sizes must be at least 2") }
-        if runtime.cachePolicyFlag != nil || runtime.prefetchFlag != nil || runtime.expertCache != nil {
+        if runtime.cachePolicy != nil || runtime.prefetch != nil || runtime.expertCache != nil {
             throw ValidationError("tune varies --cache-policy, --prefetch and --expert-cache itself; choose what to replay with --policies and --prefetch-kinds")
         }
     }
 
     func run() throws {
         try reportingErrors {
-            var options = TuneOptions(budget: runtime.memory?.bytes, executor: runtime.executorOptions, memory: runtime.memoryOptions)
+            let run = runtime.resolved
+            var options = TuneOptions(budget: run.memoryBytes, executor: run.executorOptions, memory: run.memoryOptions)
             options.policies = try policies.split(separator: ",").map { name in
                 guard let p = CachePolicyKind(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                     throw ValidationError("unknown policy \(name) in --policies (known: \(CachePolicyKind.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -61,21 +62,21 @@ struct Tune: ParsableCommand {
                     return k
                 }
             } else {
-                options.prefetchKinds = [.none, .lookahead] + (Model.hasCalibration(path: model.model, explicit: runtime.calibration) ? [.path, .hybrid] : [])
+                options.prefetchKinds = [.none, .lookahead] + (Model.hasCalibration(path: model.model, explicit: run.calibration) ? [.path, .hybrid] : [])
             }
             options.tokens = tokens
-            options.window = ctxSize
             options.tolerance = tolerance
             options.verifyTokens = verifyTokens
             options.maxSizes = maxSizes
-            if options.memory.maxContext == nil { options.memory.maxContext = ctxSize }
+            options.memory.maxContext = options.memory.maxContext ?? window.planned
+            let configuration = try ModelSource(path: model.model).configuration
+            options.window = try window.resolve([(model.model, options.memory.context(for: configuration), configuration.contextLength)])
 
             var ids: [Int]? = nil
             var recorded: Trace? = nil
             let source: String
             if let text {
-                guard let data = FileManager.default.contents(atPath: text) else { throw ValidationError("cannot read --text \(text)") }
-                ids = Array(try Tokenizer(path: model.model).encode(String(decoding: data, as: UTF8.self)).prefix(tokens))
+                ids = Array(try Tokenizer(path: model.model).encode(try readText(text)).prefix(tokens))
                 source = text
             } else {
                 let path = trace ?? ""
@@ -92,9 +93,7 @@ struct Tune: ParsableCommand {
             try write(chart, to: svg)
             try result.configuration.write(to: configOut)
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+                print(try prettyJSON(result))
                 return
             }
             printTable(result)

@@ -2,19 +2,19 @@ import ArgumentParser
 import Foundation
 import SwiftMoE
 
-struct Calibrate: ParsableCommand {
+struct Calibrate: ParsableCommand, CheckedArguments {
     static let configuration = CommandConfiguration(
         abstract: "Measure a model on a text: which experts fire (for --prefetch path/hybrid) and how much quality each loses at each type (for moe convert --target-size / --max-ppl-increase).",
         discussion: """
-            Pass 1 routes the text and records per-layer expert frequencies and layer-to-layer
-            transitions. Pass 2 (sensitivity) lowers one expert at a time to each of --types and
-            measures, on the first --sensitivity-windows windows of --ctx-size tokens, the mean KL
-            divergence of the next-token distributions from the model as given and the change in
-            negative log-likelihood. It reruns only the windows the expert was routed in. The result
-            file is rewritten every few seconds; run the same command again to resume an
+            Pass 1 routes the text and records per-layer expert frequencies and layer-to-layer \
+            transitions. Pass 2 (sensitivity) lowers one expert at a time to each of --types and \
+            measures, on the first --sensitivity-windows windows of --ctx-size tokens, the mean KL \
+            divergence of the next-token distributions from the model as given and the change in \
+            negative log-likelihood. It reruns only the windows the expert was routed in. The result \
+            file is rewritten every few seconds; run the same command again to resume an \
             interrupted calibration. Results are deterministic for a given model, text and settings.
 
-            Calibrate the model you will convert (the GGUF or Hugging Face original, ideally F16/BF16/F32).
+            Calibrate the model you will convert (the GGUF or Hugging Face original, ideally F16/BF16/F32). \
             Writes MODEL.calibration.json next to the model unless -o is given; runs pick it up automatically.
             """)
 
@@ -22,7 +22,7 @@ struct Calibrate: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
     @Option(help: "A UTF-8 text file, ideally like what the model will see.") var text: String
     @Option(name: .shortAndLong, help: "Where to write the statistics (default: MODEL.calibration.json).") var output: String?
-    @Option(name: .customLong("ctx-size"), help: "Tokens evaluated per window.") var ctxSize: Int = 512
+    @OptionGroup var window: ContextWindowOption
     @Option(name: .customLong("max-tokens"), help: "Route at most this many tokens of the text (default: all).") var maxTokens: Int?
     @Option(help: "Candidate types for the sensitivity pass, comma-separated. Each adds one pass per expert.")
     var types: String = "q2_K,q3_K,q4_K,q5_K,q6_K,q8_0"
@@ -32,8 +32,7 @@ struct Calibrate: ParsableCommand {
     @Flag(help: "Discard measurements in the output file instead of resuming them.") var restart = false
     @Flag(help: "Print the summary as JSON.") var json = false
 
-    func validate() throws {
-        guard ctxSize >= 2 else { throw ValidationError("--ctx-size must be at least 2") }
+    func check() throws {
         guard sensitivityWindows >= 1 else { throw ValidationError("--sensitivity-windows must be at least 1") }
         if let maxTokens { guard maxTokens >= 2 else { throw ValidationError("--max-tokens must be at least 2") } }
         for name in typeList where BitPlan.storableType(name) == nil || name.lowercased() == "keep" {
@@ -46,13 +45,13 @@ struct Calibrate: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard let data = FileManager.default.contents(atPath: text) else { throw ValidationError("cannot read --text \(text)") }
-            var options = runtime
-            if options.context == nil { options.context = ctxSize }
-            options.prefetch = .none
-            let model = try options.open(model.model)
+            let content = try readText(text)
+            var options = runtime.resolved
+            options.prefetch = PredictorKind.none
+            let model = try window.open(model.model, with: options)
+            let ctxSize = try window.resolve(for: model)
             let tokenizer = try Tokenizer(path: model.source.path)
-            var tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
+            var tokens = tokenizer.encode(content)
             if let maxTokens { tokens = Array(tokens.prefix(maxTokens)) }
             let interactive = isatty(STDERR_FILENO) != 0
             func status(_ line: String, final: Bool = false) {
@@ -96,9 +95,7 @@ struct Calibrate: ParsableCommand {
             }
             try file.write(to: out)
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(CalibrationSummary(file: file, path: out)), as: UTF8.self))
+                print(try prettyJSON(CalibrationSummary(file: file, path: out)))
                 return
             }
             print("wrote \(out): \(table.tokens) tokens, \(table.layers.count) MoE layers × \(table.expertCount) experts")

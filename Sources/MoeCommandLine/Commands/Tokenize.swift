@@ -6,9 +6,9 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the token ids of a text with a model's tokenizer.",
         discussion: """
-            Prints one line per token: the id and the text it stands for. With --ids, prints only
-            the ids, comma-separated, ready for `moe logits --tokens`.
-            Special tokens written in the text (e.g. <|im_end|>) are recognized; BOS/EOS are
+            Prints one line per token: the id and the text it stands for. With --ids, prints only \
+            the ids, comma-separated, ready for `moe logits --tokens`. \
+            Special tokens written in the text (e.g. <|im_end|>) are recognized; BOS/EOS are \
             added as the model file says unless --no-special-tokens is given.
             """)
 

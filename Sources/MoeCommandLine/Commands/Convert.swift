@@ -2,16 +2,16 @@ import ArgumentParser
 import Foundation
 import SwiftMoE
 
-struct Convert: ParsableCommand {
+struct Convert: ParsableCommand, CheckedArguments {
     static let configuration = CommandConfiguration(
         abstract: "Write a .moe expert store: every expert its own aligned, checksummed record at its own type.",
         discussion: """
-            INPUT is a GGUF file or a Hugging Face directory. Dense weights are copied as they are;
-            experts are stored at --bits, per expert from --bit-plan, or at types the planner picks
-            (--target-size or --max-ppl-increase, from the sensitivities moe calibrate measured on
-            INPUT), LZ4-compressed only where that makes loading faster (see --compression). The
-            output appears only when complete (written to OUT.partial first). A planned conversion
-            also writes its plan (OUT minus .moe plus .plan.json), which you can edit and pass back
+            INPUT is a GGUF file or a Hugging Face directory. Dense weights are copied as they are; \
+            experts are stored at --bits, per expert from --bit-plan, or at types the planner picks \
+            (--target-size or --max-ppl-increase, from the sensitivities moe calibrate measured on \
+            INPUT), LZ4-compressed only where that makes loading faster (see --compression). The \
+            output appears only when complete (written to OUT.partial first). A planned conversion \
+            also writes its plan (OUT minus .moe plus .plan.json), which you can edit and pass back \
             with --bit-plan. See docs/quality.md.
             """)
 
@@ -38,16 +38,24 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("plan-only"), help: "Write the plan and print what it would give, without writing the store.")
     var planOnly = false
     @Option(help: "Calibration text for --max-ppl-increase (default: the text the calibration was measured on).") var text: String?
-    @Option(help: "Worker threads for --max-ppl-increase's evaluations.") var threads: Int = ThreadPool.defaultThreadCount
+    @Option(help: "Worker threads for --max-ppl-increase's evaluations (default: the cores available). More threads help until memory bandwidth is the limit.")
+    var threads: Int?
     @Flag(help: "Print the report as JSON.") var json = false
+
+    /// --threads as a run option: checked, and defaulted, as every command's.
+    var runOptions: RunConfiguration {
+        var c = RunConfiguration()
+        c.threads = threads
+        return c
+    }
 
     var planning: Bool { targetSize != nil || maxPPLIncrease != nil }
 
-    func validate() throws {
+    func check() throws {
         let sources = [bits != nil, bitPlan != nil, targetSize != nil, maxPPLIncrease != nil].filter { $0 }.count
         guard sources <= 1 else { throw ValidationError("give one of --bits, --bit-plan, --target-size and --max-ppl-increase") }
         if planOnly, !planning { throw ValidationError("--plan-only needs --target-size or --max-ppl-increase") }
-        guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024") }
+        do { try runOptions.validate() } catch { throw ValidationError(error.flagDescription) }
         if let bits, BitPlan.storableType(bits) == nil {
             throw ValidationError("--bits \(bits) is not a type the store can write (\(BitPlan.writableTypeNames))")
         }
@@ -78,9 +86,7 @@ struct Convert: ParsableCommand {
                 FileHandle.standardError.write(Data((line + "\nwrote plan \(planPath)\n").utf8))
                 if planOnly {
                     if json {
-                        let encoder = JSONEncoder()
-                        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                        print(String(decoding: try encoder.encode(outcome), as: UTF8.self))
+                        print(try prettyJSON(outcome))
                     }
                     return
                 }
@@ -100,9 +106,7 @@ struct Convert: ParsableCommand {
             }
             if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                print(try prettyJSON(report))
             } else {
                 print("wrote \(report.output): \(report.experts) experts, \(report.denseTensors) dense tensors (\(Units.formatBytes(report.denseBytes)))")
                 print("experts: \(Units.formatBytes(report.expertBytesDecoded)) decoded, \(Units.formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed"
@@ -136,7 +140,7 @@ struct Convert: ParsableCommand {
         guard let data = FileManager.default.contents(atPath: textPath) else {
             throw ValidationError("cannot read the calibration text \(textPath) (pass --text)")
         }
-        let model = try Model(path: input, options: ExecutorOptions(threads: threads), memory: .init(maxContext: sensitivity.settings.context))
+        let model = try Model(path: input, options: runOptions.executorOptions, memory: .init(maxContext: sensitivity.settings.context))
         let tokenizer = try Tokenizer(path: input)
         let tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
         let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
@@ -151,18 +155,3 @@ struct Convert: ParsableCommand {
         }
     }
 }
-
-/// A fraction on the command line: `2%` or `0.02`.
-struct Fraction: ExpressibleByArgument {
-    var value: Double
-    init?(argument: String) {
-        let text = argument.trimmingCharacters(in: .whitespaces)
-        let number = text.hasSuffix("%") ? Double(text.dropLast()).map { $0 / 100 } : Double(text)
-        guard let number, number.isFinite, number >= 0, number < 10 else { return nil }
-        value = number
-    }
-}
-
-extension BitPlanner.Method: ExpressibleByArgument {}
-
-extension StoreWriter.CompressionMode: ExpressibleByArgument {}

@@ -13,9 +13,7 @@ struct Inspect: ParsableCommand {
         try reportingErrors {
             let report = try ModelInspection(source: ModelSource(path: model.model))
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                print(try prettyJSON(report))
             } else {
                 print(report.text)
             }

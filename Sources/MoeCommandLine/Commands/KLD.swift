@@ -2,37 +2,39 @@ import ArgumentParser
 import Foundation
 import SwiftMoE
 
-struct KLD: ParsableCommand {
+struct KLD: ParsableCommand, CheckedArguments {
     static let configuration = CommandConfiguration(
         commandName: "kld",
-        abstract: "Mean KL divergence of MODEL's token distributions from BASE's on a text, and top-1 agreement (like llama-perplexity --kl-divergence).")
+        abstract: "Mean KL divergence of MODEL's token distributions from BASE's on a text, and top-1 agreement (like llama-perplexity --kl-divergence).",
+        discussion: "The text is cut into chunks of --ctx-size tokens; the second half of each is scored.")
 
     @OptionGroup var model: ModelArgument
     @OptionGroup var runtime: RuntimeOptions
     @Option(help: "The reference model (e.g. the F16 original of a quantized MODEL).") var base: String
     @Option(help: "A UTF-8 text file.") var text: String
-    @Option(name: .customLong("ctx-size"), help: "Tokens per chunk; the second half of each is scored.") var ctxSize: Int = 512
-    @Option(help: "Score at most this many chunks.") var chunks: Int?
+    @OptionGroup var window: ContextWindowOption
+    @Option(help: "Score at most this many chunks (default: all). Fewer is faster and less precise.") var chunks: Int?
     @Flag(help: "Print JSON instead of text.") var json = false
+
+    func check() throws {
+        if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
+    }
 
     func run() throws {
         try reportingErrors {
-            guard let data = FileManager.default.contents(atPath: text) else { throw ValidationError("cannot read --text \(text)") }
-            var options = runtime
-            if options.context == nil { options.context = ctxSize }
-            let ours = try options.open(model.model)
-            let reference = try options.open(base)
+            let content = try readText(text)
+            let ours = try window.open(model.model, with: runtime.resolved)
+            let reference = try window.open(base, with: runtime.resolved)
+            let context = try window.resolve(for: ours, reference)
             let tokenizer = try Tokenizer(path: ours.source.path)
-            let tokens = tokenizer.encode(String(decoding: data, as: UTF8.self))
+            let tokens = tokenizer.encode(content)
             let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
-            let r = try ours.klDivergence(from: reference, tokens: tokens, context: ctxSize, bos: bos, maxWindows: chunks) { done, total, running in
+            let r = try ours.klDivergence(from: reference, tokens: tokens, context: context, bos: bos, maxWindows: chunks) { done, total, running in
                 FileHandle.standardError.write(Data(String(format: "\r[%d/%d] mean KLD %.6f", done, total, running).utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(r), as: UTF8.self))
+                print(try prettyJSON(r))
             } else {
                 print(String(format: "Mean KLD: %.6f ± %.6f  (max %.4f) over %d tokens", r.meanKLD, r.standardError, r.maxKLD, r.scoredTokens))
                 print(String(format: "Same top token: %.2f%%", 100 * r.top1Agreement))

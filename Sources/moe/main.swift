@@ -1,0 +1,4 @@
+// The `moe` executable: everything it does is in MoeCommandLine, which tests import.
+import MoeCommandLine
+
+Moe.main()
