@@ -92,10 +92,18 @@ public struct ModelInspection: Codable, Sendable {
         expertBytes = expertTotal
         denseBytes = totalBytes - expertTotal
         activeExpertBytesPerToken = perExpert.reduce(0, +) * c.expertsPerToken
+    }
+
+    /// Fills ``tokenizer`` (or ``tokenizerError``) by loading the model's tokenizer as
+    /// `moe tokenize`/`run` would. Separate from `init` because it reads the tokenizer files:
+    /// memory planning inspects the model too and must not touch more of it than it maps.
+    public mutating func describeTokenizer() {
         do {
-            let t = try Tokenizer(path: source.path)
+            let t = try Tokenizer(path: path)
             tokenizer = TokenizerSummary(origin: t.origin, vocabularySize: t.vocabularySize, bos: t.bosTokenId, eos: t.eosTokenId, notes: t.notes)
+            tokenizerError = nil
         } catch {
+            tokenizer = nil
             tokenizerError = "\(error)"
         }
     }
@@ -126,8 +134,8 @@ public struct ModelInspection: Codable, Sendable {
         if let t = tokenizer {
             lines.append("tokenizer    \(t.origin), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none")")
             for note in t.notes { lines.append("             note: \(note)") }
-        } else {
-            lines.append("tokenizer    none: \(tokenizerError ?? "not found")")
+        } else if let tokenizerError {
+            lines.append("tokenizer    none: \(tokenizerError)")
         }
         return lines.joined(separator: "\n")
     }

@@ -334,10 +334,12 @@ extension Tokenizer {
         }
         if isDirectory.boolValue {
             try self.init(huggingFaceDirectory: path)
-        } else if let store = try? MoEStoreFile(path: path) {
+        } else if let store = try? MoEStoreFile(file: MappedFile(path: path, randomAccess: true)) {
+            // Random access: only the tokenizer's pages are read, so a run under --memory does
+            // not pull megabytes of read-ahead (expert bytes) into the page cache.
             try self.init(store: store)
         } else {
-            try self.init(gguf: GGUFFile(path: path))
+            try self.init(gguf: GGUFFile(file: MappedFile(path: path, randomAccess: true)))
         }
     }
 

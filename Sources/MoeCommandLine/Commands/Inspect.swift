@@ -11,7 +11,8 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let report = try ModelInspection(source: ModelSource(path: model.model))
+            var report = try ModelInspection(source: ModelSource(path: model.model))
+            report.describeTokenizer()
             if json {
                 print(try prettyJSON(report))
             } else {
