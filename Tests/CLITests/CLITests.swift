@@ -122,4 +122,38 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.hasPrefix("error: "), bad.stderr)
     }
+
+    /// A Mixtral-style directory with tokenizer.model and no tokenizer.json: `moe tokenize` gives
+    /// transformers' ids (recorded in model-mixtral.json) and `moe inspect` says which file the
+    /// tokenizer came from; with a tokenizer.json whose vocabulary differs, it says which was used.
+    func testTokenizerModelOnlyDirectory() throws {
+        let dir = TemporaryDirectory()
+        let hf = dir.url.appendingPathComponent("hf")
+        try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)
+        let src = Fixtures.root.appendingPathComponent("mixtral/hf")
+        for name in try FileManager.default.contentsOfDirectory(atPath: src.path) where name != "tokenizer.json" {
+            try FileManager.default.copyItem(at: src.appendingPathComponent(name), to: hf.appendingPathComponent(name))
+        }
+        struct Case: Decodable { let text: String; let ids: [Int] }
+        struct Recorded: Decodable { let hfCases: [Case] }
+        let cases = try JSONDecoder().decode(Recorded.self, from: Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizers/model-mixtral.json"))).hfCases
+        let sample = try XCTUnwrap(cases.first { $0.text == "Hello, world! How are you today?" })
+        let ids = try run(["tokenize", hf.path, sample.text, "--ids"])
+        XCTAssertEqual(ids.status, 0, ids.stderr)
+        XCTAssertEqual(ids.stdout.trimmingCharacters(in: .whitespacesAndNewlines), sample.ids.map(String.init).joined(separator: ","))
+
+        let inspect = try run(["inspect", hf.path])
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        XCTAssertTrue(inspect.stdout.contains("tokenizer    tokenizer.model (no tokenizer.json"), inspect.stdout)
+        XCTAssertFalse(inspect.stdout.contains("note:"), inspect.stdout)
+
+        try FileManager.default.copyItem(at: Fixtures.root.appendingPathComponent("tokenizers/spm/hf/tokenizer.json"),
+                                         to: hf.appendingPathComponent("tokenizer.json"))
+        let both = try run(["inspect", hf.path, "--json"])
+        XCTAssertEqual(both.status, 0, both.stderr)
+        let report = try JSONDecoder().decode(ModelInspection.self, from: Data(both.stdout.utf8))
+        XCTAssertEqual(report.tokenizer?.origin, "tokenizer.json")
+        XCTAssertEqual(report.tokenizer?.notes.count, 1)
+        XCTAssertTrue(report.tokenizer?.notes.first?.contains("used tokenizer.json") == true, "\(report.tokenizer as Any)")
+    }
 }
