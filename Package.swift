@@ -4,6 +4,7 @@
 import PackageDescription
 
 let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+let v6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "SwiftMoE",
@@ -31,11 +32,11 @@ let package = Package(
         // GGUF, safetensors, HF directories, .npy; model families and the one configuration type.
         .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v5),
         // Gating networks (family routing rules) and, later, expert predictors.
-        .target(name: "Router", dependencies: ["ModelFormats"], swiftSettings: v5),
+        .target(name: "Router", dependencies: ["ModelFormats"], swiftSettings: v6),
         // Where expert weights come from: resident views now, paged pool later.
         .target(name: "ExpertStore", dependencies: ["ModelFormats", "Quantization", "CLZ4"], swiftSettings: v5),
         // The transformer forward pass.
-        .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v5),
+        .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v6),
         // Text <-> token ids (issue 5).
         .target(name: "Tokenizer", dependencies: ["ModelFormats"], swiftSettings: v5),
         // Jinja-subset interpreter for the chat templates models ship (issue 5).
@@ -62,12 +63,12 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v5),
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v5),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
+        .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v6),
         .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "GenerationTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "TestSupport", "moe"], swiftSettings: v5),
