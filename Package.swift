@@ -3,7 +3,6 @@
 // Module split follows docs/architecture.md.
 import PackageDescription
 
-let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 let v6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
@@ -32,11 +31,11 @@ let package = Package(
         // GGUF, safetensors, HF directories, .npy; model families and the one configuration type.
         .target(name: "ModelFormats", dependencies: ["Quantization"], swiftSettings: v6),
         // Gating networks (family routing rules) and, later, expert predictors.
-        .target(name: "Router", dependencies: ["ModelFormats"], swiftSettings: v5),
+        .target(name: "Router", dependencies: ["ModelFormats"], swiftSettings: v6),
         // Where expert weights come from: resident views now, paged pool later.
         .target(name: "ExpertStore", dependencies: ["ModelFormats", "Quantization", "CLZ4"], swiftSettings: v6),
         // The transformer forward pass.
-        .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v5),
+        .target(name: "Executor", dependencies: ["ModelFormats", "Quantization", "Router", "ExpertStore"], swiftSettings: v6),
         // Text <-> token ids (issue 5).
         .target(name: "Tokenizer", dependencies: ["ModelFormats"], swiftSettings: v6),
         // Jinja-subset interpreter for the chat templates models ship (issue 5).
@@ -84,7 +83,7 @@ let package = Package(
         // process shows (exit status, stdin, SIGINT, peak RSS under --memory) run the binary.
         .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "CKernels"], swiftSettings: v6),
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "Quantization", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v5),
+        .testTarget(name: "RouterTests", dependencies: ["Router"], swiftSettings: v6),
         .testTarget(name: "ExpertStoreTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ChatTemplateTests", dependencies: ["ChatTemplate", "TestSupport"], swiftSettings: v6),
@@ -93,7 +92,7 @@ let package = Package(
         .testTarget(name: "ConversionTests", dependencies: ["Conversion", "ExpertStore", "ModelFormats", "Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "QualityTests", dependencies: ["Quality", "Runtime", "Conversion", "ModelFormats", "Quantization", "Executor", "ExpertStore", "Router", "Tokenizer", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "ProfilingTests", dependencies: ["Profiling", "Runtime", "ModelFormats", "Executor", "ExpertStore", "Router", "Tracing", "Tuning", "Tokenizer", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),

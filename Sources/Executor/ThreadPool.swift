@@ -7,15 +7,26 @@ import Synchronization
 /// increment and, only if workers went to sleep, a condition-variable broadcast. Idle
 /// workers spin briefly (decode issues hundreds of small regions per token) and then sleep.
 /// The calling thread takes part as worker 0, so `threads == 1` runs everything inline.
+///
+/// `@unchecked Sendable`: its only mutable state is `Shared.job`, and `run` holds `region`
+/// while it sets and clears it, so callers on different threads take turns; workers read the
+/// job only between a region's publish and its completion (see `Shared`).
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
     private let shared = Shared()
     private let finished = DispatchGroup()
+    /// One parallel region at a time.
+    private let region = Mutex<Void>(())
 
     /// Iterations a worker spins on an idle pool before sleeping (tens of microseconds).
     static let spinLimit = 200_000
 
     /// State the workers share with the pool; the workers keep it alive, not the pool.
+    ///
+    /// `@unchecked Sendable`: `job` is written only by the thread running a region, before
+    /// `publish()` bumps `generation` (release) and after `remaining` has dropped to zero
+    /// (acquire); a worker reads it only after seeing the new generation (acquire) and before
+    /// it decrements `remaining` (release). The counters are atomics.
     private final class Shared: @unchecked Sendable {
         let generation = Atomic<Int>(0)
         let remaining = Atomic<Int>(0)
@@ -77,18 +88,22 @@ public final class ThreadPool: @unchecked Sendable {
     public static var defaultThreadCount: Int { ProcessInfo.processInfo.activeProcessorCount }
 
     /// Runs `body(worker)` once on each of the `threads` workers and returns when all are done.
+    /// Regions started from several threads run one after the other; `body` must not start
+    /// another region on the same pool.
     public func run(_ body: (Int) -> Void) {
         if threads == 1 {
             body(0)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            shared.job = body
-            shared.remaining.store(threads - 1, ordering: .relaxed)
-            shared.publish()
-            body(0)
-            while shared.remaining.load(ordering: .acquiring) > 0 {}
-            shared.job = nil
+        region.withLock { _ in
+            withoutActuallyEscaping(body) { body in
+                shared.job = body
+                shared.remaining.store(threads - 1, ordering: .relaxed)
+                shared.publish()
+                body(0)
+                while shared.remaining.load(ordering: .acquiring) > 0 {}
+                shared.job = nil
+            }
         }
     }
 

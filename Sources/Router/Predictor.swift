@@ -101,7 +101,7 @@ public enum PredictorError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Scores experts of the layers ahead and picks the likeliest.
-public final class ExpertPredictor: @unchecked Sendable {
+public final class ExpertPredictor: Sendable {
     public let kind: PredictorKind
     /// Layers ahead to predict (1 = the next MoE layer only).
     public let depth: Int

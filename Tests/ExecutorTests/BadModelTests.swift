@@ -106,34 +106,3 @@ final class BadModelTests: XCTestCase {
         XCTAssertEqual(cache.count, 3, "a refused call leaves the cache as it was")
     }
 }
-
-final class ThreadPoolTests: XCTestCase {
-    func testEveryIndexRunsOnceAndPoolsComeAndGo() {
-        for threads in [1, 2, 3, 8] {
-            for _ in 0..<20 {
-                let pool = ThreadPool(threads: threads)
-                let counts = UnsafeMutablePointer<Int>.allocate(capacity: 1000)
-                counts.initialize(repeating: 0, count: 1000)
-                pool.parallelFor(1000, grain: 7) { range, _ in
-                    for i in range { counts[i] += 1 }
-                }
-                XCTAssertTrue((0..<1000).allSatisfy { counts[$0] == 1 }, "threads \(threads)")
-                counts.deallocate()
-            }
-        }
-    }
-
-    func testManySmallRegions() {
-        let pool = ThreadPool(threads: 2)
-        var total = 0
-        let lock = NSLock()
-        for _ in 0..<5000 {
-            pool.run { worker in
-                lock.lock()
-                total += worker + 1
-                lock.unlock()
-            }
-        }
-        XCTAssertEqual(total, 5000 * 3)
-    }
-}

@@ -1,0 +1,71 @@
+import ExpertStore
+import Quantization
+import Router
+
+public enum ExecutorError: Error, Equatable, CustomStringConvertible {
+    case tokenOutOfRange(token: Int, position: Int, vocabSize: Int)
+    case contextFull(needed: Int, limit: Int)
+    case emptyInput
+    /// Another forward pass was running on the same transformer and its options say
+    /// ``ExecutorOptions/ConcurrentUse/reject``.
+    case busy
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(token, position, vocab):
+            return "token id \(token) at position \(position) is outside the vocabulary (0..<\(vocab))"
+        case let .contextFull(needed, limit):
+            return "the context would hold \(needed) positions, more than its limit of \(limit)"
+        case .emptyInput:
+            return "no tokens to evaluate"
+        case .busy:
+            return "another forward pass is running on this model (it rejects concurrent use)"
+        }
+    }
+}
+
+/// Called for every token of every MoE layer with the experts the router chose.
+/// `position` is the token's absolute position in the sequence. It runs on the thread that
+/// called ``Transformer/forward(tokens:cache:logits:observer:)``, while the transformer is
+/// locked: it must not call back into the same transformer.
+public typealias RoutingObserver = (_ layer: Int, _ position: Int, _ choices: [ExpertChoice]) -> Void
+
+/// Wall-clock times of one layer of one forward pass (`DispatchTime` uptime nanoseconds), for
+/// traces. The FFN span includes any wait for experts the store had to load.
+public struct LayerTiming: Sendable, Equatable {
+    public var layer: Int
+    /// Tokens in the pass and the position of the first.
+    public var tokens: Int
+    public var position: Int
+    public var attentionStart: UInt64
+    public var ffnStart: UInt64
+    public var ffnEnd: UInt64
+}
+
+/// Tunable execution settings.
+public struct ExecutorOptions: Sendable {
+    /// What a forward pass does when another one is running on the same transformer.
+    public enum ConcurrentUse: String, Sendable, CaseIterable {
+        /// Wait for it: passes run one after the other (the default).
+        case wait
+        /// Throw ``ExecutorError/busy``.
+        case reject
+    }
+
+    /// Worker threads (including the caller). More threads help until memory bandwidth is saturated.
+    public var threads: Int
+    /// `fast`: llama.cpp-style 8-bit activations for block-quantized weights. `reference`:
+    /// dequantize and compute in f32 (slow; logits match transformers to 1e-4).
+    public var kernels: KernelPath
+    /// Element type of the KV cache: f16 halves its memory, f32 is exact.
+    public var kvCacheType: KVCache.ElementType
+    public var concurrentUse: ConcurrentUse
+
+    public init(threads: Int = ThreadPool.defaultThreadCount, kernels: KernelPath = .fast, kvCacheType: KVCache.ElementType = .f16,
+                concurrentUse: ConcurrentUse = .wait) {
+        self.threads = max(1, threads)
+        self.kernels = kernels
+        self.kvCacheType = kvCacheType
+        self.concurrentUse = concurrentUse
+    }
+}
