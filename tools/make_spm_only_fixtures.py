@@ -13,7 +13,7 @@ make_tokenizer_fixtures.py), so Tests/TokenizerTests can compare without Python:
     Tests/Fixtures/tokenizers/spm-only/          legacy false, BOS and EOS, two added special
                                                  tokens and one added normal token
     Tests/Fixtures/tokenizers/<name>.json        cases: text, ids, idsNoBOS (add_special_tokens
-                                                 false), decoded
+                                                 false), decoded, roundTrips
 
 It also checks that the Mixtral model fixture's directory, with its tokenizer.json removed,
 gives transformers the ids already recorded in model-mixtral.json, so the model-level test can
@@ -64,7 +64,8 @@ def cases_for(directory: Path) -> tuple[list[dict], str]:
         ids = tok(text, add_special_tokens=True)["input_ids"]
         plain = tok(text, add_special_tokens=False)["input_ids"]
         slow_ids = slow(text, add_special_tokens=True)["input_ids"]
-        case = dict(text=text, ids=ids, idsNoBOS=plain, decoded=tok.decode(plain, skip_special_tokens=False))
+        decoded = tok.decode(plain, skip_special_tokens=False)
+        case = dict(text=text, ids=ids, idsNoBOS=plain, decoded=decoded, roundTrips=decoded == text)
         if slow_ids != ids:
             case["slowIds"] = slow_ids  # transformers' slow tokenizer disagrees; the fast one is AutoTokenizer's
         out.append(case)

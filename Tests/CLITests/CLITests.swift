@@ -128,15 +128,8 @@ final class CLITests: XCTestCase {
     /// tokenizer came from; with a tokenizer.json whose vocabulary differs, it says which was used.
     func testTokenizerModelOnlyDirectory() throws {
         let dir = TemporaryDirectory()
-        let hf = dir.url.appendingPathComponent("hf")
-        try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)
-        let src = Fixtures.root.appendingPathComponent("mixtral/hf")
-        for name in try FileManager.default.contentsOfDirectory(atPath: src.path) where name != "tokenizer.json" {
-            try FileManager.default.copyItem(at: src.appendingPathComponent(name), to: hf.appendingPathComponent(name))
-        }
-        struct Case: Decodable { let text: String; let ids: [Int] }
-        struct Recorded: Decodable { let hfCases: [Case] }
-        let cases = try JSONDecoder().decode(Recorded.self, from: Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizers/model-mixtral.json"))).hfCases
+        let hf = try dir.copy(fixture: "mixtral/hf", to: "hf", excluding: ["tokenizer.json"])
+        let cases = try RecordedTokenizerCases.load("model-mixtral")
         let sample = try XCTUnwrap(cases.first { $0.text == "Hello, world! How are you today?" })
         let ids = try run(["tokenize", hf.path, sample.text, "--ids"])
         XCTAssertEqual(ids.status, 0, ids.stderr)

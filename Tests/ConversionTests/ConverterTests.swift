@@ -79,20 +79,12 @@ final class ConverterTests: XCTestCase {
     /// directory's tokenizer.json, which the model file reproduces).
     func testStoreCarriesATokenizerModelOnlyTokenizer() throws {
         let dir = TemporaryDirectory()
-        let hf = dir.url.appendingPathComponent("hf")
-        try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)
-        let src = Fixtures.root.appendingPathComponent("mixtral/hf")
-        for name in try FileManager.default.contentsOfDirectory(atPath: src.path) where name != "tokenizer.json" {
-            try FileManager.default.copyItem(at: src.appendingPathComponent(name), to: hf.appendingPathComponent(name))
-        }
+        let hf = try dir.copy(fixture: "mixtral/hf", to: "hf", excluding: ["tokenizer.json"])
         let moe = dir.path("model.moe")
         _ = try Converter.convert(input: hf.path, output: moe, options: .init())
         let embedded = try Tokenizer(path: moe)
         XCTAssertTrue(embedded.origin.hasPrefix("tokenizer.model"), embedded.origin)
-        struct Case: Decodable { let text: String; let ids: [Int] }
-        struct Recorded: Decodable { let hfCases: [Case] }
-        let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizers/model-mixtral.json"))
-        let cases = try JSONDecoder().decode(Recorded.self, from: data).hfCases
+        let cases = try RecordedTokenizerCases.load("model-mixtral")
         XCTAssertGreaterThan(cases.count, 40)
         let wrong = cases.filter { embedded.encode($0.text) != $0.ids }.map(\.text)
         XCTAssertEqual(wrong, [])

@@ -92,3 +92,32 @@ public final class TemporaryDirectory: Sendable {
     public func path(_ name: String) -> String { url.appendingPathComponent(name).path }
     deinit { try? FileManager.default.removeItem(at: url) }
 }
+
+extension TemporaryDirectory {
+    /// Copies the fixture directory `relative` (e.g. `mixtral/hf`) to `name` inside this
+    /// directory, leaving out the files named in `excluding`; returns the copy's URL.
+    public func copy(fixture relative: String, to name: String, excluding: Set<String> = []) throws -> URL {
+        let src = Fixtures.root.appendingPathComponent(relative)
+        let dst = url.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: dst, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: src.path) where !excluding.contains(file) {
+            try FileManager.default.copyItem(at: src.appendingPathComponent(file), to: dst.appendingPathComponent(file))
+        }
+        return dst
+    }
+}
+
+/// The tokenizer cases of one file under Tests/Fixtures/tokenizers, as transformers produced them.
+public struct RecordedTokenizerCases: Decodable, Sendable {
+    public struct Case: Decodable, Sendable {
+        public let text: String
+        public let ids: [Int]
+    }
+    public let hfCases: [Case]
+
+    /// `tokenizers/<name>.json`'s Hugging Face cases.
+    public static func load(_ name: String) throws -> [Case] {
+        let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizers/\(name).json"))
+        return try JSONDecoder().decode(RecordedTokenizerCases.self, from: data).hfCases
+    }
+}

@@ -43,7 +43,7 @@ final class GoldenTests: XCTestCase {
     }
 
     /// Checks every case; returns one line per mismatch so a failure shows all of them at once.
-    func check(_ tokenizer: Tokenizer, _ cases: [Case], label: String, checkDecoded: Bool) -> [String] {
+    static func check(_ tokenizer: Tokenizer, _ cases: [Case], label: String, checkDecoded: Bool) -> [String] {
         var problems: [String] = []
         for c in cases {
             let t = c.text.debugDescription.prefix(60)
@@ -72,7 +72,7 @@ final class GoldenTests: XCTestCase {
         for name in Self.families {
             let g = try Self.golden(name)
             let tokenizer = try Tokenizer(huggingFaceDirectory: Fixtures.path(g.hf))
-            problems += check(tokenizer, g.hfCases, label: "\(name) hf", checkDecoded: true)
+            problems += Self.check(tokenizer, g.hfCases, label: "\(name) hf", checkDecoded: true)
             checked += g.hfCases.count
         }
         XCTAssertGreaterThan(checked, 400)
@@ -85,7 +85,7 @@ final class GoldenTests: XCTestCase {
             let g = try Self.golden(name)
             let tokenizer = try Tokenizer(gguf: GGUFFile(path: Fixtures.path(g.gguf)))
             // Byte-level GGUFs carry the same vocabulary as the HF directory, so the same ids and text.
-            problems += check(tokenizer, g.ggufCases ?? g.hfCases, label: "\(name) gguf", checkDecoded: g.ggufCases == nil)
+            problems += Self.check(tokenizer, g.ggufCases ?? g.hfCases, label: "\(name) gguf", checkDecoded: g.ggufCases == nil)
         }
         XCTAssert(problems.isEmpty, "\(problems.count) mismatches:\n" + problems.prefix(40).joined(separator: "\n"))
     }

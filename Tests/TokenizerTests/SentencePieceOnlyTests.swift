@@ -6,17 +6,10 @@ import XCTest
 /// Hugging Face directories with `tokenizer.model` and no `tokenizer.json`: ids recorded from
 /// transformers' `AutoTokenizer` on the same directories by tools/make_spm_only_fixtures.py.
 final class SentencePieceOnlyTests: XCTestCase {
-    struct Case: Decodable {
-        let text: String
-        let ids: [Int]
-        let idsNoBOS: [Int]
-        let decoded: String
-    }
-
     struct Golden: Decodable {
         let hf: String
         let legacy: Bool
-        let cases: [Case]
+        let cases: [GoldenTests.Case]
     }
 
     func golden(_ name: String) throws -> Golden {
@@ -24,18 +17,8 @@ final class SentencePieceOnlyTests: XCTestCase {
         return try JSONDecoder().decode(Golden.self, from: data)
     }
 
-    func mismatches(_ tokenizer: Tokenizer, _ cases: [Case], label: String) -> [String] {
-        var problems: [String] = []
-        for c in cases {
-            let t = c.text.debugDescription.prefix(50)
-            let ids = tokenizer.encode(c.text)
-            if ids != c.ids { problems.append("\(label) \(t): got \(ids) expected \(c.ids)") }
-            let plain = tokenizer.encode(c.text, addSpecialTokens: false)
-            if plain != c.idsNoBOS { problems.append("\(label) (no specials) \(t): got \(plain) expected \(c.idsNoBOS)") }
-            let text = tokenizer.decode(c.idsNoBOS)
-            if text != c.decoded { problems.append("\(label) decode \(t): got \(text.debugDescription) expected \(c.decoded.debugDescription)") }
-        }
-        return problems
+    func mismatches(_ tokenizer: Tokenizer, _ cases: [GoldenTests.Case], label: String) -> [String] {
+        GoldenTests.check(tokenizer, cases, label: label, checkDecoded: true)
     }
 
     func testDirectoriesWithOnlyTokenizerModelMatchTransformers() throws {
@@ -85,7 +68,7 @@ final class SentencePieceOnlyTests: XCTestCase {
             try FileManager.default.copyItem(at: src.appendingPathComponent(f), to: temp.url.appendingPathComponent(f))
         }
         let data = try Data(contentsOf: Fixtures.root.appendingPathComponent("tokenizers/model-mixtral.json"))
-        struct Recorded: Decodable { let hfCases: [Case] }
+        struct Recorded: Decodable { let hfCases: [GoldenTests.Case] }
         let cases = try JSONDecoder().decode(Recorded.self, from: data).hfCases
         let problems = mismatches(try Tokenizer(huggingFaceDirectory: temp.url.path), cases, label: "mixtral")
         XCTAssert(problems.isEmpty, "\(problems.count) mismatches:\n" + problems.prefix(30).joined(separator: "\n"))
