@@ -26,32 +26,57 @@ public enum ModelFormatError: Error, Equatable, CustomStringConvertible {
         case let .notAModel(path, reason):
             return "\(path): not a model this tool reads: \(reason)"
         case let .badMagic(path, found, expected):
-            return "\(path): wrong magic \(found) (expected \(expected)); is this really a \(expected) file?"
+            return "\(path): wrong magic \(Self.shown(found)) (expected \(expected)); is this really a \(expected) file?"
         case let .unsupportedVersion(path, version):
             return "\(path): unsupported GGUF version \(version) (this build reads versions 2 and 3)"
         case let .truncated(path, offset, needed, what):
-            return "\(path): file ends inside \(what): needed \(needed) byte(s) at offset \(offset); the file is truncated or damaged"
+            return "\(path): file ends inside \(Self.shown(what)): needed \(needed) byte(s) at offset \(offset); the file is truncated or damaged"
         case let .implausible(path, what, value, offset):
             let at = offset.map { " at offset \($0)" } ?? ""
-            return "\(path): implausible \(what) \(value)\(at); the file is damaged or not a model"
+            return "\(path): implausible \(Self.shown(what)) \(Self.shown(value))\(at); the file is damaged or not a model"
         case let .invalidMetadata(path, key, reason):
-            return "\(path): metadata \(key): \(reason)"
+            return "\(path): metadata \(Self.shown(key)): \(reason)"
         case let .invalidTensor(path, tensor, reason):
-            return (path.isEmpty ? "" : "\(path): ") + "tensor \(tensor): \(reason)"
+            return (path.isEmpty ? "" : "\(path): ") + "tensor \(Self.shown(tensor)): \(reason)"
         case let .tensorOutOfBounds(path, tensor, end, fileSize):
-            return "\(path): tensor \(tensor) data ends at byte \(end), past the end of the file (\(fileSize) bytes); the file is truncated"
+            return "\(path): tensor \(Self.shown(tensor)) data ends at byte \(end), past the end of the file (\(fileSize) bytes); the file is truncated"
         case let .missingTensor(name, model):
-            return "\(model): required tensor \(name) is missing"
+            return "\(model): required tensor \(Self.shown(name)) is missing"
         case let .shapeMismatch(tensor, expected, found):
-            return "tensor \(tensor) has shape \(found), expected \(expected) from the model configuration"
+            return "tensor \(Self.shown(tensor)) has shape \(found), expected \(expected) from the model configuration"
         case let .unsupportedType(tensor, type):
-            return "tensor \(tensor) has type \(type), which this build cannot compute with yet"
+            return "tensor \(Self.shown(tensor)) has type \(type), which this build cannot compute with yet"
         case let .unknownArchitecture(name, known):
-            return "unknown architecture '\(name)'; this build knows \(known.joined(separator: ", "))"
+            return "unknown architecture '\(Self.shown(name))'; this build knows \(known.joined(separator: ", "))"
         case let .invalidConfig(path, reason):
             return "\(path): invalid model configuration: \(reason)"
         case let .missingConfigKey(path, key):
-            return "\(path): model configuration lacks required key '\(key)'"
+            return "\(path): model configuration lacks required key '\(Self.shown(key))'"
         }
     }
+
+    /// Text taken from a file (keys, tensor names, values), as an error shows it: control and
+    /// non-printing characters escaped, and cut to ``shownLimit`` characters, so a damaged
+    /// length that swallowed raw bytes gives a one-line message, not pages of them.
+    public static func shown(_ text: String) -> String {
+        var out = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            if count == shownLimit {
+                out += "… (\(text.unicodeScalars.count - count) more characters)"
+                break
+            }
+            switch scalar.properties.generalCategory {
+            case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator:
+                out += scalar.escaped(asASCII: true)
+            default:
+                out.unicodeScalars.append(scalar)
+            }
+            count += 1
+        }
+        return out
+    }
+
+    /// How many characters of file-supplied text an error shows.
+    public static let shownLimit = 120
 }

@@ -1,3 +1,5 @@
+import Executor
+import ExpertStore
 import ModelFormats
 import Tokenizer
 
@@ -92,6 +94,22 @@ public struct ModelInspection: Codable, Sendable {
         expertBytes = expertTotal
         denseBytes = totalBytes - expertTotal
         activeExpertBytesPerToken = perExpert.reduce(0, +) * c.expertsPerToken
+    }
+
+    /// Checks the model as loading it for a run would: every tensor the executor uses exists
+    /// with the shape and type the configuration implies, every expert's tensors included.
+    /// Throws the error a run would (so `moe inspect` does not call a model fine that
+    /// `moe logits` refuses). Maps nothing new and reads only the norm vectors.
+    public static func checkLoads(_ source: ModelSource) throws {
+        var experts: (any ExpertProvider)? = nil
+        if case .store = source.container {
+            // A store's experts are records, checked by the catalog; the executor gets a pool
+            // of the minimum size, which it does not touch until a forward pass.
+            let catalog = try ExpertCatalog(source: source)
+            experts = try PagedExpertStore(catalog: catalog, capacity: catalog.minimumPool(k: source.configuration.expertsPerToken),
+                                           policy: .lru)
+        }
+        _ = try Transformer(source: source, experts: experts, options: ExecutorOptions(threads: 1))
     }
 
     /// Fills ``tokenizer`` (or ``tokenizerError``) by loading the model's tokenizer as

@@ -7,6 +7,10 @@ import Foundation
 /// Times are nanoseconds since the trace started. The model is not needed to read, export or
 /// report a trace.
 public struct Trace: Equatable, Sendable {
+    /// The most experts per layer a trace may describe: more than any released MoE (256–384),
+    /// small enough that the report's expert × expert tables stay a few megabytes.
+    public static let maxExpertsPerLayer = 1024
+
     public var header: TraceHeader
     /// Forward passes in order.
     public var steps: [TraceStep]
@@ -269,9 +273,15 @@ extension Trace {
     public func validate(path: String) throws {
         let h = header
         func bad(_ what: String) -> TraceError { .invalid(path: path, reason: what) }
-        guard h.layerCount > 0, h.layerCount <= 1 << 16, h.expertCount >= 0, h.expertCount <= 1 << 16, h.expertsPerToken >= 0,
+        guard h.layerCount > 0, h.layerCount <= 1 << 16, h.expertCount >= 0, h.expertsPerToken >= 0,
               h.expertsPerToken <= max(h.expertCount, 1), h.moeLayers.allSatisfy({ $0 >= 0 && $0 < h.layerCount }), h.expertBytes >= 0 else {
             throw bad("the header's model shape is impossible (\(h.layerCount) layers, \(h.expertCount) experts, top-\(h.expertsPerToken))")
+        }
+        guard h.expertCount <= Trace.maxExpertsPerLayer else {
+            throw bad("the header claims \(h.expertCount) experts per layer; traces hold at most \(Trace.maxExpertsPerLayer) (the report's expert × expert tables grow with the square)")
+        }
+        guard zip(h.moeLayers, h.moeLayers.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw bad("the header's MoE layers \(h.moeLayers.prefix(16)) are not strictly increasing (a layer listed twice?)")
         }
         func checkKey(_ k: ExpertKey, _ what: String) throws {
             guard k.layer >= 0, k.layer < h.layerCount, k.expert >= 0, k.expert < h.expertCount else {

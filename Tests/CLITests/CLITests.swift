@@ -68,7 +68,21 @@ final class CLITests: XCTestCase {
         let dir = TemporaryDirectory()
         try Data("GGML garbage".utf8).write(to: dir.url.appendingPathComponent("bad.gguf"))
         let model = Fixtures.path("mixtral/model-q8_0.gguf")
+        // Files a run refuses must not pass inspect: a tensor with a zero dimension, and the
+        // output matrix with its dimensions swapped (same bytes, wrong shape).
+        let original = try GGUFFile(path: model)
+        var zero = GGUFWriter(copying: original), swapped = GGUFWriter(copying: original)
+        let norm = try XCTUnwrap(zero.tensors.firstIndex { $0.name == "blk.0.attn_norm.weight" })
+        zero.tensors[norm].shape = [0]
+        zero.tensors[norm].data = Data()
+        let output = try XCTUnwrap(swapped.tensors.firstIndex { $0.name == "output.weight" })
+        swapped.tensors[output].shape.reverse()
+        try zero.write(to: dir.path("zero-dim.gguf"))
+        try swapped.write(to: dir.path("swapped.gguf"))
         let cases: [([String], String)] = [
+            (["inspect", dir.path("zero-dim.gguf")], "blk.0.attn_norm.weight"),
+            (["inspect", dir.path("swapped.gguf")], "output.weight"),
+            (["logits", dir.path("swapped.gguf"), "--tokens", "1,2"], "output.weight"),
             (["inspect", dir.path("missing.gguf")], "no such file"),
             (["inspect", dir.path("bad.gguf")], "wrong magic"),
             (["logits", model, "--tokens", "1,x,3"], "--tokens"),

@@ -204,5 +204,25 @@ final class GGUFTests: XCTestCase {
             do { _ = try GGUFFile(path: path) } catch is ModelFormatError {} catch { XCTFail("untyped error \(error)") }
         }
     }
-}
 
+    /// A damaged string length that swallows the following bytes: the error names the key
+    /// escaped and cut short, on one line, instead of repeating kilobytes of raw bytes.
+    func testSwallowedBytesAreShownEscapedAndCut() throws {
+        var bytes = try original()
+        var swallowedAny = false
+        for length in [60, 200, 700, 1500] as [UInt64] {
+            withUnsafeBytes(of: length.littleEndian) { bytes.replaceSubrange(24..<32, with: $0) }  // first key's length
+            let (dir, path) = try write(bytes)
+            defer { _ = dir }
+            XCTAssertThrowsError(try GGUFFile(path: path)) { error in
+                let message = "\(error)"
+                XCTAssertFalse(message.contains("\n"), message)
+                XCTAssertFalse(message.unicodeScalars.contains { $0.properties.generalCategory == .control }, message)
+                XCTAssertLessThan(message.count, path.count + 400, message)
+                if message.contains("more characters") { swallowedAny = true }
+            }
+        }
+        XCTAssertTrue(swallowedAny, "at least one damaged length swallowed more than the shown limit")
+        XCTAssertEqual(ModelFormatError.shown("a\u{0}b\tc"), "a\\0b\\tc")
+    }
+}

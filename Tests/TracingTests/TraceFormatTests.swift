@@ -134,6 +134,25 @@ final class TraceFormatTests: XCTestCase {
         }
     }
 
+    /// Headers made to pass the checksum but describe an impossible or unreportable model: an
+    /// MoE layer listed twice (the report's layer index would trap) or 16,000 experts per layer
+    /// (expert × expert tables of gigabytes) are refused when the file is read, in both formats.
+    func testCraftedHeadersAreRefused() throws {
+        var duplicate = Self.sample()
+        duplicate.header.moeLayers = [1, 1]
+        var huge = Self.sample()
+        huge.header.expertCount = 16_000
+        for (label, trace, expected) in [("duplicate layer", duplicate, "not strictly increasing"), ("16000 experts", huge, "at most 1024")] {
+            let binary = try TraceCodec.encode(trace)
+            XCTAssertThrowsError(try TraceCodec.decode(binary, path: "x.trace"), label) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(label): \(error)")
+            }
+            XCTAssertThrowsError(try TraceJSONL.decode(TraceJSONL.encode(trace), path: "x.jsonl"), label) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(label) JSONL: \(error)")
+            }
+        }
+    }
+
     func testPerfettoExportHoldsTheTimeline() throws {
         let trace = Self.sample()
         let object = try JSONSerialization.jsonObject(with: try TracePerfetto.encode(trace)) as? [String: Any]

@@ -11,7 +11,9 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            var report = try ModelInspection(source: ModelSource(path: model.model))
+            let source = try ModelSource(path: model.model)
+            var report = try ModelInspection(source: source)
+            try ModelInspection.checkLoads(source)
             report.describeTokenizer()
             if json {
                 print(try prettyJSON(report))
