@@ -80,6 +80,36 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var layerKinds: [LayerKind]
     public var routing: Routing
     public var tiedEmbeddings: Bool
+    /// Where the values no tensor shape can check came from (file key or class default), in
+    /// the order the family read them; `moe inspect` prints them. Nil in stores written before
+    /// this was kept.
+    public var provenance: [Provenance]?
+
+    /// One configuration value and where it came from.
+    public struct Provenance: Codable, Sendable, Equatable, CustomStringConvertible {
+        public enum Origin: String, Codable, Sendable {
+            /// Read from the file; `source` is the key (`rope_parameters.rope_theta`).
+            case file
+            /// Absent from the file; `source` names whose default it is (`Qwen3MoeConfig`).
+            case `default`
+        }
+        public var setting: String
+        public var value: String
+        public var origin: Origin
+        public var source: String
+
+        public init(setting: String, value: String, origin: Origin, source: String) {
+            self.setting = setting
+            self.value = value
+            self.origin = origin
+            self.source = source
+        }
+
+        /// `rope theta 1000000 (file: rope_parameters.rope_theta)`, `top-k 8 (default of Qwen3MoeConfig)`.
+        public var description: String {
+            "\(setting) \(value) (\(origin == .file ? "file: " : "default of ")\(source))"
+        }
+    }
 
     public init(
         architecture: Architecture, vocabSize: Int, hiddenSize: Int, layerCount: Int, headCount: Int,

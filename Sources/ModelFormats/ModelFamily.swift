@@ -7,7 +7,10 @@ public protocol ModelFamily: Sendable {
     static var hfModelTypes: [String] { get }
     /// `general.architecture` values in GGUF.
     static var ggufArchitectures: [String] { get }
-    /// Fills the configuration from `config.json`.
+    /// The transformers config class `config.json` is read as (its name and `attribute_map`).
+    static var hfConfigClass: HFConfigClass { get }
+    /// Fills the configuration from `config.json`: every key no tensor shape can check is read
+    /// or takes exactly the default of ``hfConfigClass`` (docs/design.md §2).
     static func configuration(hf: HFConfigReader) throws -> ModelConfiguration
     /// Fills the configuration from GGUF metadata. `vocabSize` and `tied` come from the tensors.
     static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration
@@ -18,10 +21,11 @@ public protocol ModelFamily: Sendable {
 extension ModelFamily {
     public static func hfName(_ name: WeightName) -> String { name.commonHFName ?? name.ggufName }
 
-    /// Layer kinds from Qwen-style `mlp_only_layers` and `decoder_sparse_step` keys.
+    /// Layer kinds from Qwen-style `mlp_only_layers` and `decoder_sparse_step` keys (both Qwen
+    /// config classes default to `[]` and 1).
     static func qwenLayerKinds(_ hf: HFConfigReader, layers: Int, experts: Int) throws -> [ModelConfiguration.LayerKind] {
-        let denseOnly = Set(try hf.intArray("mlp_only_layers"))
-        let step = try hf.int("decoder_sparse_step", default: 1)
+        let denseOnly = Set(try hf.intArray("mlp_only_layers", default: [], as: "mlp-only layers"))
+        let step = try hf.int("decoder_sparse_step", default: 1, as: "sparse step")
         guard step >= 1 else {
             throw ModelFormatError.invalidConfig(path: hf.path, reason: "decoder_sparse_step must be at least 1, found \(step)")
         }
@@ -31,7 +35,8 @@ extension ModelFamily {
     }
 
     /// The keys every supported GGUF architecture shares, filled into a configuration that the
-    /// family then adjusts.
+    /// family then adjusts. Keys llama.cpp requires are required; the others take llama.cpp's
+    /// default (`normalizeTopK`: its value for the architecture), recorded in `provenance`.
     static func commonGGUFConfiguration(
         _ g: GGUFMetadataReader, vocabSize: Int, tied: Bool, ropeStyle: ModelConfiguration.RopeStyle,
         normalizeTopK: Bool, expertFFNKey: String
@@ -42,19 +47,34 @@ extension ModelFamily {
         if let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
             throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).attention.value_length", reason: "value length \(valueLength) differs from key length \(headDim); not supported")
         }
-        let experts = try g.optionalInt("expert_count") ?? 0
-        return ModelConfiguration(
+        if let scaling = g.value("rope.scaling.type"), scaling.string != "none" {
+            throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).rope.scaling.type", reason: "RoPE scaling \(ModelFormatError.shown(scaling.string ?? "\(scaling)")) is not supported yet")
+        }
+        var provenance: [ModelConfiguration.Provenance] = []
+        func note<T>(_ setting: String, _ suffix: String, _ value: T, read: Bool) -> T {
+            provenance.append(.init(setting: setting, value: value is Double ? HFConfigReader.show(value as! Double) : "\(value)",
+                                    origin: read ? .file : .default, source: read ? "\(g.architecture).\(suffix)" : "llama.cpp"))
+            return value
+        }
+        let experts = try g.optionalInt("expert_count")
+        let topK = try g.optionalInt("expert_used_count")
+        let theta = g.value("rope.freq_base") == nil ? nil : try g.double("rope.freq_base", default: 0)
+        let norm = try g.optionalBool("expert_weights_norm")
+        var config = ModelConfiguration(
             architecture: architecture, vocabSize: vocabSize, hiddenSize: hidden,
             layerCount: try g.int("block_count"), headCount: heads,
             kvHeadCount: try g.optionalInt("attention.head_count_kv") ?? heads, headDim: headDim,
-            ropeTheta: try g.double("rope.freq_base", default: 10_000), ropeStyle: ropeStyle,
+            ropeTheta: note("rope theta", "rope.freq_base", theta ?? 10_000, read: theta != nil), ropeStyle: ropeStyle,
             ropeDimensions: try g.optionalInt("rope.dimension_count") ?? headDim,
-            rmsNormEpsilon: Float(try g.double("attention.layer_norm_rms_epsilon", default: 1e-5)),
-            contextLength: try g.optionalInt("context_length") ?? 4096,
-            expertCount: experts, expertsPerToken: try g.optionalInt("expert_used_count") ?? 0,
+            rmsNormEpsilon: Float(note("rms eps", "attention.layer_norm_rms_epsilon", try g.requiredDouble("attention.layer_norm_rms_epsilon"), read: true)),
+            contextLength: note("context", "context_length", try g.int("context_length"), read: true),
+            expertCount: note("experts", "expert_count", experts ?? 0, read: experts != nil),
+            expertsPerToken: note("top-k", "expert_used_count", topK ?? 0, read: topK != nil),
             expertFFNSize: try g.optionalInt(expertFFNKey) ?? (try g.optionalInt("feed_forward_length") ?? 0),
-            routing: .init(normalizeTopK: try g.optionalBool("expert_weights_norm") ?? normalizeTopK),
+            routing: .init(normalizeTopK: note("top-k renormalised", "expert_weights_norm", norm ?? normalizeTopK, read: norm != nil)),
             tiedEmbeddings: tied)
+        config.provenance = provenance
+        return config
     }
 }
 

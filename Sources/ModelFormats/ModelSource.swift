@@ -30,13 +30,16 @@ public final class ModelSource: Sendable {
         if isDirectory.boolValue {
             let directory = try HFDirectory(path: path, randomAccess: randomAccess)
             let config = directory.config
-            let reader = HFConfigReader(config, path: (path as NSString).appendingPathComponent("config.json"))
+            let configPath = (path as NSString).appendingPathComponent("config.json")
             guard let modelType = config["model_type"] as? String else {
-                throw ModelFormatError.missingConfigKey(path: reader.path, key: "model_type")
+                throw ModelFormatError.missingConfigKey(path: configPath, key: "model_type")
             }
             family = try ModelFamilies.family(hfModelType: modelType)
             container = .huggingFace(directory)
-            configuration = try family.configuration(hf: reader)
+            let reader = HFConfigReader(config, path: configPath, configClass: family.hfConfigClass)
+            var configuration = try family.configuration(hf: reader)
+            configuration.provenance = reader.provenance
+            self.configuration = configuration
         } else if ModelSource.hasStoreMagic(path) {
             let store = try MoEStoreFile(file: MappedFile(path: path, randomAccess: randomAccess))
             container = .store(store)

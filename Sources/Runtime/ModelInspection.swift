@@ -140,6 +140,11 @@ public struct ModelInspection: Codable, Sendable {
         lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta), qk-norm \(c.qkNorm.rawValue)")
         lines.append("vocab        \(c.vocabSize)\(c.tiedEmbeddings ? " (tied embeddings)" : "")")
         lines.append("context      \(c.contextLength)")
+        // Values no tensor shape checks: from the file (which key) or whose default.
+        for (i, entry) in (c.provenance ?? []).enumerated() {
+            lines.append((i == 0 ? "settings     " : "             ") + entry.description)
+        }
+        if c.provenance == nil { lines.append("settings     not recorded (a store written before they were kept)") }
         lines.append("tensors      \(tensorCount): " + tensorTypes.map { "\($0.type) \($0.tensors) (\(Units.formatBytes($0.bytes)))" }.joined(separator: ", "))
         lines.append("bytes        \(Units.formatBytes(totalBytes)) total = \(Units.formatBytes(denseBytes)) dense + \(Units.formatBytes(expertBytes)) experts")
         let distinct = Set(bytesPerExpert.filter { $0 > 0 })

@@ -8,24 +8,28 @@ public enum MixtralFamily: ModelFamily {
     public static let hfModelTypes = ["mixtral"]
     public static let ggufArchitectures = ["llama"]
 
+    /// 5.x maps `num_experts` to `num_local_experts`; 4.57 had no alias.
+    public static let hfConfigClass = HFConfigClass("MixtralConfig", attributeMap: ["num_experts": "num_local_experts"])
+
+    /// Defaults are MixtralConfig's, the same in transformers 4.57 and 5.x.
     public static func configuration(hf: HFConfigReader) throws -> ModelConfiguration {
-        try hf.rejectRopeScaling()
+        try hf.requireSiLU()
         let hidden = try hf.int("hidden_size")
         let heads = try hf.int("num_attention_heads")
         let layers = try hf.int("num_hidden_layers")
         return ModelConfiguration(
             architecture: .mixtral, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden, layerCount: layers,
-            headCount: heads, kvHeadCount: try hf.int("num_key_value_heads", default: heads),
-            headDim: try hf.optionalInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
-            ropeTheta: try hf.double("rope_theta", default: 1e6), ropeStyle: .halfSplit,
-            rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5)),
-            contextLength: try hf.int("max_position_embeddings", default: 4096 * 32),
-            slidingWindow: try hf.optionalInt("sliding_window"),
-            expertCount: try hf.int("num_local_experts", default: 8),
-            expertsPerToken: try hf.int("num_experts_per_tok", default: 2),
+            headCount: heads, kvHeadCount: try hf.kvHeads(default: 8, heads: heads),
+            headDim: try hf.optionalInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),  // null too: `head_dim or hidden // heads`
+            ropeTheta: try hf.ropeTheta(default: 1e6), ropeStyle: .halfSplit,  // MixtralConfig.default_theta
+            rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5, as: "rms eps")),
+            contextLength: try hf.int("max_position_embeddings", default: 4096 * 32, as: "context"),
+            slidingWindow: try hf.optionalInt("sliding_window", default: nil, as: "sliding window"),
+            expertCount: try hf.int("num_local_experts", default: 8, as: "experts"),
+            expertsPerToken: try hf.int("num_experts_per_tok", default: 2, as: "top-k"),
             expertFFNSize: try hf.int("intermediate_size"),
-            routing: .init(normalizeTopK: true),
-            tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false))
+            routing: .init(normalizeTopK: true),  // MixtralTopKRouter always renormalises; there is no key
+            tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false, as: "tied embeddings"))
     }
 
     public static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration {
@@ -36,6 +40,9 @@ public enum MixtralFamily: ModelFamily {
             throw ModelFormatError.notAModel(path: gguf.file.path, reason: "a llama model without experts is dense; SwiftMoE runs mixture-of-experts models")
         }
         config.slidingWindow = try gguf.optionalInt("attention.sliding_window")
+        config.provenance?.append(.init(setting: "sliding window", value: config.slidingWindow.map { "\($0)" } ?? "none",
+                                        origin: config.slidingWindow == nil ? .default : .file,
+                                        source: config.slidingWindow == nil ? "llama.cpp" : "llama.attention.sliding_window"))
         return config
     }
 

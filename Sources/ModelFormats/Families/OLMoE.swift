@@ -8,25 +8,37 @@ public enum OLMoEFamily: ModelFamily {
     public static let hfModelTypes = ["olmoe"]
     public static let ggufArchitectures = ["olmoe"]
 
+    /// 5.x maps `num_local_experts` to `num_experts`; 4.57 had no alias.
+    public static let hfConfigClass = HFConfigClass("OlmoeConfig", attributeMap: ["num_local_experts": "num_experts"])
+
+    /// Defaults are OlmoeConfig's, the same in transformers 4.57 and 5.x.
     public static func configuration(hf: HFConfigReader) throws -> ModelConfiguration {
-        try hf.rejectRopeScaling()
+        try hf.requireSiLU()
         let hidden = try hf.int("hidden_size")
         let heads = try hf.int("num_attention_heads")
+        let headDim = heads > 0 ? hidden / heads : 0
+        // 4.57 ignores head_dim; 5.x reads it, but its q/k norms are sized from hidden_size / heads.
+        if let stated = try hf.optionalInt("head_dim"), stated != headDim {
+            throw hf.invalid("head_dim \(stated) differs from hidden_size / num_attention_heads = \(headDim), which OLMoE's q/k norms assume")
+        }
+        guard try hf.optionalBool("attention_bias") != true else {
+            throw hf.invalid("attention_bias true (biases on q, k, v and o projections) is not supported yet")
+        }
         return ModelConfiguration(
             architecture: .olmoe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden,
             layerCount: try hf.int("num_hidden_layers"),
-            headCount: heads, kvHeadCount: try hf.int("num_key_value_heads", default: heads),
-            headDim: heads > 0 ? hidden / heads : 0,
-            ropeTheta: try hf.double("rope_theta", default: 10_000), ropeStyle: .halfSplit,
-            rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5)),
-            contextLength: try hf.int("max_position_embeddings", default: 4096),
-            qkNorm: .wholeProjection, attentionBias: try hf.bool("attention_bias", default: false),
-            clipQKV: try hf.optionalDouble("clip_qkv").map(Float.init),
-            expertCount: try hf.int("num_experts", default: 64),
-            expertsPerToken: try hf.int("num_experts_per_tok", default: 8),
+            headCount: heads, kvHeadCount: try hf.kvHeads(default: heads, heads: heads),  // OlmoeConfig: None = heads
+            headDim: headDim,
+            ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: .halfSplit,
+            rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5, as: "rms eps")),
+            contextLength: try hf.int("max_position_embeddings", default: 4096, as: "context"),
+            qkNorm: .wholeProjection,
+            clipQKV: try hf.optionalDouble("clip_qkv", default: nil, as: "clip qkv").map(Float.init),
+            expertCount: try hf.int("num_experts", default: 64, as: "experts"),
+            expertsPerToken: try hf.int("num_experts_per_tok", default: 8, as: "top-k"),
             expertFFNSize: try hf.int("intermediate_size"),
-            routing: .init(normalizeTopK: try hf.bool("norm_topk_prob", default: false)),
-            tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false))
+            routing: .init(normalizeTopK: try hf.bool("norm_topk_prob", default: false, as: "top-k renormalised")),
+            tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false, as: "tied embeddings"))
     }
 
     public static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration {
