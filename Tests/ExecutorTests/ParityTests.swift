@@ -32,37 +32,10 @@ final class ParityTests: XCTestCase {
                     continue
                 }
                 let model = try Model(path: Fixtures.path("\(name)/\(entry.path)"), options: Self.exact)
-                let recorded = try Fixtures.experts(name, reference)
-                for (s, tokens) in manifest.sequences.enumerated() {
-                    let label = "\(name)/\(entry.path) sequence \(s) (\(tokens.count) tokens)"
-                    let (logits, routing) = try model.evaluate(tokens: tokens)
-                    let expected = try NPY.read(path: Fixtures.path("\(name)/\(reference.logits[s])"))
-                    XCTAssertEqual(expected.shape, [tokens.count, model.configuration.vocabSize], label)
-                    let diff = maxAbsDifference(Array(logits.joined()), expected.values)
-                    XCTAssertLessThanOrEqual(diff, Self.logitTolerance, "\(label): logits differ by \(diff)")
-                    compareRouting(routing, recorded[s], label: label)
-                    compared += 1
-                }
+                compared += try assertMatchesReference(model, case: name, manifest: manifest, reference: reference, label: "\(name)/\(entry.path)")
             }
         }
         XCTAssertGreaterThanOrEqual(compared, 30)
-    }
-
-    func compareRouting(_ ours: [[[ExpertChoice]]], _ theirs: [[RecordedChoice]?], label: String) {
-        XCTAssertEqual(ours.count, theirs.count, "\(label): layer count")
-        for (l, layer) in theirs.enumerated() where l < ours.count {
-            guard let layer else {
-                XCTAssertTrue(ours[l].isEmpty, "\(label): layer \(l) is dense in transformers but routed here")
-                continue
-            }
-            XCTAssertEqual(ours[l].count, layer.count, "\(label): layer \(l) token count")
-            for (t, choice) in layer.enumerated() where t < ours[l].count {
-                XCTAssertEqual(ours[l][t].map(\.expert), choice.ids, "\(label): layer \(l) token \(t) experts")
-                for (a, b) in zip(ours[l][t].map(\.weight), choice.weights) {
-                    XCTAssertEqual(a, b, accuracy: Self.weightTolerance, "\(label): layer \(l) token \(t) weights")
-                }
-            }
-        }
     }
 
     /// Incremental decoding with the KV cache gives bit-identical logits to the whole sequence.
@@ -105,6 +78,42 @@ final class ParityTests: XCTestCase {
         let extended = try model.logits(tokens: tokens + generated.dropLast())
         for (i, token) in generated.enumerated() {
             XCTAssertEqual(token, Model.argmax(extended[tokens.count - 1 + i]), "generated token \(i)")
+        }
+    }
+}
+
+extension XCTestCase {
+    /// Compares `model` with transformers' reference logits and router choices on every sequence
+    /// of the case (``ParityTests`` tolerances); returns how many sequences were compared.
+    func assertMatchesReference(_ model: Model, case name: String, manifest: Fixtures.Manifest,
+                                reference: Fixtures.Manifest.Reference, label prefix: String) throws -> Int {
+        let recorded = try Fixtures.experts(name, reference)
+        for (s, tokens) in manifest.sequences.enumerated() {
+            let label = "\(prefix) sequence \(s) (\(tokens.count) tokens)"
+            let (logits, routing) = try model.evaluate(tokens: tokens)
+            let expected = try NPY.read(path: Fixtures.path("\(name)/\(reference.logits[s])"))
+            XCTAssertEqual(expected.shape, [tokens.count, model.configuration.vocabSize], label)
+            let diff = maxAbsDifference(Array(logits.joined()), expected.values)
+            XCTAssertLessThanOrEqual(diff, ParityTests.logitTolerance, "\(label): logits differ by \(diff)")
+            compareRouting(routing, recorded[s], label: label)
+        }
+        return manifest.sequences.count
+    }
+
+    func compareRouting(_ ours: [[[ExpertChoice]]], _ theirs: [[RecordedChoice]?], label: String) {
+        XCTAssertEqual(ours.count, theirs.count, "\(label): layer count")
+        for (l, layer) in theirs.enumerated() where l < ours.count {
+            guard let layer else {
+                XCTAssertTrue(ours[l].isEmpty, "\(label): layer \(l) is dense in transformers but routed here")
+                continue
+            }
+            XCTAssertEqual(ours[l].count, layer.count, "\(label): layer \(l) token count")
+            for (t, choice) in layer.enumerated() where t < ours[l].count {
+                XCTAssertEqual(ours[l][t].map(\.expert), choice.ids, "\(label): layer \(l) token \(t) experts")
+                for (a, b) in zip(ours[l][t].map(\.weight), choice.weights) {
+                    XCTAssertEqual(a, b, accuracy: ParityTests.weightTolerance, "\(label): layer \(l) token \(t) weights")
+                }
+            }
         }
     }
 }

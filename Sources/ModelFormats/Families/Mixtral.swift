@@ -17,6 +17,7 @@ public enum MixtralFamily: ModelFamily {
         let hidden = try hf.int("hidden_size")
         let heads = try hf.int("num_attention_heads")
         let layers = try hf.int("num_hidden_layers")
+        _ = try hf.layerTypes(layers: layers)  // checked as 5.x checks it; this attention ignores it
         return ModelConfiguration(
             architecture: .mixtral, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden, layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: 8, heads: heads),

@@ -16,17 +16,25 @@ public enum OLMoEFamily: ModelFamily {
         try hf.requireSiLU()
         let hidden = try hf.int("hidden_size")
         let heads = try hf.int("num_attention_heads")
+        let layers = try hf.int("num_hidden_layers")
+        _ = try hf.layerTypes(layers: layers)  // checked as 5.x checks it; this attention ignores it
         let headDim = heads > 0 ? hidden / heads : 0
         // 4.57 ignores head_dim; 5.x reads it, but its q/k norms are sized from hidden_size / heads.
         if let stated = try hf.optionalInt("head_dim"), stated != headDim {
             throw hf.invalid("head_dim \(stated) differs from hidden_size / num_attention_heads = \(headDim), which OLMoE's q/k norms assume")
         }
+        // OlmoeConfig has no sliding window (`getattr(config, "sliding_window", None)`); a file that
+        // names one gets it only from some attention implementations, so it is refused.
+        if let window = try hf.optionalInt("sliding_window") {
+            throw hf.invalid("sliding_window \(window) is not supported for OLMoE")
+        }
+        hf.record("sliding window", "none", key: nil)
         guard try hf.optionalBool("attention_bias") != true else {
             throw hf.invalid("attention_bias true (biases on q, k, v and o projections) is not supported yet")
         }
         return ModelConfiguration(
             architecture: .olmoe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden,
-            layerCount: try hf.int("num_hidden_layers"),
+            layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: heads, heads: heads),  // OlmoeConfig: None = heads
             headDim: headDim,
             ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: .halfSplit,

@@ -18,6 +18,7 @@ public enum Qwen3MoEFamily: ModelFamily {
         let hidden = try hf.int("hidden_size")
         let heads = try hf.int("num_attention_heads")
         let layers = try hf.int("num_hidden_layers")
+        _ = try hf.layerTypes(layers: layers)  // checked as 5.x checks it; this attention ignores it
         let experts = try hf.int("num_experts", default: 128, as: "experts")
         let kinds = try qwenLayerKinds(hf, layers: layers, experts: experts)
         guard try hf.optionalBool("attention_bias") != true else {
