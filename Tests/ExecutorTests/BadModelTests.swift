@@ -68,6 +68,15 @@ final class BadModelTests: XCTestCase {
         let (dir3, path3) = try edited { $0.set("qwen3moe.block_count", .string("two")) }
         defer { _ = dir3 }
         assertModelError(path3) { if case let .invalidMetadata(_, key, _) = $0 { return key == "qwen3moe.block_count" } else { return false } }
+
+        // Keys llama.cpp requires, and RoPE scaling (not implemented, so not approximated).
+        for (key, edit) in [("qwen3moe.context_length", { (w: inout GGUFWriter) in w.remove(key: "qwen3moe.context_length") }),
+                            ("qwen3moe.attention.layer_norm_rms_epsilon", { w in w.remove(key: "qwen3moe.attention.layer_norm_rms_epsilon") }),
+                            ("qwen3moe.rope.scaling.type", { w in w.set("qwen3moe.rope.scaling.type", .string("yarn")) })] {
+            let (dir, path) = try edited(edit)
+            defer { _ = dir }
+            assertModelError(path) { if case let .invalidMetadata(p, k, _) = $0 { return p == path && k == key } else { return false } }
+        }
     }
 
     func testAbsurdConfiguration() throws {
