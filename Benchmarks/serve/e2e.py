@@ -34,21 +34,29 @@ TEXT_PROMPT = "def fibonacci(n):"
 
 # Metrics docs/serving.md documents (issue 18 §2); each must appear as a sample or # TYPE line.
 REQUIRED_METRICS = [
-    "moe_requests_total",
+    "moe_requests_total",                 # by endpoint, status, engine (local | fallback | none)
     "moe_prompt_tokens_total",
     "moe_completion_tokens_total",
-    "moe_prefill_tokens_per_second",
-    "moe_decode_tokens_per_second",
+    "moe_prefill_tokens_per_second",      # histogram
+    "moe_decode_tokens_per_second",       # histogram
     "moe_queue_depth",
     "moe_expert_cache_hits_total",
     "moe_expert_cache_misses_total",
     "moe_expert_bytes_read_total",
     "moe_expert_stall_seconds_total",
-    "moe_pool_bytes",
-    "moe_peak_rss_bytes",
+    "moe_expert_pool_bytes",
+    "moe_peak_resident_bytes",
 ]
-CANCELLED_METRIC = "moe_requests_cancelled_total"
-FALLBACK_METRIC = "moe_requests_total"  # label served_by="fallback"
+
+
+def cancellations(samples):
+    """Requests the server counted as cancelled by the client: a counter named for it, or requests
+    answered with nginx's 499 (client closed request)."""
+    named = sum(v for n, l, v in samples
+                if "cancel" in n and not n.endswith(("_bucket", "_sum", "_count", "_created")))
+    labelled = sum(v for n, l, v in samples if n == "moe_requests_total"
+                   and (l.get("status") == "499" or "cancel" in " ".join(l.values())))
+    return named + labelled
 
 
 class CheckFailed(Exception):
@@ -70,7 +78,7 @@ class E2E:
         self.moe = harness.find_moe(args.moe)
         self.passed, self.failed = 0, 0
         self.failures = []
-        self.main = self.keyed = self.front = None
+        self.main = self.keyed = self.front = self.router = None
         self.model_id = None
         self.answers = {}
         self.seconds_per_token = None
@@ -109,6 +117,12 @@ class E2E:
         # A tiny context: any real prompt goes to the main server.
         self.front = harness.Server(self.moe, model, ["--context", "32", "--fallback", self.main.url],
                                     name="front").start()
+        # A route rule: requests allowing 12 or more tokens go to the main server.
+        self.router = harness.Server(self.moe, model, ["--route", "min-max-tokens=12", "--fallback", self.main.url],
+                                     name="router").start()
+
+    def servers(self):
+        return [s for s in (self.main, self.keyed, self.front, self.router) if s is not None]
 
     def stop_servers(self):
         harness.stop_all()
@@ -288,14 +302,14 @@ class E2E:
         expect(r.choices[0].text == self.answers["text"], "right key: answer differs from the main server's")
 
     def t_body_too_large(self):
-        big = {"model": self.model_id, "prompt": "x" * (128 * 1024), "max_tokens": 1}
+        big = {"model": self.model_id, "prompt": "x" * (128 * 1024), "max_tokens": 1}  # > 64KB
         r = harness.request("POST", f"{self.keyed.base_url}/completions", big,
                             {"authorization": f"Bearer {API_KEY}"})
         self.raw_error(r, 413)
 
     def t_disconnect(self):
         before, _ = self.metrics(self.main)
-        cancelled0 = harness.metric_sum(before, CANCELLED_METRIC)
+        cancelled0 = cancellations(before)
         stream = self.complete(stream=True, max_tokens=400)
         got = 0
         for chunk in stream:
@@ -315,11 +329,13 @@ class E2E:
         deadline = time.monotonic() + 5
         while True:
             after, _ = self.metrics(self.main)
-            cancelled = harness.metric_sum(after, CANCELLED_METRIC)
+            cancelled = cancellations(after)
             if cancelled > cancelled0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        expect(cancelled >= cancelled0 + 1, f"{CANCELLED_METRIC} {cancelled0} -> {cancelled}")
+        expect(cancelled >= cancelled0 + 1,
+               f"/metrics does not show the cancelled stream (no *cancel* counter or status 499 grew: "
+               f"{cancelled0} -> {cancelled})")
 
     def t_metrics(self):
         text = self.main.metrics()
@@ -328,12 +344,20 @@ class E2E:
         base = {n.rsplit("_bucket", 1)[0].rsplit("_sum", 1)[0].rsplit("_count", 1)[0] for n in names}
         missing = [m for m in REQUIRED_METRICS if m not in names and m not in base]
         expect(not missing, f"missing metrics: {missing}")
-        ok = harness.metric_sum(samples, "moe_requests_total", status="200")
-        expect(ok >= 6, f"moe_requests_total{{status=\"200\"}} = {ok} after at least 6 answered requests")
+        expect(types.get("moe_decode_tokens_per_second") == "histogram",
+               f"moe_decode_tokens_per_second is a {types.get('moe_decode_tokens_per_second')}, not a histogram")
+        ok = harness.metric_sum(samples, "moe_requests_total", status="200", engine="local")
+        expect(ok >= 10, f'moe_requests_total{{status="200",engine="local"}} = {ok} after at least 10 answered requests')
+        ok_chat = harness.metric_sum(samples, "moe_requests_total", endpoint="/v1/chat/completions", status="200")
+        expect(ok_chat >= 3, f'moe_requests_total{{endpoint="/v1/chat/completions",status="200"}} = {ok_chat}')
         bad = harness.metric_sum(samples, "moe_requests_total", status="400")
-        expect(bad >= 4, f"moe_requests_total{{status=\"400\"}} = {bad} after at least 4 rejected requests")
+        expect(bad >= 6, f'moe_requests_total{{status="400"}} = {bad} after at least 6 rejected requests')
         out = harness.metric_sum(samples, "moe_completion_tokens_total")
-        expect(out >= 16, f"moe_completion_tokens_total = {out}")
+        expect(out >= 16 * 6, f"moe_completion_tokens_total = {out}")
+        decoded = harness.metric_sum(samples, "moe_decode_tokens_per_second_count")
+        expect(decoded >= 6, f"moe_decode_tokens_per_second_count = {decoded}")
+        rss = harness.metric_sum(samples, "moe_peak_resident_bytes")
+        expect(rss > 1 << 20, f"moe_peak_resident_bytes = {rss}")
 
     def t_fallback(self):
         c = self.client(self.front)
@@ -360,11 +384,40 @@ class E2E:
         expect(raw.headers.get("x-served-by") == "local",
                f"short prompt: x-served-by {raw.headers.get('x-served-by')!r}")
         samples, _ = self.metrics(self.front)
-        fb = harness.metric_sum(samples, FALLBACK_METRIC, served_by="fallback")
-        expect(fb >= 2, f"{FALLBACK_METRIC}{{served_by=\"fallback\"}} = {fb} on the forwarding server")
+        fb = harness.metric_sum(samples, "moe_requests_total", engine="fallback", status="200")
+        expect(fb >= 2, f'moe_requests_total{{engine="fallback",status="200"}} = {fb} on the forwarding server')
+        local = harness.metric_sum(samples, "moe_requests_total", engine="local", status="200")
+        expect(local >= 1, f'moe_requests_total{{engine="local",status="200"}} = {local} on the forwarding server')
+        fr = harness.metric_sum(samples, "moe_fallback_requests_total", reason="context")
+        expect(fr >= 2, f'moe_fallback_requests_total{{reason="context"}} = {fr}')
+
+    def t_route(self):
+        # A --route rule sends what this server could take: min-max-tokens=12 on a short prompt.
+        c = self.client(self.router)
+        params = dict(model=self.model_id, prompt=TEXT_PROMPT, max_tokens=16, temperature=0)
+        raw = c.completions.with_raw_response.create(**params)
+        expect(raw.headers.get("x-served-by") == "fallback", f"x-served-by {raw.headers.get('x-served-by')!r}")
+        expect(raw.headers.get("x-fallback-reason") == "route", f"x-fallback-reason {raw.headers.get('x-fallback-reason')!r}")
+        expect(raw.parse().choices[0].text == self.answers["text"], "routed answer differs from the main server's")
+        raw = c.completions.with_raw_response.create(**dict(params, max_tokens=4))
+        expect(raw.headers.get("x-served-by") == "local", f"below the rule: x-served-by {raw.headers.get('x-served-by')!r}")
+        expect(self.answers["text"].startswith(raw.parse().choices[0].text), "local answer is not a prefix of the greedy one")
+
+    def t_kv_reuse(self):
+        # A request that extends the previous conversation reuses its KV cache entries.
+        first = self.answers["chat"]
+        messages = [{"role": "user", "content": CHAT_PROMPT}, {"role": "assistant", "content": first},
+                    {"role": "user", "content": "And how do I close it?"}]
+        self.chat()  # the conversation so far is what the model last saw
+        raw = self.client(self.main).chat.completions.with_raw_response.create(
+            model=self.model_id, messages=messages, max_tokens=8, temperature=0)
+        reused = int(raw.headers.get("x-reused-tokens", "0"))
+        usage = raw.parse().usage
+        expect(reused > 0, f"x-reused-tokens {raw.headers.get('x-reused-tokens')!r} for an extended conversation")
+        expect(reused < usage.prompt_tokens, f"reused {reused} of {usage.prompt_tokens} prompt tokens")
 
     def t_still_healthy(self):
-        for s in (self.main, self.keyed, self.front):
+        for s in self.servers():
             expect(s.alive(), f"{s.name} server exited with status {s.proc.returncode}")
             r = harness.request("GET", f"{s.url}/health")
             expect(r.status == 200, f"{s.name}: /health {r.status}")
@@ -397,7 +450,10 @@ class E2E:
             self.check("--max-body-size -> 413", self.t_body_too_large)
             self.check("client disconnect mid-stream", self.t_disconnect)
             self.check("GET /metrics", self.t_metrics)
-            self.check("fallback: x-served-by, forwarded answer = main server's", self.t_fallback)
+            self.check("KV cache reused when a request extends the conversation", self.t_kv_reuse)
+            self.check("fallback (prompt beyond --context): x-served-by, forwarded answer = main server's",
+                       self.t_fallback)
+            self.check("fallback (--route min-max-tokens=12)", self.t_route)
             self.check("servers still alive", self.t_still_healthy)
         except BudgetExceeded:
             self.failed += 1
@@ -405,9 +461,8 @@ class E2E:
             print(f"FAIL time budget: the run took more than {self.args.budget:.0f} s", flush=True)
         finally:
             if self.failed:
-                for s in (self.main, self.keyed, self.front):
-                    if s is not None:
-                        print(f"--- {s.name} server log (last lines) ---\n{s.log_tail()}", end="")
+                for s in self.servers():
+                    print(f"--- {s.name} server log (last lines) ---\n{s.log_tail()}", end="")
             self.stop_servers()
             print(f"e2e: {time.monotonic() - t0:.1f} s", flush=True)
 

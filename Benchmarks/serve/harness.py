@@ -8,7 +8,6 @@ import atexit
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,18 +34,16 @@ def find_moe(explicit=None):
     sys.exit("error: no moe binary: build it (`swift build -c release --product moe`) or pass --moe PATH")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 class ServerError(Exception):
     pass
 
 
+# `moe serve --port 0` binds a free port and says which: "moe serve: NAME (context N) on http://HOST:PORT/v1".
+_LISTENING = re.compile(r"on http://[^\s/]+:(\d+)/v1")
+
+
 class Server:
-    """One `moe serve` process on 127.0.0.1:<free port>."""
+    """One `moe serve` process on 127.0.0.1, on a port the server picks (--port 0, so no race)."""
 
     def __init__(self, moe, model, args=(), name="server", startup_timeout=30.0):
         self.moe, self.model, self.args, self.name = moe, model, list(args), name
@@ -64,31 +61,31 @@ class Server:
         return f"{self.url}/v1"
 
     def command(self):
-        return [self.moe, "serve", self.model, "--host", HOST, "--port", str(self.port)] + self.args
+        return [self.moe, "serve", self.model, "--host", HOST, "--port", "0"] + self.args
 
     def start(self):
-        # A free port can be taken between free_port() and bind(): try a few.
-        last = None
-        for _ in range(3):
-            self.port = free_port()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self.log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-            _servers.append(self)
-            try:
-                self.wait_healthy()
-                return self
-            except ServerError as e:
-                last = e
-                self.stop()
-                if "address" not in self.log_tail().lower():
-                    break
-        raise ServerError(f"{self.name}: {last}\n--- log ---\n{self.log_tail()}")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        _servers.append(self)
+        try:
+            self.wait_healthy()
+        except ServerError as e:
+            self.stop()
+            raise ServerError(f"{self.name}: {e}\n$ {' '.join(self.command())}\n--- log ---\n{self.log_tail()}")
+        return self
 
     def wait_healthy(self):
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerError(f"exited with status {self.proc.returncode} before /health answered")
+            if self.port is None:
+                m = _LISTENING.search(self.log_text())
+                if m:
+                    self.port = int(m.group(1))
+                else:
+                    time.sleep(0.05)
+                    continue
             try:
                 if request("GET", f"{self.url}/health", timeout=1.0).status == 200:
                     return
@@ -111,6 +108,13 @@ class Server:
             self.proc.wait(timeout=grace)
         except ProcessLookupError:
             pass
+
+    def log_text(self):
+        try:
+            with open(self.log.name, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def log_tail(self, lines=30):
         try:
