@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Generation", "Runtime", "TestSupport",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Generation", "Runtime", "Tokenizer", "ChatTemplate", "TestSupport",
                                                         .product(name: "HummingbirdTesting", package: "hummingbird", moduleAliases: distributedTracing),
                                                         .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing)], swiftSettings: v6),
         .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),
