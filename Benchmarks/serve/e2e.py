@@ -31,6 +31,10 @@ import harness  # noqa: E402
 API_KEY = "e2e-secret-key"
 CHAT_PROMPT = "How do I open a file in Python?"
 TEXT_PROMPT = "def fibonacci(n):"
+# What a client that goes away asked for: most of the demo model's 1024-token context, about 1.3 s
+# of generation in a release build (tens of seconds in a debug one), so an abandoned request that
+# the server does not stop shows as (nearly) all of these tokens in moe_completion_tokens_total.
+ABANDONED_TOKENS = 1000
 
 # Metrics docs/serving.md documents (issue 18 §2); each must appear as a sample or # TYPE line.
 REQUIRED_METRICS = [
@@ -308,7 +312,7 @@ class E2E:
         self.raw_error(r, 413)
 
     def t_disconnect(self):
-        abandoned = 400
+        abandoned = ABANDONED_TOKENS
         before, _ = self.metrics(self.main)
         cancelled0 = cancellations(before)
         tokens0 = harness.metric_sum(before, "moe_completion_tokens_total")
@@ -333,7 +337,7 @@ class E2E:
                f"next request took {elapsed:.2f} s; the abandoned generation would take ~{full:.1f} s")
         after, _ = self.metrics(self.main)
         generated = harness.metric_sum(after, "moe_completion_tokens_total") - tokens0 - r.usage.completion_tokens
-        expect(generated < abandoned / 2,
+        expect(generated < abandoned * 0.7,
                f"the abandoned stream generated {generated:.0f} of its {abandoned} tokens (not stopped)")
         deadline = time.monotonic() + 3
         while True:
@@ -351,10 +355,10 @@ class E2E:
         before, _ = self.metrics(self.main)
         closed0 = harness.metric_sum(before, "moe_requests_total", status="499")
         tokens0 = harness.metric_sum(before, "moe_completion_tokens_total")
-        c = self.client(self.main, timeout=0.5)
+        c = self.client(self.main, timeout=0.3)
         try:
-            c.completions.create(model=self.model_id, prompt=TEXT_PROMPT, max_tokens=400, temperature=0)
-            raise CheckFailed("400 tokens came back within 0.5 s: cannot test a client that gives up")
+            c.completions.create(model=self.model_id, prompt=TEXT_PROMPT, max_tokens=ABANDONED_TOKENS, temperature=0)
+            raise CheckFailed(f"{ABANDONED_TOKENS} tokens came back within 0.3 s: cannot test a client that gives up")
         except openai.APITimeoutError:
             pass
         t0 = time.monotonic()
@@ -370,7 +374,8 @@ class E2E:
             time.sleep(0.2)
         expect(closed == closed0 + 1, f'moe_requests_total{{status="499"}} {closed0:.0f} -> {closed:.0f}')
         generated = harness.metric_sum(after, "moe_completion_tokens_total") - tokens0 - r.usage.completion_tokens
-        expect(generated < 200, f"the abandoned request generated {generated:.0f} of its 400 tokens")
+        expect(generated < ABANDONED_TOKENS * 0.7,
+               f"the abandoned request generated {generated:.0f} of its {ABANDONED_TOKENS} tokens (not stopped)")
 
     def t_metrics(self):
         text = self.main.metrics()
