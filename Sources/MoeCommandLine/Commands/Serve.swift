@@ -13,8 +13,9 @@ struct Serve: ParsableCommand, CheckedArguments {
             Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics \
             (Prometheus). One model answers one request at a time; others wait in a FIFO queue. Without MODEL, \
             uses \(DefaultModel.path). Sampling flags (--temperature, --top-k, …) are the defaults for what a \
-            request leaves unset. Listens on loopback unless --host says otherwise. Ctrl-C or SIGTERM stops \
-            after the requests in progress. docs/serving.md has the API subset, metrics and routing rules.
+            request leaves unset. Listens on loopback unless --host says otherwise. SIGTERM stops after the \
+            requests in progress (at most 30 s); Ctrl-C stops at once. docs/serving.md has the API subset, \
+            metrics and routing rules.
             """)
 
     @Argument(help: "A GGUF file, HF directory or .moe store (default: \(DefaultModel.path)).")
@@ -86,7 +87,7 @@ struct Serve: ParsableCommand, CheckedArguments {
                 Terminal.note("moe serve: \(name) (context \(engine.contextLength)) on http://\(host):\(port)/v1" +
                               (options.fallbackURL.map { ", fallback \($0)" } ?? ""))
             }
-            try runBlocking { try await app.runService() }
+            try runBlocking { try await Server.run(app) }
         }
     }
 }
