@@ -118,6 +118,6 @@ let package = Package(
         .testTarget(name: "ServingTests", dependencies: ["Serving", "Generation", "Runtime", "Tokenizer", "ChatTemplate", "TestSupport",
                                                         .product(name: "HummingbirdTesting", package: "hummingbird", moduleAliases: distributedTracing),
                                                         .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing)], swiftSettings: v6),
-        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "Serving", "TestSupport"], swiftSettings: v6),
     ]
 )
