@@ -75,10 +75,9 @@ struct Serve: ParsableCommand, CheckedArguments {
             let config = runtime.resolved
             let loaded = try Model(path: modelPath, options: config.executorOptions, memory: config.memoryOptions)
             let session = try Session(model: loaded, tokenizer: try Tokenizer(path: modelPath))
-            var defaults = generation.options
-            defaults.seed = generation.seed  // nil: a fresh seed per request
+            let sampling = generation.options  // without --seed, each request draws its own
             let name = options.modelName ?? URL(fileURLWithPath: modelPath).deletingPathExtension().lastPathComponent
-            let engine = Engine(session: session, modelName: name, defaults: defaults, maxQueue: options.maxQueue,
+            let engine = Engine(session: session, modelName: name, defaults: sampling, maxQueue: options.maxQueue,
                                 requestTimeout: options.requestTimeout, metrics: ServerMetrics())
             if options.apiKey == nil, !["127.0.0.1", "localhost", "::1"].contains(options.host) {
                 Terminal.note("warning: listening on \(options.host) without --api-key: anyone who can reach it can use the model")
