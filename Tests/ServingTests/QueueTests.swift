@@ -94,6 +94,21 @@ import Testing
         }
     }
 
+    /// The same for a request waiting for its whole answer: the client gives up, generation stops.
+    @Test func disconnectDuringWholeAnswer() async throws {
+        try await TestServer.with(defaults: Self.endless, maxQueue: 0) { server in
+            let waiting = Task { try await server.post("/v1/completions", completion("import ", maxTokens: 100_000)) }
+            try await waitUntil { try await server.metric("moe_requests_running") == 1 }
+            try await Task.sleep(for: .milliseconds(100))
+            waiting.cancel()
+            _ = try? await waiting.value
+            try await waitUntil { try await server.metric("moe_requests_running") == 0 }
+            #expect(try #require(try await server.metric("moe_completion_tokens_total")) < 600)
+            #expect(try await server.post("/v1/completions", completion("def ")).status == 200)
+            #expect(try await server.get("/metrics").body.contains(#"moe_requests_total{endpoint="/v1/completions",status="499",engine="none"} 1"#))
+        }
+    }
+
     /// A waiting request whose client goes away leaves the queue; the running one is unaffected.
     @Test func disconnectWhileQueued() async throws {
         try await TestServer.with(defaults: Self.endless, maxQueue: 1) { server in
