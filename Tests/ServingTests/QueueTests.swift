@@ -64,6 +64,7 @@ import Testing
             #expect(refused.status == 429)
             #expect(refused.error["type"] as? String == "rate_limit_error")
             #expect(refused.error["code"] as? String == "queue_full")
+            #expect(refused.headers.first(name: "retry-after") == "1")
             #expect(try await server.metric("moe_requests_running") == 1)
         }
     }

@@ -65,7 +65,8 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
         default:
             apiError = .internalError("\(error)")
         }
-        return .json(apiError.body, status: apiError.status)
+        // A full queue drains one request at a time: clients that honour Retry-After come back soon.
+        return .json(apiError.body, status: apiError.status, headers: apiError.status == 429 ? [.retryAfter: "1"] : [:])
     }
 }
 
