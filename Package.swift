@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System LZ4 (Debian: liblz4-dev), found through pkg-config.
@@ -77,7 +78,9 @@ let package = Package(
             dependencies: ["Generation", "Runtime", "Tokenizer", "ChatTemplate", "ExpertStore",
                            .product(name: "Hummingbird", package: "hummingbird", moduleAliases: distributedTracing),
                            .product(name: "Prometheus", package: "swift-prometheus"),
-                           .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing)],
+                           .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: v6
         ),
         // The command line: every command, its option groups and their checks; it parses
@@ -115,6 +118,6 @@ let package = Package(
         .testTarget(name: "ServingTests", dependencies: ["Serving", "Generation", "Runtime", "Tokenizer", "ChatTemplate", "TestSupport",
                                                         .product(name: "HummingbirdTesting", package: "hummingbird", moduleAliases: distributedTracing),
                                                         .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing)], swiftSettings: v6),
-        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "Serving", "TestSupport"], swiftSettings: v6),
     ]
 )

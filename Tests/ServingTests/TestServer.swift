@@ -13,11 +13,14 @@ import Tokenizer
 enum Demo {
     static let path = Fixtures.packageRoot.appendingPathComponent("Models/demo/demo.moe").path
 
-    static func model() throws -> Model { try Model(path: path) }
+    /// One model and tokenizer for every test (a model serves many sessions; its pool stays warm).
+    private static let shared = Result { (try Model(path: path), try Tokenizer(path: path)) }
 
-    /// A session of its own on the demo model: what the library answers, to compare the server with.
+    /// A session of its own (its own KV cache) on the demo model: a server's, or the library's
+    /// answer to compare the server with.
     static func session(contextLength: Int? = nil) throws -> Session {
-        try Session(model: try model(), tokenizer: try Tokenizer(path: path), contextLength: contextLength)
+        let (model, tokenizer) = try shared.get()
+        return try Session(model: model, tokenizer: tokenizer, contextLength: contextLength)
     }
 
     static var greedy: GenerationOptions {

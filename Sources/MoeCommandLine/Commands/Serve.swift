@@ -13,8 +13,9 @@ struct Serve: ParsableCommand, CheckedArguments {
             Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics \
             (Prometheus). One model answers one request at a time; others wait in a FIFO queue. Without MODEL, \
             uses \(DefaultModel.path). Sampling flags (--temperature, --top-k, …) are the defaults for what a \
-            request leaves unset. Listens on loopback unless --host says otherwise. Ctrl-C or SIGTERM stops \
-            after the requests in progress. docs/serving.md has the API subset, metrics and routing rules.
+            request leaves unset. Listens on loopback unless --host says otherwise. SIGTERM stops after the \
+            requests in progress (at most 30 s); Ctrl-C stops at once. docs/serving.md has the API subset, \
+            metrics and routing rules.
             """)
 
     @Argument(help: "A GGUF file, HF directory or .moe store (default: \(DefaultModel.path)).")
@@ -74,10 +75,9 @@ struct Serve: ParsableCommand, CheckedArguments {
             let config = runtime.resolved
             let loaded = try Model(path: modelPath, options: config.executorOptions, memory: config.memoryOptions)
             let session = try Session(model: loaded, tokenizer: try Tokenizer(path: modelPath))
-            var defaults = generation.options
-            defaults.seed = generation.seed  // nil: a fresh seed per request
+            let sampling = generation.options  // without --seed, each request draws its own
             let name = options.modelName ?? URL(fileURLWithPath: modelPath).deletingPathExtension().lastPathComponent
-            let engine = Engine(session: session, modelName: name, defaults: defaults, maxQueue: options.maxQueue,
+            let engine = Engine(session: session, modelName: name, defaults: sampling, maxQueue: options.maxQueue,
                                 requestTimeout: options.requestTimeout, metrics: ServerMetrics())
             if options.apiKey == nil, !["127.0.0.1", "localhost", "::1"].contains(options.host) {
                 Terminal.note("warning: listening on \(options.host) without --api-key: anyone who can reach it can use the model")
@@ -86,7 +86,7 @@ struct Serve: ParsableCommand, CheckedArguments {
                 Terminal.note("moe serve: \(name) (context \(engine.contextLength)) on http://\(host):\(port)/v1" +
                               (options.fallbackURL.map { ", fallback \($0)" } ?? ""))
             }
-            try runBlocking { try await app.runService() }
+            try runBlocking { try await Server.run(app) }
         }
     }
 }

@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// A ``Ticket`` is a request's place: admitted → (waiting) → holding the turn → finished.
 /// Cancelling the task that waits (client gone, timeout) gives its place up; finishing a
-/// ticket hands the turn to the next. All state sits behind one `Mutex`.
+/// ticket hands the turn to the next. All state sits behind one `Mutex`; `onChange` (the
+/// metrics' gauges, lock-free) is called under it, so the gauges never show an older state.
 final class RequestQueue: Sendable {
     let maxWaiting: Int
     private let onChange: @Sendable (_ waiting: Int, _ running: Int) -> Void
@@ -20,7 +21,6 @@ final class RequestQueue: Sendable {
         var nextID: UInt64 = 0
         var running: UInt64?
         var waiting: [Waiter] = []
-        var counts: (Int, Int) { (waiting.count, running == nil ? 0 : 1) }
     }
     private let state = Mutex(State())
 
@@ -34,18 +34,19 @@ final class RequestQueue: Sendable {
 
     /// A place in the queue, or nil when `maxWaiting` requests already wait for a running one.
     func admit() -> Ticket? {
-        let admitted: (UInt64, (Int, Int))? = state.withLock { s in
+        let admitted: UInt64? = state.withLock { s in
             guard s.running == nil || s.waiting.count < maxWaiting else { return nil }
             let id = s.nextID
             s.nextID += 1
             s.waiting.append(Waiter(id: id))
             Self.promote(&s)
-            return (id, s.counts)
+            report(s)
+            return id
         }
-        guard let (id, counts) = admitted else { return nil }
-        onChange(counts.0, counts.1)
-        return Ticket(id: id, queue: self)
+        return admitted.map { Ticket(id: $0, queue: self) }
     }
+
+    private func report(_ s: borrowing State) { onChange(s.waiting.count, s.running == nil ? 0 : 1) }
 
     /// Gives the turn to the first waiter when nobody holds it.
     private static func promote(_ s: inout State) {
@@ -78,26 +79,24 @@ final class RequestQueue: Sendable {
     /// Removes a waiting ticket (its waiter, if any, gets `CancellationError`); a ticket
     /// holding the turn keeps it until ``finish(_:)``.
     private func leaveWaiting(_ id: UInt64) {
-        let counts: (Int, Int)? = state.withLock { s in
-            guard let index = s.waiting.firstIndex(where: { $0.id == id }) else { return nil }
+        state.withLock { s in
+            guard let index = s.waiting.firstIndex(where: { $0.id == id }) else { return }
             s.waiting.remove(at: index).continuation?.resume(throwing: CancellationError())
-            return s.counts
+            report(s)
         }
-        if let counts { onChange(counts.0, counts.1) }
     }
 
     /// Ends a ticket wherever it is: leaves the queue, or hands the turn on. Idempotent.
     fileprivate func finish(_ id: UInt64) {
-        let counts: (Int, Int) = state.withLock { s in
+        state.withLock { s in
             if s.running == id {
                 s.running = nil
                 Self.promote(&s)
             } else if let index = s.waiting.firstIndex(where: { $0.id == id }) {
                 s.waiting.remove(at: index).continuation?.resume(throwing: CancellationError())
             }
-            return s.counts
+            report(s)
         }
-        onChange(counts.0, counts.1)
     }
 }
 

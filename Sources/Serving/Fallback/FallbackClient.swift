@@ -46,12 +46,24 @@ public struct FallbackClient: Sendable {
         request.body = .bytes(ByteBuffer(data: rewritten(body)))
         let seconds = timeout ?? ServerOptions.Limits.requestTimeout.upperBound
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(seconds * 1000)))
+            let response = try await Self.client.execute(request, timeout: .milliseconds(Int64(seconds * 1000)))
             return Answer(status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type"), body: response.body)
         } catch {
             throw .fallbackUnreachable("\(baseURL)\(endpoint.rawValue): \(error)")
         }
     }
+
+    /// One client for the process (never shut down, so it lives as long as the process): no
+    /// redirects, nor retries of a refused connection — an unreachable fallback is a 502 at once,
+    /// not when the request times out.
+    private static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(10))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     /// The body with `model` set to the fallback's name for it, when one is configured.
     private func rewritten(_ body: Data) -> Data {

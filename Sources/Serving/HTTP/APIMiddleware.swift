@@ -22,13 +22,17 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        let response: Response
+        var response: Response
         do {
             if let apiKey, path != "/health", !Self.authorized(request, key: apiKey) { throw APIError.unauthorized }
             response = try await next(request, context)
         } catch {
             response = Self.errorResponse(for: error, path: path)
         }
+        // A generating request's connection is read until the answer is out, to notice a client
+        // that goes away; the server then closes it, and says so, errors included (a client
+        // that reused it would find it closed).
+        if Endpoint(rawValue: path) != nil { response.headers[.connection] = "close" }
         let endpoint = Self.endpoints.contains(path) || path.hasPrefix("/v1/models/") ? (path.hasPrefix("/v1/models/") ? "/v1/models/{id}" : path) : "other"
         metrics.recordRequest(endpoint: endpoint, status: Int(response.status.code), engine: response.headers[.servedBy] ?? "none")
         return response
@@ -61,7 +65,8 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
         default:
             apiError = .internalError("\(error)")
         }
-        return .json(apiError.body, status: apiError.status)
+        // A full queue drains one request at a time: clients that honour Retry-After come back soon.
+        return .json(apiError.body, status: apiError.status, headers: apiError.status == 429 ? [.retryAfter: "1"] : [:])
     }
 }
 

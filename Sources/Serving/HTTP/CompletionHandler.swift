@@ -48,7 +48,7 @@ struct CompletionHandler: Sendable {
             return outcome
         }
         return .json(builder.complete(outcome),
-                     headers: [.servedBy: "local", .reusedTokens: String(outcome.reusedTokens), .connection: "close"])
+                     headers: [.servedBy: "local", .reusedTokens: String(outcome.reusedTokens)])
     }
 
     /// Server-sent events: `data: {chunk}\n\n` per piece of text, the finish reason, the usage
@@ -57,7 +57,7 @@ struct CompletionHandler: Sendable {
     /// cancels the generation within one token (or takes the request out of the queue).
     private func stream(_ events: AsyncThrowingStream<EngineEvent, any Error>, builder: ResponseBuilder, includeUsage: Bool,
                         request: Request) -> Response {
-        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .connection: "close", .servedBy: "local"]
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .servedBy: "local"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             do {
                 try await request.body.consumeWithCancellationOnInboundClose { _ in

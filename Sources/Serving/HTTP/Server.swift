@@ -2,15 +2,28 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
+import UnixSignals
 
 /// `moe serve`'s HTTP side: the routes of the OpenAI subset, health and metrics over one
 /// ``Engine`` (docs/serving.md).
 ///
 /// ```swift
 /// let app = try Server.application(engine: engine, options: options)
-/// try await app.runService()
+/// try await Server.run(app)
 /// ```
 public enum Server {
+    /// Runs `app` until a signal stops it: SIGTERM stops accepting and lets the requests in
+    /// progress finish (at most `drain` seconds, then they are cancelled); SIGINT (Ctrl-C)
+    /// cancels them at once — a generation stops within a token.
+    public static func run(_ app: some ApplicationProtocol, drain: Double = 30) async throws {
+        var configuration = ServiceGroupConfiguration(services: [app], logger: app.logger)
+        configuration.gracefulShutdownSignals = [.sigterm]
+        configuration.cancellationSignals = [.sigint]
+        configuration.maximumGracefulShutdownDuration = .milliseconds(Int64(drain * 1000))
+        do { try await ServiceGroup(configuration: configuration).run() } catch is CancellationError {}
+    }
+
     /// The application, ready to run. `onListening` gets the address actually bound (port 0 picks one).
     public static func application(engine: Engine, options: ServerOptions, logger: Logger? = nil,
                                    onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in })
@@ -52,7 +65,7 @@ public enum Server {
                      body: .init(byteBuffer: ByteBuffer(string: engine.metrics.exposition(model: engine.model))))
         }
         var log = logger ?? Logger(label: "moe-serve")
-        if logger == nil { log.logLevel = .warning }
+        if logger == nil { log.logLevel = .critical }  // failures reach the caller as errors; Ctrl-C is not one
         return Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "moe serve"),
                            onServerRunning: { channel in onListening(options.host, channel.localAddress?.port ?? options.port) },
                            logger: log)

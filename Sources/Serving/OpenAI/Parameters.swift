@@ -39,7 +39,7 @@ struct Parameters {
         let integer: Int64
         switch value {
         case let .integer(i): integer = i
-        case let .number(d) where d.rounded() == d && d >= Double(range.lowerBound) && d <= Double(range.upperBound): integer = Int64(d)
+        case let .number(d) where Int64(exactly: d) != nil: integer = Int64(exactly: d) ?? 0  // 2.0, 1e3; not 2^63
         default: throw wrongType(key, value, expected: "an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         guard range.contains(integer) else {
