@@ -455,6 +455,9 @@ class E2E:
         usage = raw.parse().usage
         expect(reused > 0, f"x-reused-tokens {raw.headers.get('x-reused-tokens')!r} for an extended conversation")
         expect(reused < usage.prompt_tokens, f"reused {reused} of {usage.prompt_tokens} prompt tokens")
+        details = usage.prompt_tokens_details
+        cached = details.cached_tokens if details is not None else None
+        expect(cached == reused, f"usage.prompt_tokens_details.cached_tokens {cached!r} != x-reused-tokens {reused}")
 
     def t_still_healthy(self):
         for s in self.servers():
