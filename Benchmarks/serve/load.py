@@ -3,7 +3,7 @@
 
 Usage:
     python3 Benchmarks/serve/load.py [--moe .build/release/moe] [--model Models/demo/demo.moe]
-        [--clients 4] [--max-queue 8] [--duration 30] [--max-tokens 32]
+        [--clients 4] [--max-queue 8] [--duration 30] [--baseline 8] [--max-tokens 32]
         [--burst 24] [--burst-queue 2] [--json out.json] [--markdown]
 
 Two phases against servers it starts on free ports of 127.0.0.1 and stops at the end:
@@ -16,7 +16,8 @@ Two phases against servers it starts on free ports of 127.0.0.1 and stops at the
    once. Reports how many were answered and how many got 429 (RateLimitError); any other error,
    or a server that no longer answers /health, is a failure.
 
-The whole run is bounded (≤ 60 s with the defaults: phase 1 --duration, phase 2 one burst) and
+Before phase 1, one client alone for --baseline seconds gives the latency without queueing.
+The whole run is bounded (≤ 60 s with the defaults: 8 s + 30 s + one burst, plus start-ups) and
 sends traffic to 127.0.0.1 only. Exit status 1 when a request failed in phase 1, no 429 was seen
 in phase 2, anything other than 200/429 came back, or a server died.
 """
@@ -78,7 +79,7 @@ def one_request(client, model, question, max_tokens):
     return latency, ttft, tokens, max(0.0, last - t0 - ttft)
 
 
-def phase_under_limit(moe, args):
+def phase_under_limit(moe, args, clients, duration):
     server = harness.Server(moe, args.model, ["--max-queue", str(args.max_queue)] + args.server_arg,
                             name="load").start()
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60.0)
@@ -86,13 +87,13 @@ def phase_under_limit(moe, args):
     one_request(client, model, QUESTIONS[0], 4)  # warm-up, not counted
 
     results, errors, lock = [], [], threading.Lock()
-    stop_at = time.perf_counter() + args.duration
+    stop_at = time.perf_counter() + duration
 
     def worker(i):
         n = i
         while time.perf_counter() < stop_at:
             q = QUESTIONS[n % len(QUESTIONS)]
-            n += args.clients
+            n += clients
             try:
                 r = one_request(client, model, q, args.max_tokens)
                 with lock:
@@ -102,11 +103,11 @@ def phase_under_limit(moe, args):
                     errors.append(f"{type(e).__name__}: {e}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.clients)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=args.duration + 60)
+        t.join(timeout=duration + 60)
     wall = time.perf_counter() - t0
     alive = server.alive()
     server.stop()
@@ -116,7 +117,7 @@ def phase_under_limit(moe, args):
     toks = sum(r[2] for r in results)
     decode_rates = [(r[2] - 1) / r[3] for r in results if r[2] > 1 and r[3] > 0]
     return {
-        "clients": args.clients, "max_queue": args.max_queue, "duration_s": round(wall, 2),
+        "clients": clients, "max_queue": args.max_queue, "duration_s": round(wall, 2),
         "max_tokens": args.max_tokens, "requests": len(results), "failed": len(errors),
         "errors": errors[:5],
         "latency_p50_s": percentile(lat, 50) if lat else None,
@@ -182,6 +183,17 @@ def fmt(x, unit="", digits=3):
     return "—" if x is None else f"{x:.{digits}f}{unit}"
 
 
+def print_phase(title, r):
+    print(f"{title}: {r['clients']} client(s), --max-queue {r['max_queue']}, "
+          f"{r['duration_s']} s: {r['requests']} requests, {r['failed']} failed; "
+          f"latency p50 {fmt(r['latency_p50_s'], ' s')} p99 {fmt(r['latency_p99_s'], ' s')}; "
+          f"TTFT p50 {fmt(r['ttft_p50_s'], ' s')} p99 {fmt(r['ttft_p99_s'], ' s')}; "
+          f"{fmt(r['tokens_per_s'], ' tok/s', 1)} aggregate, "
+          f"{fmt(r['decode_tokens_per_s_per_request_median'], ' tok/s', 1)} per request (decode)", flush=True)
+    for e in r["errors"]:
+        print(f"  error: {e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--moe")
@@ -189,6 +201,8 @@ def main():
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--max-queue", type=int, default=8)
     ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--baseline", type=float, default=8.0,
+                    help="seconds of one client alone first (latency without queueing; 0 = skip)")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--burst", type=int, default=24)
     ap.add_argument("--burst-queue", type=int, default=2)
@@ -203,17 +217,14 @@ def main():
         ap.error("--burst must exceed --burst-queue + 1 to overflow the queue")
 
     moe = harness.find_moe(args.moe)
+    load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
-    under = phase_under_limit(moe, args)
-    print(f"under the limit: {under['clients']} clients, --max-queue {under['max_queue']}, "
-          f"{under['duration_s']} s: {under['requests']} requests, {under['failed']} failed; "
-          f"latency p50 {fmt(under['latency_p50_s'], ' s')} p99 {fmt(under['latency_p99_s'], ' s')}; "
-          f"TTFT p50 {fmt(under['ttft_p50_s'], ' s')} p99 {fmt(under['ttft_p99_s'], ' s')}; "
-          f"{fmt(under['tokens_per_s'], ' tok/s', 1)} aggregate, "
-          f"{fmt(under['decode_tokens_per_s_per_request_median'], ' tok/s', 1)} per request (decode)",
-          flush=True)
-    for e in under["errors"]:
-        print(f"  error: {e}")
+    single = None
+    if args.baseline > 0:
+        single = phase_under_limit(moe, args, 1, args.baseline)
+        print_phase("one client (no queueing)", single)
+    under = phase_under_limit(moe, args, args.clients, args.duration)
+    print_phase("under the limit", under)
     over = phase_over_limit(moe, args)
     print(f"over the limit: {over['burst']} requests at once, --max-queue {over['max_queue']}: "
           f"{over['answered']} answered, {over['rejected_429']} got 429, other {over['other']}; "
@@ -223,6 +234,7 @@ def main():
 
     command = "python3 Benchmarks/serve/load.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = {"cpu": harness.cpu_model(), "cores": os.cpu_count(), "moe": moe, "command": command.strip(),
+              "load_average_before": load_before, "single_client": single,
               "under_limit": under, "over_limit": over, "total_s": round(total, 1)}
     if args.json:
         with open(args.json, "w") as f:
@@ -231,6 +243,8 @@ def main():
         print(markdown(report))
 
     failures = []
+    if single is not None and (single["failed"] or not single["server_alive"]):
+        failures.append(f"{single['failed']} requests failed with one client")
     if under["failed"]:
         failures.append(f"{under['failed']} requests failed under the queue limit")
     if not under["requests"]:
@@ -247,24 +261,32 @@ def main():
 
 
 def markdown(r):
-    u, o = r["under_limit"], r["over_limit"]
-    return "\n".join([
-        f"Machine: {r['cpu']}, {r['cores']} cores; demo model; `{os.path.relpath(r['moe'], harness.REPO)}`.",
+    u, o, one = r["under_limit"], r["over_limit"], r["single_client"]
+    rows = [one, u] if one else [u]
+    lines = [
+        f"Machine: {r['cpu']}, {r['cores']} cores (load average {r['load_average_before']:.2f} before the run); "
+        f"demo model; `{os.path.relpath(r['moe'], harness.REPO)}`; streamed chat requests "
+        f"(a different short question each time, `temperature` 0, `max_tokens` {u['max_tokens']}).",
         f"Command: `{r['command']}`",
         "",
-        "| phase | figure |",
-        "|---|---|",
-        f"| under the limit | {u['clients']} clients, `--max-queue {u['max_queue']}`, {u['duration_s']} s, "
-        f"streamed chat, `max_tokens` {u['max_tokens']} |",
-        f"| requests | {u['requests']} answered, {u['failed']} failed |",
-        f"| latency | p50 {fmt(u['latency_p50_s'], ' s')}, p99 {fmt(u['latency_p99_s'], ' s')} |",
-        f"| time to first token | p50 {fmt(u['ttft_p50_s'], ' s')}, p99 {fmt(u['ttft_p99_s'], ' s')} |",
-        f"| completion tokens/s | {fmt(u['tokens_per_s'], '', 1)} aggregate; "
-        f"{fmt(u['decode_tokens_per_s_per_request_median'], '', 1)} per request while decoding (median) |",
-        f"| above the limit | {o['burst']} requests at once, `--max-queue {o['max_queue']}`: "
-        f"{o['answered']} answered, {o['rejected_429']} × 429, other errors {len(o['other'])}; "
-        f"server answering afterwards: {'yes' if o['served_after'] else 'NO'} |",
-    ])
+        "| clients | `--max-queue` | seconds | requests | failed | latency p50 / p99 | first token p50 / p99 "
+        "| tokens/s (all clients) | decode tokens/s per request (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in rows:
+        lines.append(
+            f"| {x['clients']} | {x['max_queue']} | {x['duration_s']} | {x['requests']} | {x['failed']} "
+            f"| {fmt(x['latency_p50_s'], ' s')} / {fmt(x['latency_p99_s'], ' s')} "
+            f"| {fmt(x['ttft_p50_s'], ' s')} / {fmt(x['ttft_p99_s'], ' s')} "
+            f"| {fmt(x['tokens_per_s'], '', 1)} | {fmt(x['decode_tokens_per_s_per_request_median'], '', 1)} |")
+    lines += [
+        "",
+        f"Above the limit: {o['burst']} requests at once against `--max-queue {o['max_queue']}`: "
+        f"{o['answered']} answered, {o['rejected_429']} refused with 429, {len(o['other'])} other errors; "
+        f"the server {'answered the next request' if o['served_after'] else 'did NOT answer afterwards'} "
+        f"and {'was still running' if o['server_alive'] else 'had EXITED'}.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
