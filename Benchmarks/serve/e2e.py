@@ -6,15 +6,21 @@ Usage:
     python3 Benchmarks/serve/e2e.py [--moe .build/release/moe] [--model Models/demo/demo.moe]
         [--budget 110] [-k PATTERN] [-v]
 
-Starts `moe serve` on the demo model on free ports of 127.0.0.1 (one main server, one with
---api-key and small limits, one with a tiny --context and --fallback to the main one), waits for
-/health, then checks through the client: chat and text completions, streamed and not, greedy
-determinism, max_tokens and stop, the OpenAI error bodies (unsupported parameter or value,
-prompt beyond the context, bad API key, malformed and oversized bodies), a client that closes a
-stream after a few chunks, /v1/models, /metrics, and the fallback (x-served-by, the forwarded
-answer equal to the main server's own). Every server is stopped at the end, also on failure or
-when the time budget runs out. Prints one line per check and closes with `N passed, N failed`;
-exits 1 when any check failed.
+Starts four `moe serve` processes on the demo model, each on a port of 127.0.0.1 it picks itself
+(--port 0): the main server; one with --api-key and --max-body-size 64KB; one with --context 32
+and --fallback to the main one; one with --route min-max-tokens=12 and --fallback to the main
+one. It waits for /health, then checks through the client: chat and text completions, streamed
+and not; greedy answers identical twice and streamed = not streamed; max_tokens, stop, seed; the
+OpenAI error bodies the client raises (unsupported parameter or value, prompt beyond the context
+→ BadRequestError 400, wrong API key → AuthenticationError 401) and the raw 400/401/413 bodies;
+a client that closes a stream after three chunks (the generation stops, the next request is
+answered at once, /metrics counts the cancellation) or gives up on a whole answer (499);
+/v1/models, /health, /metrics (every documented metric, counts that match the requests); KV
+cache reuse (x-reused-tokens = usage.prompt_tokens_details.cached_tokens); the fallback
+(x-served-by, x-fallback-reason, the forwarded answer equal to the main server's own, streamed
+and not). Every server is stopped at the end, also on failure, on a signal or when the time
+budget runs out. Prints one line per check and closes with `N passed, N failed`; exits 1 when
+any check failed.
 """
 import argparse
 import os
