@@ -14,6 +14,7 @@ struct CompletionHandler: Sendable {
     enum FallbackReason: String { case route, context, queueFull = "queue_full" }
 
     func respond(to request: Request, endpoint: Endpoint) async throws -> Response {
+        let arrival = ContinuousClock.now
         var request = request
         let bytes: ByteBuffer
         do { bytes = try await request.collectBody(upTo: options.maxBodySize) } catch is NIOTooManyBytesError {
@@ -36,7 +37,7 @@ struct CompletionHandler: Sendable {
             if let fallback { return try await forward(body, to: fallback, endpoint: endpoint, reason: .queueFull) }
             throw APIError.queueFull(limit: options.maxQueue)
         }
-        let events = engine.run(ticket, prompt: prompt, options: generation)
+        let events = engine.run(ticket, prompt: prompt, options: generation, arrival: arrival)
         let builder = ResponseBuilder(endpoint: endpoint, model: engine.modelName)
         if parsed.stream { return stream(events, builder: builder, includeUsage: parsed.includeUsage, request: request) }
 
