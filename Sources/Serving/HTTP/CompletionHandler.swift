@@ -23,7 +23,8 @@ struct CompletionHandler: Sendable {
         let body = Data(bytes.readableBytesView)
         let parsed = try CompletionRequest(endpoint: endpoint, body: body)
         let prompt = try engine.promptTokens(for: parsed)
-        guard !prompt.isEmpty else { throw APIError.invalidRequest("The prompt is empty.", param: endpoint == .completions ? "prompt" : "messages") }
+        let promptParam = endpoint == .completions ? "prompt" : "messages"
+        guard !prompt.isEmpty else { throw APIError.invalidRequest("The prompt is empty.", param: promptParam) }
         let generation = parsed.options(defaults: engine.defaults)
 
         if let fallback {
@@ -32,7 +33,7 @@ struct CompletionHandler: Sendable {
             }
             if prompt.count >= engine.contextLength { return try await forward(body, to: fallback, endpoint: endpoint, reason: .context) }
         }
-        guard prompt.count < engine.contextLength else { throw APIError.contextLengthExceeded(promptTokens: prompt.count, context: engine.contextLength) }
+        guard prompt.count < engine.contextLength else { throw APIError.contextLengthExceeded(promptTokens: prompt.count, context: engine.contextLength, param: promptParam) }
         guard let ticket = engine.admit() else {
             if let fallback { return try await forward(body, to: fallback, endpoint: endpoint, reason: .queueFull) }
             throw APIError.queueFull(limit: options.maxQueue)
