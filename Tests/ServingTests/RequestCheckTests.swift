@@ -90,6 +90,7 @@ import Testing
         #expect(notFound.status == 404 && notFound.error["code"] as? String == "unknown_url")
         #expect(tooLarge.status == 413 && tooLarge.error["type"] as? String == "invalid_request_error")
         #expect(tooLong.status == 400 && tooLong.error["code"] as? String == "context_length_exceeded")
+        #expect(tooLong.error["param"] as? String == "prompt")
         // A prompt that fits generates until the context is full: finish_reason "length", and the
         // last token, sampled from the logits of the full context, is never stored (context + 1).
         #expect(justFits.status == 200)

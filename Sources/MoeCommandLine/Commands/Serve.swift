@@ -73,6 +73,7 @@ struct Serve: ParsableCommand, CheckedArguments {
             let options = try serverOptions
             let modelPath = try DefaultModel.resolve(model)
             let config = runtime.resolved
+            // Not RunConfiguration.open: a server must not record every expert access (that log only grows).
             let loaded = try Model(path: modelPath, options: config.executorOptions, memory: config.memoryOptions)
             let session = try Session(model: loaded, tokenizer: try Tokenizer(path: modelPath))
             let sampling = generation.options  // without --seed, each request draws its own

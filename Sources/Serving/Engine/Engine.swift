@@ -55,11 +55,12 @@ public final class Engine: Sendable {
     /// A place in the queue, or nil when it is full.
     func admit() -> Ticket? { queue.admit() }
 
-    /// Runs an admitted request: waits for its turn, then generates. Ending the stream early
+    /// Runs an admitted request: waits for its turn, then generates, until `--request-timeout`
+    /// after `arrival`. Ending the stream early
     /// (the consumer stops iterating or is cancelled: the client went away) cancels the request
     /// within one token, or takes it out of the queue.
-    func run(_ ticket: Ticket, prompt: [Int], options: GenerationOptions) -> AsyncThrowingStream<EngineEvent, any Error> {
-        let deadline = requestTimeout.map { ContinuousClock.now + .milliseconds(Int64(($0 * 1000).rounded())) }
+    func run(_ ticket: Ticket, prompt: [Int], options: GenerationOptions, arrival: ContinuousClock.Instant = .now) -> AsyncThrowingStream<EngineEvent, any Error> {
+        let deadline = requestTimeout.map { arrival + .milliseconds(Int64(($0 * 1000).rounded())) }
         return AsyncThrowingStream { continuation in
             let cancelled = CancellationFlag()
             let waiter = Task {

@@ -14,6 +14,7 @@ struct CompletionHandler: Sendable {
     enum FallbackReason: String { case route, context, queueFull = "queue_full" }
 
     func respond(to request: Request, endpoint: Endpoint) async throws -> Response {
+        let arrival = ContinuousClock.now
         var request = request
         let bytes: ByteBuffer
         do { bytes = try await request.collectBody(upTo: options.maxBodySize) } catch is NIOTooManyBytesError {
@@ -22,7 +23,8 @@ struct CompletionHandler: Sendable {
         let body = Data(bytes.readableBytesView)
         let parsed = try CompletionRequest(endpoint: endpoint, body: body)
         let prompt = try engine.promptTokens(for: parsed)
-        guard !prompt.isEmpty else { throw APIError.invalidRequest("The prompt is empty.", param: endpoint == .completions ? "prompt" : "messages") }
+        let promptParam = endpoint == .completions ? "prompt" : "messages"
+        guard !prompt.isEmpty else { throw APIError.invalidRequest("The prompt is empty.", param: promptParam) }
         let generation = parsed.options(defaults: engine.defaults)
 
         if let fallback {
@@ -31,12 +33,12 @@ struct CompletionHandler: Sendable {
             }
             if prompt.count >= engine.contextLength { return try await forward(body, to: fallback, endpoint: endpoint, reason: .context) }
         }
-        guard prompt.count < engine.contextLength else { throw APIError.contextLengthExceeded(promptTokens: prompt.count, context: engine.contextLength) }
+        guard prompt.count < engine.contextLength else { throw APIError.contextLengthExceeded(promptTokens: prompt.count, context: engine.contextLength, param: promptParam) }
         guard let ticket = engine.admit() else {
             if let fallback { return try await forward(body, to: fallback, endpoint: endpoint, reason: .queueFull) }
             throw APIError.queueFull(limit: options.maxQueue)
         }
-        let events = engine.run(ticket, prompt: prompt, options: generation)
+        let events = engine.run(ticket, prompt: prompt, options: generation, arrival: arrival)
         let builder = ResponseBuilder(endpoint: endpoint, model: engine.modelName)
         if parsed.stream { return stream(events, builder: builder, includeUsage: parsed.includeUsage, request: request) }
 

@@ -22,9 +22,9 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// 400 with OpenAI's code for a prompt the context cannot hold.
-    public static func contextLengthExceeded(promptTokens: Int, context: Int) -> APIError {
-        invalidRequest("This model's maximum context length is \(context) tokens, but the prompt is \(promptTokens) tokens (one more position is needed to reply). Shorten the messages or the prompt.",
-                       param: "messages", code: "context_length_exceeded")
+    public static func contextLengthExceeded(promptTokens: Int, context: Int, param: String) -> APIError {
+        invalidRequest("This model's maximum context length is \(context) tokens, but the prompt is \(promptTokens) tokens (one more position is needed to reply). Shorten the \(param).",
+                       param: param, code: "context_length_exceeded")
     }
 
     public static let unauthorized = APIError(status: 401, message: "Incorrect or missing API key: send the server's --api-key as 'Authorization: Bearer KEY'.",

@@ -15,18 +15,13 @@ public struct CompletionOutcome: Sendable, Equatable {
 /// (`chat.completion` / `chat.completion.chunk`, `text_completion`), shaped as OpenAI's.
 struct ResponseBuilder: Sendable {
     let endpoint: Endpoint
-    let id: String
-    let created: Int
     let model: String
+    /// Unix time of the response, the same in every chunk.
+    let created = Int(Date().timeIntervalSince1970)
+    private let serial = String((0..<24).map { _ in "0123456789abcdef".randomElement() ?? "0" })
 
-    init(endpoint: Endpoint, model: String) {
-        self.endpoint = endpoint
-        self.model = model
-        let random = (0..<24).map { _ in "0123456789abcdef".randomElement() ?? "0" }
-        id = (endpoint == .chatCompletions ? "chatcmpl-" : "cmpl-") + String(random)
-        created = Int(Date().timeIntervalSince1970)
-    }
-
+    /// `chatcmpl-…` or `cmpl-…`, the same in every chunk of a stream.
+    var id: String { (isChat ? "chatcmpl-" : "cmpl-") + serial }
     private var isChat: Bool { endpoint == .chatCompletions }
 
     static func usage(_ o: CompletionOutcome) -> JSONValue {
