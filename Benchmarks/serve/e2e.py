@@ -6,13 +6,14 @@ Usage:
     python3 Benchmarks/serve/e2e.py [--moe .build/release/moe] [--model Models/demo/demo.moe]
         [--budget 110] [-k PATTERN] [-v]
 
-Starts four `moe serve` processes on the demo model, each on a port of 127.0.0.1 it picks itself
+Starts five `moe serve` processes on the demo model, each on a port of 127.0.0.1 it picks itself
 (--port 0): the main server; one with --api-key and --max-body-size 64KB; one with --context 32
 and --fallback to the main one; one with --route min-max-tokens=12 and --fallback to the main
-one. It waits for /health, then checks through the client: chat and text completions, streamed
+one; one with --request-timeout 0.5. It waits for /health, then checks through the client: chat and text completions, streamed
 and not; greedy answers identical twice and streamed = not streamed; max_tokens, stop, seed; the
 OpenAI error bodies the client raises (unsupported parameter or value, prompt beyond the context
 → BadRequestError 400, wrong API key → AuthenticationError 401) and the raw 400/401/413 bodies;
+504 (or an error event mid-stream) past --request-timeout;
 a client that closes a stream after three chunks (the generation stops, the next request is
 answered at once, /metrics counts the cancellation) or gives up on a whole answer (499);
 /v1/models, /health, /metrics (every documented metric, counts that match the requests); KV
@@ -88,7 +89,7 @@ class E2E:
         self.moe = harness.find_moe(args.moe)
         self.passed, self.failed = 0, 0
         self.failures = []
-        self.main = self.keyed = self.front = self.router = None
+        self.main = self.keyed = self.front = self.router = self.timed = None
         self.model_id = None
         self.answers = {}
         self.seconds_per_token = None
@@ -131,8 +132,11 @@ class E2E:
         self.router = harness.Server(self.moe, model, ["--route", "min-max-tokens=12", "--fallback", self.main.url],
                                      name="router").start()
 
+        # A short --request-timeout: a long reply is cut off.
+        self.timed = harness.Server(self.moe, model, ["--request-timeout", "0.5"], name="timed").start()
+
     def servers(self):
-        return [s for s in (self.main, self.keyed, self.front, self.router) if s is not None]
+        return [s for s in (self.main, self.keyed, self.front, self.router, self.timed) if s is not None]
 
     def stop_servers(self):
         harness.stop_all()
@@ -449,6 +453,34 @@ class E2E:
         expect(raw.headers.get("x-served-by") == "local", f"below the rule: x-served-by {raw.headers.get('x-served-by')!r}")
         expect(self.answers["text"].startswith(raw.parse().choices[0].text), "local answer is not a prefix of the greedy one")
 
+    def t_request_timeout(self):
+        c = self.client(self.timed)
+        long = dict(model=self.model_id, prompt=TEXT_PROMPT, max_tokens=ABANDONED_TOKENS, temperature=0)
+        # Whole answer: 504 with an OpenAI error body.
+        try:
+            c.completions.create(**long)
+            raise CheckFailed(f"{ABANDONED_TOKENS} tokens within --request-timeout 0.5")
+        except openai.APIStatusError as e:
+            expect(e.status_code == 504, f"status {e.status_code}, expected 504: {e.body!r}")
+            expect(isinstance(e.body, dict) and e.body.get("type") == "timeout_error", f"body {e.body!r}")
+        # Streamed: the head is out, so the timeout arrives as an error event the client raises.
+        chunks = 0
+        try:
+            for _ in c.completions.create(stream=True, **long):
+                chunks += 1
+            raise CheckFailed(f"the stream ended normally after {chunks} chunks")
+        except openai.APIStatusError as e:
+            raise CheckFailed(f"streamed: status {e.status_code} before any chunk, expected an error event")
+        except openai.APIError as e:
+            expect(isinstance(e.body, dict) and e.body.get("type") == "timeout_error", f"streamed: error {e.body!r}")
+        r = c.completions.create(model=self.model_id, prompt=TEXT_PROMPT, max_tokens=2, temperature=0)
+        expect(r.choices[0].text, "no answer after the timeouts")
+        samples, _ = self.metrics(self.timed)
+        generated = harness.metric_sum(samples, "moe_completion_tokens_total") - r.usage.completion_tokens
+        expect(generated < 2 * ABANDONED_TOKENS * 0.7, f"the two timed-out requests generated {generated:.0f} tokens")
+        timeouts = harness.metric_sum(samples, "moe_requests_total", status="504")
+        expect(timeouts >= 1, f'moe_requests_total{{status="504"}} = {timeouts}')
+
     def t_kv_reuse(self):
         # A request that extends the previous conversation reuses its KV cache entries.
         first = self.answers["chat"]
@@ -500,6 +532,7 @@ class E2E:
             self.check("client disconnect mid-stream", self.t_disconnect)
             self.check("client disconnect while waiting for a non-streamed reply -> 499", self.t_disconnect_waiting)
             self.check("GET /metrics", self.t_metrics)
+            self.check("--request-timeout -> 504, or an error event mid-stream", self.t_request_timeout)
             self.check("KV cache reused when a request extends the conversation", self.t_kv_reuse)
             self.check("fallback (prompt beyond --context): x-served-by, forwarded answer = main server's",
                        self.t_fallback)
