@@ -214,6 +214,42 @@ def metric_sum(samples, name, **labels):
                if n == name and all(l.get(k) == str(x) for k, x in labels.items()))
 
 
+def _jiffies_busy():
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)  # idle + iowait
+    return sum(parts[:8]) - idle
+
+
+def _proc_jiffies(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # utime stime cutime cstime
+
+
+class OtherLoad:
+    """CPU that processes other than `pids` (and this one) used over an interval, in cores: how
+    much a measurement shared the machine. Linux only; None elsewhere."""
+
+    def __init__(self, pids):
+        self.pids = list(pids) + [os.getpid()]
+        try:
+            self.start = (time.monotonic(), _jiffies_busy(), sum(_proc_jiffies(p) for p in self.pids))
+        except (OSError, ValueError, IndexError):
+            self.start = None
+
+    def cores(self):
+        if self.start is None:
+            return None
+        try:
+            t, busy, own = time.monotonic(), _jiffies_busy(), sum(_proc_jiffies(p) for p in self.pids)
+        except (OSError, ValueError, IndexError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        other = (busy - self.start[1]) - (own - self.start[2])
+        return max(0.0, other / hz / max(1e-9, t - self.start[0]))
+
+
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout

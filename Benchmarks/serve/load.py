@@ -102,6 +102,7 @@ def phase_under_limit(moe, args, clients, duration):
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}")
 
+    other = harness.OtherLoad([server.proc.pid])
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
@@ -109,6 +110,7 @@ def phase_under_limit(moe, args, clients, duration):
     for t in threads:
         t.join(timeout=duration + 60)
     wall = time.perf_counter() - t0
+    other_cores = other.cores()
     alive = server.alive()
     server.stop()
 
@@ -129,6 +131,7 @@ def phase_under_limit(moe, args, clients, duration):
         "decode_tokens_per_s_per_request_median": statistics.median(decode_rates) if decode_rates else None,
         "requests_per_s": len(results) / wall if wall > 0 else None,
         "server_alive": alive,
+        "other_processes_cores": other_cores,
     }
 
 
@@ -189,7 +192,8 @@ def print_phase(title, r):
           f"latency p50 {fmt(r['latency_p50_s'], ' s')} p99 {fmt(r['latency_p99_s'], ' s')}; "
           f"TTFT p50 {fmt(r['ttft_p50_s'], ' s')} p99 {fmt(r['ttft_p99_s'], ' s')}; "
           f"{fmt(r['tokens_per_s'], ' tok/s', 1)} aggregate, "
-          f"{fmt(r['decode_tokens_per_s_per_request_median'], ' tok/s', 1)} per request (decode)", flush=True)
+          f"{fmt(r['decode_tokens_per_s_per_request_median'], ' tok/s', 1)} per request (decode); "
+          f"other processes used {fmt(r['other_processes_cores'], ' cores', 2)}", flush=True)
     for e in r["errors"]:
         print(f"  error: {e}")
 
@@ -264,21 +268,23 @@ def markdown(r):
     u, o, one = r["under_limit"], r["over_limit"], r["single_client"]
     rows = [one, u] if one else [u]
     lines = [
-        f"Machine: {r['cpu']}, {r['cores']} cores (load average {r['load_average_before']:.2f} before the run); "
+        f"Machine: {r['cpu']}, {r['cores']} cores (load average {r['load_average_before']:.2f} before the run; "
+        f"the last column is the CPU that processes other than the server and the clients took meanwhile); "
         f"demo model; `{os.path.relpath(r['moe'], harness.REPO)}`; streamed chat requests "
         f"(a different short question each time, `temperature` 0, `max_tokens` {u['max_tokens']}).",
         f"Command: `{r['command']}`",
         "",
         "| clients | `--max-queue` | seconds | requests | failed | latency p50 / p99 | first token p50 / p99 "
-        "| tokens/s (all clients) | decode tokens/s per request (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| tokens/s (all clients) | decode tokens/s per request (median) | other processes' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         lines.append(
             f"| {x['clients']} | {x['max_queue']} | {x['duration_s']} | {x['requests']} | {x['failed']} "
             f"| {fmt(x['latency_p50_s'], ' s')} / {fmt(x['latency_p99_s'], ' s')} "
             f"| {fmt(x['ttft_p50_s'], ' s')} / {fmt(x['ttft_p99_s'], ' s')} "
-            f"| {fmt(x['tokens_per_s'], '', 1)} | {fmt(x['decode_tokens_per_s_per_request_median'], '', 1)} |")
+            f"| {fmt(x['tokens_per_s'], '', 1)} | {fmt(x['decode_tokens_per_s_per_request_median'], '', 1)} "
+            f"| {fmt(x['other_processes_cores'], ' cores', 2)} |")
     lines += [
         "",
         f"Above the limit: {o['burst']} requests at once against `--max-queue {o['max_queue']}`: "
