@@ -4,6 +4,9 @@
 import PackageDescription
 
 let v6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+/// swift-distributed-tracing (under Hummingbird and AsyncHTTPClient) has a module named Tracing,
+/// like ours (expert traces): theirs is renamed where the server's packages use it.
+let distributedTracing = ["Tracing": "DistributedTracing"]
 
 let package = Package(
     name: "SwiftMoE",
@@ -15,6 +18,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // moe serve only (the Serving target); nothing an app embeds through SwiftMoE links them.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System LZ4 (Debian: liblz4-dev), found through pkg-config.
@@ -63,11 +71,23 @@ let package = Package(
                            "Runtime", "Generation", "Conversion", "Quality", "Profiling"],
             swiftSettings: v6
         ),
+        // moe serve: an OpenAI-compatible HTTP server (Hummingbird) over one model, its request queue,
+        // Prometheus metrics and the fallback client (AsyncHTTPClient). Kept out of SwiftMoE.
+        .target(
+            name: "Serving",
+            dependencies: ["Generation", "Runtime", "Tokenizer", "ChatTemplate", "ExpertStore",
+                           .product(name: "Hummingbird", package: "hummingbird", moduleAliases: distributedTracing),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            swiftSettings: v6
+        ),
         // The command line: every command, its option groups and their checks; it parses
         // arguments and calls SwiftMoE. A library so tests parse command lines in-process.
         .target(
             name: "MoeCommandLine",
-            dependencies: ["SwiftMoE", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["SwiftMoE", "Serving", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v6
         ),
         // The `moe` executable: one file that runs MoeCommandLine.
@@ -95,6 +115,9 @@ let package = Package(
         .testTarget(name: "ExecutorTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "ModelFormats", "TestSupport"], swiftSettings: v6),
         .testTarget(name: "TuningTests", dependencies: ["SwiftMoE", "TestSupport"], swiftSettings: v6),
-        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "TestSupport"], swiftSettings: v6),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Generation", "Runtime", "Tokenizer", "ChatTemplate", "TestSupport",
+                                                        .product(name: "HummingbirdTesting", package: "hummingbird", moduleAliases: distributedTracing),
+                                                        .product(name: "AsyncHTTPClient", package: "async-http-client", moduleAliases: distributedTracing)], swiftSettings: v6),
+        .testTarget(name: "CLITests", dependencies: ["SwiftMoE", "MoeCommandLine", "Serving", "TestSupport"], swiftSettings: v6),
     ]
 )

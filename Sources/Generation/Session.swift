@@ -202,9 +202,7 @@ public final class Session: Sendable {
             var result = GenerationResult()
             var tokens: [Int]
             while true {
-                let text = try template.render(messages: Array(system) + turns + [.user(message)], addGenerationPrompt: true,
-                                               bosToken: bosText, eosToken: eosText, variables: options.templateVariables)
-                tokens = tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
+                tokens = try chatPrompt(Array(system) + turns + [.user(message)], options: options)
                 if tokens.count < c.cache.maxPositions { break }
                 guard !turns.isEmpty else { throw GenerationError.promptTooLong(tokens: tokens.count, context: c.cache.maxPositions) }
                 // Drop the oldest exchange (a user turn and what follows up to the next user turn).
@@ -232,12 +230,37 @@ public final class Session: Sendable {
     @discardableResult
     public func complete(prompt: String, options: GenerationOptions = GenerationOptions(),
                          isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
+        guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
+        return try generate(tokens: completionPrompt(prompt), options: options, isCancelled: isCancelled, onText: onText)
+    }
+
+    // MARK: - Prompts as tokens (a server checks and routes a request before it queues it)
+
+    /// The tokens of `messages` rendered with ``template`` and a generation prompt, as a chat
+    /// turn renders them (special tokens parsed, no BOS/EOS added: the template writes them).
+    public func chatPrompt(_ messages: [ChatMessage], options: GenerationOptions = GenerationOptions()) throws -> [Int] {
+        let text = try template.render(messages: messages, addGenerationPrompt: true, bosToken: bosText, eosToken: eosText,
+                                       variables: options.templateVariables)
+        return tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
+    }
+
+    /// The tokens of a raw completion prompt (BOS added as the tokenizer says).
+    public func completionPrompt(_ text: String) -> [Int] {
+        tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true)
+    }
+
+    /// Generates a continuation of `prompt` (token ids from ``chatPrompt(_:options:)`` or
+    /// ``completionPrompt(_:)``), evaluating only what follows the longest prefix the KV cache
+    /// already holds (``GenerationResult/reusedTokens``). ``history`` is untouched: a server that
+    /// gets whole conversations in each request reuses the cache when one extends the last.
+    @discardableResult
+    public func generate(tokens prompt: [Int], options: GenerationOptions = GenerationOptions(),
+                         isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
         try conversation.withLock { c in
             guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
-            let tokens = tokenizer.encode(prompt, addSpecialTokens: true, parseSpecial: true)
-            guard tokens.count < c.cache.maxPositions else { throw GenerationError.promptTooLong(tokens: tokens.count, context: c.cache.maxPositions) }
+            guard prompt.count < c.cache.maxPositions else { throw GenerationError.promptTooLong(tokens: prompt.count, context: c.cache.maxPositions) }
             var result = GenerationResult()
-            try run(tokens, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
+            try run(prompt, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
             return result
         }
     }
@@ -327,10 +350,11 @@ final class ConversationLock: @unchecked Sendable {
 }
 
 /// A flag set from one thread (the stream's termination) and read from another (the generating thread).
-final class CancellationFlag: Sendable {
+public final class CancellationFlag: Sendable {
     private let value = Atomic<Bool>(false)
-    func set() { value.store(true, ordering: .releasing) }
-    var isSet: Bool { value.load(ordering: .acquiring) }
+    public init() {}
+    public func set() { value.store(true, ordering: .releasing) }
+    public var isSet: Bool { value.load(ordering: .acquiring) }
 }
 
 extension ChatTemplate {

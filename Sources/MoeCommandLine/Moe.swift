@@ -7,7 +7,7 @@ public struct Moe: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "moe",
         abstract: "Run mixture-of-experts language models in less RAM than the model.",
-        subcommands: [Run.self, Chat.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self, KLD.self, Calibrate.self, TraceCommand.self, Tune.self]
+        subcommands: [Run.self, Chat.self, Serve.self, Inspect.self, Tokenize.self, Logits.self, Generate.self, Bench.self, Convert.self, Perplexity.self, KLD.self, Calibrate.self, TraceCommand.self, Tune.self]
     )
 
     public init() {}

@@ -29,7 +29,7 @@ final class ArgumentTests: XCTestCase {
             ["generate"]: [m, "--tokens", "1"], ["bench"]: [m], ["convert"]: [m, "-o", "x.moe"], ["perplexity"]: [m, "--text", "t"],
             ["kld"]: [m, "--base", m, "--text", "t"], ["calibrate"]: [m, "--text", "t"], ["trace"]: [m, "-o", "x.trace"],
             ["trace", "record"]: [m, "-o", "x.trace"], ["trace", "report"]: ["x.trace"], ["trace", "export"]: ["x.trace", "-o", "x.csv"],
-            ["tune"]: [m],
+            ["tune"]: [m], ["serve"]: [],
         ]
         // Every command is in the list, so a new one gets this check too.
         func names(_ command: ParsableCommand.Type, _ path: [String]) -> [[String]] {

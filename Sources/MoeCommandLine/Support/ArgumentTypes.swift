@@ -26,6 +26,7 @@ struct ByteSize: ExpressibleByArgument {
         guard let b = Units.parseBytes(argument), b > 0 else { return nil }
         bytes = b
     }
+    var defaultValueDescription: String { Units.formatBytes(bytes) }
 }
 
 /// A fraction on the command line: `2%` or `0.02`.
