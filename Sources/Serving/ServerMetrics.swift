@@ -12,6 +12,7 @@ public final class ServerMetrics: Sendable {
     private let promptTokens: Counter
     private let completionTokens: Counter
     private let reusedTokens: Counter
+    private let cancelledRequests: Counter
     private let prefillRate: ValueHistogram
     private let decodeRate: ValueHistogram
     private let queueDepth: Gauge
@@ -39,6 +40,7 @@ public final class ServerMetrics: Sendable {
         promptTokens = r.makeCounter(descriptor: Self.name("prompt_tokens_total", "Prompt tokens of requests served locally (reused ones included)."))
         completionTokens = r.makeCounter(descriptor: Self.name("completion_tokens_total", "Tokens generated locally."))
         reusedTokens = r.makeCounter(descriptor: Self.name("reused_prompt_tokens_total", "Prompt tokens whose KV cache entries were reused from the previous request."))
+        cancelledRequests = r.makeCounter(descriptor: Self.name("requests_cancelled_total", "Requests whose client went away before the answer was complete (streamed or not, generating or queued); their generation stopped."))
         prefillRate = r.makeValueHistogram(descriptor: Self.name("prefill_tokens_per_second", "Prompt tokens evaluated per second, per request (reused tokens not counted)."), buckets: Self.rateBuckets)
         decodeRate = r.makeValueHistogram(descriptor: Self.name("decode_tokens_per_second", "Generated tokens per second of the decode loop, per request."), buckets: Self.rateBuckets)
         queueDepth = r.makeGauge(descriptor: Self.name("queue_depth", "Requests waiting for the model (not counting the one generating)."))
@@ -70,6 +72,9 @@ public final class ServerMetrics: Sendable {
         queueDepth.set(to: Double(waiting))
         running.set(to: Double(count))
     }
+
+    /// Counts a request given up by its client: generation stopped early or never started.
+    func recordCancelled() { cancelledRequests.increment() }
 
     func recordGeneration(_ r: GenerationResult) {
         promptTokens.increment(by: Int64(r.promptTokens))

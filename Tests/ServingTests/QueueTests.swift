@@ -92,6 +92,8 @@ import Testing
             #expect(ContinuousClock.now - started < .seconds(4))
             let statuses = try await server.get("/metrics").body
             #expect(statuses.contains(#"moe_requests_total{endpoint="/v1/completions",status="200",engine="local"} 2"#))
+            // The response head said 200 before the client left; the cancellation has its own counter.
+            #expect(try await server.metric("moe_requests_cancelled_total") == 1)
         }
     }
 
@@ -107,6 +109,7 @@ import Testing
             #expect(try #require(try await server.metric("moe_completion_tokens_total")) < 600)
             #expect(try await server.post("/v1/completions", completion("def ")).status == 200)
             #expect(try await server.get("/metrics").body.contains(#"moe_requests_total{endpoint="/v1/completions",status="499",engine="none"} 1"#))
+            #expect(try await server.metric("moe_requests_cancelled_total") == 1)
         }
     }
 
@@ -122,6 +125,7 @@ import Testing
             _ = try? await queued.value
             try await waitUntil { try await server.metric("moe_queue_depth") == 0 }
             #expect(try await server.metric("moe_requests_running") == 1)
+            try await waitUntil { try await server.metric("moe_requests_cancelled_total") == 1 }
         }
     }
 

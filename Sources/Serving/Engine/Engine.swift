@@ -68,6 +68,7 @@ public final class Engine: Sendable {
                     try await Self.waiting(for: ticket, until: deadline)
                 } catch {
                     ticket.finish()
+                    if error is CancellationError { self.metrics.recordCancelled() }
                     continuation.finish(throwing: error is CancellationError ? error : APIError.timeout(seconds: self.requestTimeout ?? 0, whileQueued: true))
                     return
                 }
@@ -105,6 +106,7 @@ public final class Engine: Sendable {
                     continuation.yield(.text(text))
                 }
                 metrics.recordGeneration(result)
+                if result.finishReason == .cancelled, cancelled.isSet { metrics.recordCancelled() }
                 if result.finishReason == .cancelled, !cancelled.isSet {
                     continuation.finish(throwing: APIError.timeout(seconds: requestTimeout ?? 0, whileQueued: false))
                     return
