@@ -95,6 +95,30 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(a.history, [.system("You are a test.")])
     }
 
+    /// What a server does: render a whole conversation to tokens on every request and generate
+    /// from them — history untouched, the cache reused when a conversation extends the last, the
+    /// same reply as the equivalent chat turn.
+    func testWholeConversationsAsTokens() throws {
+        let chat = try makeSession(system: "You are a test.")
+        let turn = try chat.respond(to: "Hi", options: greedy(8)) { _ in }
+        let server = try makeSession()
+        let messages: [ChatMessage] = [.system("You are a test."), .user("Hi")]
+        let first = try server.generate(tokens: try server.chatPrompt(messages), options: greedy(8)) { _ in }
+        XCTAssertEqual(first.text, turn.text)
+        XCTAssertEqual(first.promptTokens, turn.promptTokens)
+        XCTAssertTrue(server.history.isEmpty)
+        let extended = messages + [.assistant(first.text), .user("More")]
+        let second = try server.generate(tokens: try server.chatPrompt(extended), options: greedy(8)) { _ in }
+        XCTAssertGreaterThan(second.reusedTokens, first.promptTokens / 2)
+        XCTAssertEqual(server.completionPrompt("Once upon a time"), server.tokenizer.encode("Once upon a time"))
+
+        XCTAssertThrowsError(try server.generate(tokens: [], options: greedy(1)) { _ in }) { XCTAssertEqual($0 as? GenerationError, .emptyPrompt) }
+        let short = try makeSession(context: 8)
+        XCTAssertThrowsError(try short.generate(tokens: Array(repeating: 1, count: 8), options: greedy(1)) { _ in }) {
+            XCTAssertEqual($0 as? GenerationError, .promptTooLong(tokens: 8, context: 8))
+        }
+    }
+
     func testOwnTemplateIsUsed() throws {
         let model = try Model(path: Self.modelPath, options: ExecutorOptions(threads: 2))
         let template = try ChatTemplate("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
