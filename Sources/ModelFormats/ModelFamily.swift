@@ -52,7 +52,7 @@ extension ModelFamily {
         }
         var provenance: [ModelConfiguration.Provenance] = []
         func note<T>(_ setting: String, _ suffix: String, _ value: T, read: Bool) -> T {
-            provenance.append(.init(setting: setting, value: value is Double ? HFConfigReader.show(value as! Double) : "\(value)",
+            provenance.append(.init(setting: setting, value: (value as? Double).map(HFConfigReader.show) ?? "\(value)",
                                     origin: read ? .file : .default, source: read ? "\(g.architecture).\(suffix)" : "llama.cpp"))
             return value
         }
