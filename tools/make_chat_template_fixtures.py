@@ -102,6 +102,80 @@ CONVERSATIONS = {
 }
 
 
+# Tool-calling and reasoning conversations, HF message format (the `thinking` field GPT-OSS's
+# template reads, `tool_calls` with `function.arguments` as a dict, `tool` results as strings).
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "City name, e.g. \"Paris\""},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+        "days": {"type": "integer", "description": "Forecast days", "default": 1},
+        "hourly": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "points": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "number"}}}},
+        "ratio": {"type": "number", "default": 0.5},
+        "either": {"type": ["string", "number"]},
+        "choice": {"oneOf": [{"type": "string", "description": "a name"}, {"type": "integer"}]},
+        "nested": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+                   "required": ["a"]},
+        "free": {}},
+        "required": ["city"]}}}
+NOARGS = {"type": "function", "function": {"name": "now", "description": "The current time.",
+                                           "parameters": {"type": "object", "properties": {}}}}
+TOOLS = [WEATHER, NOARGS]
+CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2, "unit": "celsius"}}}
+HARMONY_CONVERSATIONS = {
+    "developer": [
+        {"role": "developer", "content": "Answer in French.\nBe brief."},
+        {"role": "user", "content": "Hi"},
+    ],
+    "thinking-multi": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "thinking": "Simple arithmetic: 4.", "content": "4"},
+        {"role": "user", "content": "And 3+3?"},
+    ],
+    "thinking-last": [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "thinking": "2+2=4, easy.", "content": "4"},
+    ],
+    "tool-call": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "thinking": "I should call get_weather.", "tool_calls": [CALL]},
+        {"role": "tool", "content": "{\"temp\": 21, \"sky\": \"clear\"}"},
+    ],
+    "tool-call-answered": [
+        {"role": "system", "content": "Use tools when needed."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Calling the tool.", "tool_calls": [CALL]},
+        {"role": "tool", "content": "21 C, clear"},
+        {"role": "assistant", "thinking": "Got it.", "content": "It is 21 °C and clear in Paris."},
+        {"role": "user", "content": "Thanks! And tomorrow?"},
+    ],
+    "tool-call-flat": [
+        {"role": "user", "content": "Time?"},
+        {"role": "assistant", "tool_calls": [{"name": "now", "arguments": {}}]},
+        {"role": "tool", "content": "09:30"},
+    ],
+    "tool-without-call": [
+        {"role": "user", "content": "Hi"},
+        {"role": "tool", "content": "orphan"},
+    ],
+    "channel-in-content": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "<|channel|>final<|message|>Hello"},
+    ],
+}
+HARMONY_VARIANTS = [
+    ({}, None),
+    ({}, TOOLS),
+    ({"reasoning_effort": "low"}, None),
+    ({"reasoning_effort": "high", "model_identity": "You are Harmony, a test model."}, TOOLS),
+    ({"builtin_tools": ["browser", "python"]}, None),
+    ({"reasoning_effort": "medium", "builtin_tools": ["python"]}, [NOARGS]),
+]
+
+
 def fixed_strftime(fmt):
     return datetime(2025, 6, 1, 9, 30, 0).strftime(fmt)
 
@@ -133,6 +207,29 @@ def main():
                     except Exception as e:  # the template's own raise_exception, or a jinja error
                         case["error"] = str(e)
                     cases.append(case)
+    tool_cases = []
+    compiled = _compile_jinja_template(templates["gpt-oss"])
+    bos, eos = SPECIAL["gpt-oss"]
+    convs = dict(HARMONY_CONVERSATIONS)
+    convs["single"] = CONVERSATIONS["single"]
+    convs["tricky"] = CONVERSATIONS["tricky"]
+    for conv_name, messages in convs.items():
+        for variables, tools in HARMONY_VARIANTS:
+            for add_gen in (True, False):
+                case = {"template": "gpt-oss", "conversation": conv_name, "bos": bos, "eos": eos, "messages": messages,
+                        "tools": tools, "add_generation_prompt": add_gen, "variables": variables}
+                try:
+                    case["expected"] = compiled.render(messages=messages, tools=tools, documents=None,
+                                                       add_generation_prompt=add_gen, bos_token=bos, eos_token=eos,
+                                                       strftime_now=fixed_strftime, **variables)
+                except Exception as e:
+                    case["error"] = str(e)
+                tool_cases.append(case)
+    with open(os.path.join(OUT, "harmony-cases.json"), "w", encoding="utf-8") as f:
+        text = json.dumps({"generator": "tools/make_chat_template_fixtures.py", "date": "2025-06-01T09:30:00",
+                           "cases": tool_cases}, ensure_ascii=False, separators=(",", ":"))
+        f.write(text.replace(',{"template"', ',\n{"template"') + "\n")
+    print(f"gpt-oss: {len(tool_cases)} tool/reasoning cases -> harmony-cases.json")
     with open(os.path.join(OUT, "cases.json"), "w", encoding="utf-8") as f:
         json.dump({"generator": "tools/make_chat_template_fixtures.py", "date": "2025-06-01T09:30:00",
                    "cases": cases}, f, ensure_ascii=False, indent=1)

@@ -138,3 +138,95 @@ final class ChatTemplateTests: XCTestCase {
         }
     }
 }
+
+/// GPT-OSS's harmony template with tools, tool calls and results, reasoning (`thinking`),
+/// developer instructions, `reasoning_effort`, `model_identity` and `builtin_tools`, rendered by
+/// transformers' jinja2 environment (tools/make_chat_template_fixtures.py, harmony-cases.json).
+final class HarmonyTemplateGoldenTests: XCTestCase {
+    struct Case {
+        let label: String
+        let messages: [TemplateValue]
+        let tools: [TemplateValue]?
+        let variables: [String: TemplateValue]
+        let addGenerationPrompt: Bool
+        let bos: String, eos: String
+        let expected: String?
+        let error: String?
+    }
+
+    static func cases() throws -> [Case] {
+        let url = Fixtures.root.appendingPathComponent("chat-templates/harmony-cases.json")
+        guard case let .object(root) = try TemplateJSON.parse(String(contentsOf: url, encoding: .utf8)),
+              case let .array(items)? = root["cases"] else { throw TemplateJSONError(message: "no cases", offset: 0) }
+        return items.compactMap { item -> Case? in
+            guard case let .object(o) = item, case let .array(messages)? = o["messages"],
+                  case let .object(vars)? = o["variables"], case let .bool(gen)? = o["add_generation_prompt"],
+                  case let .string(conv)? = o["conversation"], case let .string(bos)? = o["bos"], case let .string(eos)? = o["eos"]
+            else { return nil }
+            var tools: [TemplateValue]?
+            if case let .array(t)? = o["tools"] { tools = t }
+            var expected: String?, error: String?
+            if case let .string(e)? = o["expected"] { expected = e }
+            if case let .string(e)? = o["error"] { error = e }
+            let variables = Dictionary(uniqueKeysWithValues: vars.pairs)
+            return Case(label: "\(conv) tools=\(tools?.count ?? 0) \(vars.keys) gen=\(gen)", messages: messages, tools: tools,
+                        variables: variables, addGenerationPrompt: gen, bos: bos, eos: eos, expected: expected, error: error)
+        }
+    }
+
+    func testHarmonyTemplateMatchesTransformers() throws {
+        let source = try String(contentsOf: Fixtures.root.appendingPathComponent("chat-templates/gpt-oss.jinja"), encoding: .utf8)
+        let template = try ChatTemplate(source)
+        let date = ISO8601DateFormatter().date(from: "2025-06-01T09:30:00Z")!
+        let cases = try Self.cases()
+        XCTAssertEqual(cases.count, 120)
+        for c in cases {
+            do {
+                let out = try template.render(messageValues: c.messages, addGenerationPrompt: c.addGenerationPrompt, bosToken: c.bos,
+                                              eosToken: c.eos, tools: c.tools, variables: c.variables, now: date)
+                XCTAssertEqual(out, c.expected, c.label)
+                if out != c.expected { print("--- ours\n\(out)\n--- expected\n\(c.expected ?? "error: \(c.error ?? "")")") }
+            } catch let TemplateError.raised(message, _) {
+                XCTAssertEqual(message, c.error, c.label)
+            } catch {
+                XCTFail("\(c.label): \(error)")
+            }
+        }
+    }
+
+    /// The same conversations through ``ChatMessage`` (what `Session` and `moe serve` build):
+    /// OpenAI-style tool calls with JSON-text arguments render as transformers renders dicts.
+    func testChatMessagesRenderLikeMessageDicts() throws {
+        let source = try String(contentsOf: Fixtures.root.appendingPathComponent("chat-templates/gpt-oss.jinja"), encoding: .utf8)
+        let template = try ChatTemplate(source)
+        let date = ISO8601DateFormatter().date(from: "2025-06-01T09:30:00Z")!
+        let wanted = try Self.cases().filter { $0.label.hasPrefix("tool-call-answered") || $0.label.hasPrefix("thinking-multi") }
+        XCTAssertFalse(wanted.isEmpty)
+        for c in wanted {
+            let messages = c.messages.map { v -> ChatMessage in
+                guard case let .object(o) = v, case let .string(role)? = o["role"] else { return .user("?") }
+                var m = ChatMessage(role: role, content: { if case let .string(s)? = o["content"] { return s }; return "" }())
+                if case let .string(t)? = o["thinking"] { m.thinking = t }
+                if case let .array(calls)? = o["tool_calls"] {
+                    m.toolCalls = calls.compactMap { call in
+                        guard case let .object(c) = call, case let .object(f)? = c["function"], case let .string(name)? = f["name"],
+                              let args = try? f["arguments"]?.json(indent: nil) else { return nil }
+                        return ChatToolCall(name: name, arguments: args)
+                    }
+                }
+                return m
+            }
+            let out = try template.render(messages: messages, addGenerationPrompt: c.addGenerationPrompt, bosToken: c.bos,
+                                          eosToken: c.eos, tools: c.tools, variables: c.variables, now: date)
+            XCTAssertEqual(out, c.expected, c.label)
+        }
+    }
+
+    func testTemplateJSONKeepsOrderAndPythonTypes() throws {
+        let v = try TemplateJSON.parse(#" {"b": 1, "a": [1.0, 2e3, -0, "x\u00e9\ud83d\ude00\n", null, true]} "#)
+        XCTAssertEqual(try v.json(indent: nil), #"{"b": 1, "a": [1.0, 2000.0, 0, "xé😀\n", null, true]}"#)
+        for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "\"abc", "1 2", String(repeating: "[", count: 300)] {
+            XCTAssertThrowsError(try TemplateJSON.parse(bad), bad.prefix(10).description)
+        }
+    }
+}
