@@ -34,8 +34,15 @@ public struct GenerationResult: Sendable {
         /// The caller cancelled (Task cancellation, Ctrl-C).
         case cancelled
     }
-    /// The text returned to the caller (stop string and EOS excluded).
+    /// The text returned to the caller (stop string and EOS excluded). For a harmony model's
+    /// chat turn: the `final` channel only.
     public var text = ""
+    /// A harmony model's chat turn: the text of its other channels (analysis, commentary), in
+    /// order, messages separated by a blank line; empty for other models.
+    public var reasoning = ""
+    /// A harmony model's chat turn: every message it generated, by channel (tool calls are
+    /// `commentary` messages with a recipient).
+    public var messages: [HarmonyMessage] = []
     public var finishReason: FinishReason = .maxTokens
     /// Tokens of the whole rendered prompt, and how many of them were already in the KV cache.
     public var promptTokens = 0
@@ -88,6 +95,9 @@ public final class Session: Sendable {
     public let usesFallbackTemplate: Bool
     /// KV cache positions available.
     public let contextLength: Int
+    /// Set when chat turns are harmony conversations (GPT-OSS): replies are split by channel,
+    /// ``GenerationResult/text`` holds the final channel and the rest goes to `onReasoning`.
+    public let harmony: HarmonyTokens?
     /// The conversation so far (system prompt, user and assistant turns).
     public var history: [ChatMessage] { record.withLock { $0.history } }
     /// The statistics of the last completed call.
@@ -121,6 +131,7 @@ public final class Session: Sendable {
             self.template = ChatTemplate.chatML
             usesFallbackTemplate = true
         }
+        harmony = HarmonyTokens(tokenizer: tokenizer, template: self.template.source)
         let cache = try model.makeCache(min(contextLength ?? model.maxContext, model.maxContext))
         self.contextLength = cache.maxPositions
         conversation = ConversationLock(Conversation(cache: cache))
@@ -194,6 +205,16 @@ public final class Session: Sendable {
     @discardableResult
     public func respond(to message: String, options: GenerationOptions = GenerationOptions(),
                         isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
+        try respond(to: message, options: options, isCancelled: isCancelled, onReasoning: { _ in }, onText: onText)
+    }
+
+    /// A chat turn that also reports a harmony model's reasoning (analysis and commentary
+    /// channels) through `onReasoning`, each new message starting with a ``ReasoningPiece``
+    /// that names its channel. The history keeps the final text as `content` and the reasoning
+    /// as `thinking`, which the template drops from earlier turns.
+    @discardableResult
+    public func respond(to message: String, options: GenerationOptions = GenerationOptions(), isCancelled: () -> Bool = { false },
+                        onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) throws -> GenerationResult {
         try conversation.withLock { c in
             guard !message.isEmpty else { throw GenerationError.emptyPrompt }
             let history = record.withLock { $0.history }
@@ -213,17 +234,23 @@ public final class Session: Sendable {
             let conversationSoFar = Array(system) + turns + [.user(message)]
             record.withLock { $0.history = conversationSoFar }
             do {
-                try run(tokens, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
+                try run(tokens, options: options, channels: true, in: &c, isCancelled: isCancelled, onReasoning: onReasoning,
+                        onText: onText, result: &result)
             } catch {
                 // Keep a partial reply; forget a turn that produced nothing.
-                let partial = result.text
-                record.withLock { if partial.isEmpty { $0.history.removeLast() } else { $0.history.append(.assistant(partial)) } }
+                let partial = Self.reply(result)
+                record.withLock { if partial.content.isEmpty && partial.thinking == nil { $0.history.removeLast() } else { $0.history.append(partial) } }
                 throw error
             }
-            let reply = result.text
-            record.withLock { $0.history.append(.assistant(reply)) }
+            let reply = Self.reply(result)
+            record.withLock { $0.history.append(reply) }
             return result
         }
+    }
+
+    /// The assistant turn a result adds to the history.
+    static func reply(_ result: GenerationResult) -> ChatMessage {
+        ChatMessage(role: "assistant", content: result.text, thinking: result.reasoning.isEmpty ? nil : result.reasoning)
     }
 
     /// Raw completion of `prompt` (see ``generate(prompt:options:)``).
@@ -253,21 +280,26 @@ public final class Session: Sendable {
     /// ``completionPrompt(_:)``), evaluating only what follows the longest prefix the KV cache
     /// already holds (``GenerationResult/reusedTokens``). ``history`` is untouched: a server that
     /// gets whole conversations in each request reuses the cache when one extends the last.
+    ///
+    /// - Parameter channels: the prompt is a chat turn (from ``chatPrompt(_:options:)``): a
+    ///   harmony model's reply is split by channel as in ``respond(to:options:isCancelled:onReasoning:onText:)``.
     @discardableResult
-    public func generate(tokens prompt: [Int], options: GenerationOptions = GenerationOptions(),
-                         isCancelled: () -> Bool = { false }, onText: (String) -> Void) throws -> GenerationResult {
+    public func generate(tokens prompt: [Int], options: GenerationOptions = GenerationOptions(), channels: Bool = false,
+                         isCancelled: () -> Bool = { false }, onReasoning: (ReasoningPiece) -> Void = { _ in },
+                         onText: (String) -> Void) throws -> GenerationResult {
         try conversation.withLock { c in
             guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
             guard prompt.count < c.cache.maxPositions else { throw GenerationError.promptTooLong(tokens: prompt.count, context: c.cache.maxPositions) }
             var result = GenerationResult()
-            try run(prompt, options: options, in: &c, isCancelled: isCancelled, onText: onText, result: &result)
+            try run(prompt, options: options, channels: channels, in: &c, isCancelled: isCancelled, onReasoning: onReasoning,
+                    onText: onText, result: &result)
             return result
         }
     }
 
     /// Evaluates `prompt` after the longest prefix the cache already holds, then samples.
-    private func run(_ prompt: [Int], options: GenerationOptions, in c: inout Conversation, isCancelled: () -> Bool, onText: (String) -> Void,
-                     result: inout GenerationResult) throws {
+    private func run(_ prompt: [Int], options: GenerationOptions, channels: Bool = false, in c: inout Conversation, isCancelled: () -> Bool,
+                     onReasoning: (ReasoningPiece) -> Void = { _ in }, onText: (String) -> Void, result: inout GenerationResult) throws {
         let cache = c.cache
         var sampler = Sampler(options: options)
         result.seed = sampler.seed
@@ -293,33 +325,30 @@ public final class Session: Sendable {
         result.prefillSeconds = Date().timeIntervalSince(prefillStart)
 
         var sequence = prompt
-        var decoder = tokenizer.streamingDecoder(skipSpecialTokens: true)
-        var stops = StopStringMatcher(options.stop)
+        var reply = ReplyText(tokenizer: tokenizer, harmony: channels ? harmony : nil, stop: options.stop)
+        let endOfTurn = reply.endOfTurnTokens, notEndOfTurn = reply.notEndOfTurn
         let decodeStart = Date()
         defer { result.decodeSeconds = Date().timeIntervalSince(decodeStart) }
-        func emit(_ text: String) {
-            guard !text.isEmpty else { return }
-            result.text += text
-            onText(text)
-        }
         while true {
             if options.maxTokens <= result.generatedTokens { result.finishReason = .maxTokens; break }
             let token = sampler.sample(logits: logits, previous: sequence)
-            if (options.stopAtEndOfSequence && tokenizer.eosTokenIds.contains(token)) || options.stopTokens.contains(token) {
+            if (options.stopAtEndOfSequence && tokenizer.eosTokenIds.contains(token) && token != notEndOfTurn)
+                || options.stopTokens.contains(token) || endOfTurn.contains(token) {
+                reply.endOfTurn(token, into: &result, onReasoning: onReasoning, onText: onText)
                 result.finishReason = .endOfSequence
                 break
             }
             result.generatedTokens += 1
             sequence.append(token)
-            emit(stops.append(decoder.append(token)))
-            if stops.stopped { result.finishReason = .stopString; break }
+            reply.append(token, into: &result, onReasoning: onReasoning, onText: onText)
+            if reply.stopped { result.finishReason = .stopString; break }
             if result.generatedTokens == options.maxTokens { result.finishReason = .maxTokens; break }
             if cache.count >= cache.maxPositions { result.finishReason = .contextFull; break }
             if isCancelled() { result.finishReason = .cancelled; break }
             logits = try model.forward(tokens: [token], cache: cache, logits: .last)
             c.cachedTokens.append(token)
         }
-        if !stops.stopped { emit(stops.append(decoder.finish())); emit(stops.flush()) }
+        reply.finish(into: &result, onReasoning: onReasoning, onText: onText)
     }
 }
 

@@ -9,7 +9,8 @@ struct Chat: ParsableCommand {
             Type a message and press Enter. /reset forgets the conversation, /exit (or Ctrl-D) quits. \
             Ctrl-C during a reply stops it and returns to the prompt; Ctrl-C at the prompt quits. \
             Standard input may be a pipe: each line is one user message. Invalid UTF-8 input is \
-            repaired (U+FFFD) with a note on stderr. Without MODEL, uses \(DefaultModel.path).
+            repaired (U+FFFD) with a note on stderr. A harmony model (GPT-OSS) shows only its final \
+            channel (--show-reasoning: the analysis too); earlier turns' analysis is dropped from the prompt, as its template does. Without MODEL, uses \(DefaultModel.path).
             """)
 
     @Argument(help: "A GGUF file or HF directory (default: \(DefaultModel.path)).")
@@ -30,6 +31,7 @@ struct Chat: ParsableCommand {
             templateFlags.apply(to: &options)
             let interactive = isatty(STDIN_FILENO) != 0
             let interrupts = InterruptHandler(idleExitStatus: 0, newlineOnIdleExit: true)
+            let display = ReasoningDisplay(show: templateFlags.showReasoning)
             let input = InputLines()
             if interactive { Terminal.note("chatting with \(modelPath) — /reset to start over, /exit or Ctrl-D to quit") }
             while true {
@@ -50,8 +52,10 @@ struct Chat: ParsableCommand {
                 default: break
                 }
                 do {
+                    display.reset()
                     let result = try interrupts.generating { isCancelled in
-                        try session.respond(to: line, options: options, isCancelled: isCancelled, onText: Terminal.write)
+                        try session.respond(to: line, options: options, isCancelled: isCancelled,
+                                            onReasoning: display.reasoning, onText: display.text)
                     }
                     Terminal.write("\n")
                     if result.finishReason == .cancelled { Terminal.note("(stopped)") }

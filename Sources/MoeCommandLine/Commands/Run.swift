@@ -8,7 +8,8 @@ struct Run: ParsableCommand, CheckedArguments {
         discussion: """
             moe run [MODEL] PROMPT. Without MODEL, uses \(DefaultModel.path). PROMPT "-" reads standard input. \
             With a chat template (the model's, or --chat-template) the prompt is sent as a user message \
-            (--no-chat: raw completion). A summary goes to stderr: prompt tokens, prefill and decode speed, peak RSS. \
+            (--no-chat: raw completion). A harmony model (GPT-OSS) prints only its final channel; \
+            --show-reasoning adds the analysis. A summary goes to stderr: prompt tokens, prefill and decode speed, peak RSS. \
             Ctrl-C stops generation and still prints the summary. A prompt that starts with "-" goes \
             after "--": moe run --max-tokens 20 -- "-1 is a number".
             """)
@@ -50,9 +51,11 @@ struct Run: ParsableCommand, CheckedArguments {
             var options = generation.options
             templateFlags.apply(to: &options)
             let interrupts = InterruptHandler(idleExitStatus: 130)
+            let display = ReasoningDisplay(show: templateFlags.showReasoning)
             let result = try interrupts.generating { isCancelled in
                 useChat
-                    ? try session.respond(to: prompt, options: options, isCancelled: isCancelled, onText: Terminal.write)
+                    ? try session.respond(to: prompt, options: options, isCancelled: isCancelled,
+                                          onReasoning: display.reasoning, onText: display.text)
                     : try session.complete(prompt: prompt, options: options, isCancelled: isCancelled, onText: Terminal.write)
             }
             Terminal.write("\n")

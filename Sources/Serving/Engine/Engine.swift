@@ -8,6 +8,8 @@ import Runtime
 enum EngineEvent: Sendable {
     case started
     case text(String)
+    /// A harmony model's analysis/commentary text (chat requests): `reasoning_content`.
+    case reasoning(String)
     case finished(CompletionOutcome)
 }
 
@@ -59,7 +61,11 @@ public final class Engine: Sendable {
     /// after `arrival`. Ending the stream early
     /// (the consumer stops iterating or is cancelled: the client went away) cancels the request
     /// within one token, or takes it out of the queue.
-    func run(_ ticket: Ticket, prompt: [Int], options: GenerationOptions, arrival: ContinuousClock.Instant = .now) -> AsyncThrowingStream<EngineEvent, any Error> {
+    ///
+    /// `channels`: the prompt is a chat turn, so a harmony model's reply is split into
+    /// `reasoning` and `text` events (see ``Session/harmony``).
+    func run(_ ticket: Ticket, prompt: [Int], options: GenerationOptions, channels: Bool = false,
+             arrival: ContinuousClock.Instant = .now) -> AsyncThrowingStream<EngineEvent, any Error> {
         let deadline = requestTimeout.map { arrival + .milliseconds(Int64(($0 * 1000).rounded())) }
         return AsyncThrowingStream { continuation in
             let cancelled = CancellationFlag()
@@ -73,7 +79,7 @@ public final class Engine: Sendable {
                     return
                 }
                 continuation.yield(.started)
-                self.generate(ticket, prompt, options, deadline: deadline, cancelled: cancelled, into: continuation)
+                self.generate(ticket, prompt, options, channels: channels, deadline: deadline, cancelled: cancelled, into: continuation)
             }
             continuation.onTermination = { _ in
                 cancelled.set()
@@ -96,13 +102,16 @@ public final class Engine: Sendable {
     private struct TimedOut: Error {}
 
     /// Generates on a thread of its own (forward passes block); the ticket is finished when it ends.
-    private func generate(_ ticket: Ticket, _ prompt: [Int], _ options: GenerationOptions, deadline: ContinuousClock.Instant?, cancelled: CancellationFlag,
+    private func generate(_ ticket: Ticket, _ prompt: [Int], _ options: GenerationOptions, channels: Bool, deadline: ContinuousClock.Instant?,
+                          cancelled: CancellationFlag,
                           into continuation: AsyncThrowingStream<EngineEvent, any Error>.Continuation) {
         let thread = Thread { [self] in
             defer { ticket.finish() }
             let timedOut = { deadline.map { ContinuousClock.now >= $0 } ?? false }
             do {
-                let result = try session.generate(tokens: prompt, options: options, isCancelled: { cancelled.isSet || timedOut() }) { text in
+                let result = try session.generate(tokens: prompt, options: options, channels: channels,
+                                                  isCancelled: { cancelled.isSet || timedOut() },
+                                                  onReasoning: { continuation.yield(.reasoning($0.text)) }) { text in
                     continuation.yield(.text(text))
                 }
                 metrics.recordGeneration(result)
@@ -129,7 +138,7 @@ public final class Engine: Sendable {
         case .maxTokens, .contextFull: reason = "length"
         case .endOfSequence, .stopString, .cancelled: reason = "stop"
         }
-        return CompletionOutcome(text: r.text, finishReason: reason, promptTokens: r.promptTokens, completionTokens: r.generatedTokens,
+        return CompletionOutcome(text: r.text, reasoning: r.reasoning, finishReason: reason, promptTokens: r.promptTokens, completionTokens: r.generatedTokens,
                                  reusedTokens: r.reusedTokens)
     }
 }

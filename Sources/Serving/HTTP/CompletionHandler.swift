@@ -38,7 +38,7 @@ struct CompletionHandler: Sendable {
             if let fallback { return try await forward(body, to: fallback, endpoint: endpoint, reason: .queueFull) }
             throw APIError.queueFull(limit: options.maxQueue)
         }
-        let events = engine.run(ticket, prompt: prompt, options: generation, arrival: arrival)
+        let events = engine.run(ticket, prompt: prompt, options: generation, channels: endpoint == .chatCompletions, arrival: arrival)
         let builder = ResponseBuilder(endpoint: endpoint, model: engine.modelName)
         if parsed.stream { return stream(events, builder: builder, includeUsage: parsed.includeUsage, request: request) }
 
@@ -70,6 +70,9 @@ struct CompletionHandler: Sendable {
                             continue
                         case let .text(text):
                             try await writer.write(Self.event(builder.chunk(text: text, first: first)))
+                            first = false
+                        case let .reasoning(text):
+                            try await writer.write(Self.event(builder.chunk(text: text, first: first, reasoning: true)))
                             first = false
                         case let .finished(outcome):
                             if first { try await writer.write(Self.event(builder.chunk(text: "", first: true))) }

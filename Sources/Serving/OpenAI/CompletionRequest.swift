@@ -111,8 +111,11 @@ public struct CompletionRequest: Sendable, Equatable {
             }
             guard let content = m.take("content") else { throw .invalidRequest("'\(prefix)content' is required.", param: prefix + "content") }
             let text = try Self.text(of: content, param: prefix + "content")
-            try m.finish(supported: ["role", "content"])
-            messages.append(ChatMessage(role: role, content: text))
+            // An earlier assistant turn's reasoning, as this server returns it; the template
+            // decides whether it is rendered (GPT-OSS's drops it from earlier turns).
+            let reasoning = role == "assistant" ? try m.string("reasoning_content") : nil
+            try m.finish(supported: role == "assistant" ? ["role", "content", "reasoning_content"] : ["role", "content"])
+            messages.append(ChatMessage(role: role, content: text, thinking: reasoning))
         }
         return messages
     }

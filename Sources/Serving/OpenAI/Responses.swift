@@ -3,6 +3,9 @@ import Foundation
 /// What a generation produced, as a response reports it.
 public struct CompletionOutcome: Sendable, Equatable {
     public var text: String
+    /// A harmony model's analysis/commentary channels (chat): `message.reasoning_content`,
+    /// present only when non-empty, as llama.cpp's server and vLLM report reasoning.
+    public var reasoning: String = ""
     /// OpenAI's `finish_reason`: `stop` (end of turn or a stop sequence) or `length` (max_tokens or the context).
     public var finishReason: String
     public var promptTokens: Int
@@ -37,18 +40,20 @@ struct ResponseBuilder: Sendable {
 
     /// The non-streamed response.
     func complete(_ o: CompletionOutcome) -> Data {
+        var message: [String: JSONValue] = ["role": "assistant", "content": .string(o.text)]
+        if !o.reasoning.isEmpty { message["reasoning_content"] = .string(o.reasoning) }
         let choice: JSONValue = isChat
-            ? .object(["index": 0, "message": .object(["role": "assistant", "content": .string(o.text)]), "logprobs": .null,
-                       "finish_reason": .string(o.finishReason)])
+            ? .object(["index": 0, "message": .object(message), "logprobs": .null, "finish_reason": .string(o.finishReason)])
             : .object(["index": 0, "text": .string(o.text), "logprobs": .null, "finish_reason": .string(o.finishReason)])
         return envelope(object: isChat ? "chat.completion" : "text_completion", choices: [choice], usage: Self.usage(o))
     }
 
     /// One streamed chunk: the first chat chunk carries the role, the last one the finish reason.
-    func chunk(text: String, first: Bool = false, finishReason: String? = nil) -> Data {
+    /// `reasoning`: the piece is reasoning (`delta.reasoning_content` instead of `delta.content`).
+    func chunk(text: String, first: Bool = false, finishReason: String? = nil, reasoning: Bool = false) -> Data {
         let reason: JSONValue = finishReason.map { .string($0) } ?? .null
         if isChat {
-            var delta: [String: JSONValue] = finishReason == nil ? ["content": .string(text)] : [:]
+            var delta: [String: JSONValue] = finishReason == nil ? [reasoning ? "reasoning_content" : "content": .string(text)] : [:]
             if first { delta["role"] = "assistant" }
             return envelope(object: "chat.completion.chunk",
                             choices: [.object(["index": 0, "delta": .object(delta), "logprobs": .null, "finish_reason": reason])])

@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+@testable import Serving
+
+/// `reasoning_content` (llama.cpp's server and vLLM name it so): present for a harmony model's
+/// analysis, absent otherwise, so other models' responses are unchanged.
+struct ReasoningFieldTests {
+    func json(_ data: Data) throws -> [String: Any] { try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any]) }
+
+    @Test func wholeResponseCarriesReasoningOnlyWhenThereIsSome() throws {
+        let builder = ResponseBuilder(endpoint: .chatCompletions, model: "m")
+        var outcome = CompletionOutcome(text: "42", finishReason: "stop", promptTokens: 3, completionTokens: 9, reusedTokens: 0)
+        let plain = try json(builder.complete(outcome))
+        let plainMessage = try #require(((plain["choices"] as? [[String: Any]])?.first?["message"]) as? [String: Any])
+        #expect(plainMessage["content"] as? String == "42")
+        #expect(plainMessage["reasoning_content"] == nil)
+
+        outcome.reasoning = "Add them."
+        let body = try json(builder.complete(outcome))
+        let message = try #require(((body["choices"] as? [[String: Any]])?.first?["message"]) as? [String: Any])
+        #expect(message["content"] as? String == "42")
+        #expect(message["reasoning_content"] as? String == "Add them.")
+    }
+
+    @Test func streamedReasoningGoesToItsOwnDeltaField() throws {
+        let builder = ResponseBuilder(endpoint: .chatCompletions, model: "m")
+        let chunk = try json(builder.chunk(text: "think", first: true, reasoning: true))
+        let delta = try #require(((chunk["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])
+        #expect(delta["reasoning_content"] as? String == "think")
+        #expect(delta["content"] == nil)
+        #expect(delta["role"] as? String == "assistant")
+        let text = try json(builder.chunk(text: "answer"))
+        let textDelta = try #require(((text["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])
+        #expect(textDelta["content"] as? String == "answer")
+        #expect(textDelta["reasoning_content"] == nil)
+    }
+
+    @Test func assistantReasoningIsAcceptedInRequests() throws {
+        let body = #"{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning_content": "add"}, {"role": "user", "content": "3+3?"}]}"#
+        let request = try CompletionRequest(endpoint: .chatCompletions, body: Data(body.utf8))
+        guard case let .messages(messages) = request.prompt else { Issue.record("not a chat prompt"); return }
+        #expect(messages[1].thinking == "add")
+        #expect(messages[1].content == "4")
+        let userReasoning = #"{"messages": [{"role": "user", "content": "x", "reasoning_content": "no"}]}"#
+        #expect(throws: APIError.self) { try CompletionRequest(endpoint: .chatCompletions, body: Data(userReasoning.utf8)) }
+    }
+}
