@@ -51,6 +51,22 @@ final class RunChatTests: XCTestCase {
         return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: errBox.data.withLock { String(decoding: $0, as: UTF8.self) })
     }
 
+    /// `--show-reasoning` and `--reasoning-effort` change nothing for a model that is not harmony
+    /// (Qwen3's template ignores `reasoning_effort`); a bad effort is a usage error.
+    func testReasoningFlagsLeaveOtherModelsUnchanged() throws {
+        let common = ["run", model, "Hi", "--max-tokens", "8", "--seed", "3", "--threads", "1"]
+        let plain = try moe(common)
+        let flagged = try moe(common + ["--show-reasoning", "--reasoning-effort", "high"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertEqual(flagged.status, 0, flagged.stderr)
+        XCTAssertEqual(flagged.stdout, plain.stdout)
+        let bad = try moe(common + ["--reasoning-effort", "extreme"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("reasoning-effort"), bad.stderr)
+        let help = try moe(["run", "--help"])
+        XCTAssertTrue(help.stdout.contains("--show-reasoning"), help.stdout)
+    }
+
     func testRunStreamsTextAndSummarizes() throws {
         let a = try moe(["run", model, "Once upon a time", "--max-tokens", "12", "--seed", "42", "--threads", "1"])
         XCTAssertEqual(a.status, 0, a.stderr)
