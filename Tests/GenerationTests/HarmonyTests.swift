@@ -1,4 +1,5 @@
 import Foundation
+import ChatTemplate
 import TestSupport
 import Tokenizer
 import XCTest
@@ -150,5 +151,33 @@ final class HarmonyTests: XCTestCase {
             }
             _ = p.finish()
         }
+    }
+}
+
+/// A harmony turn joins the history as content + thinking; rendered again for the next turn,
+/// the analysis is gone exactly as transformers renders the same messages (harmony-cases.json,
+/// conversation "thinking-multi").
+final class HarmonyHistoryTests: XCTestCase {
+    func testNextTurnDropsEarlierAnalysisAsTransformers() throws {
+        let dir = Fixtures.root.appendingPathComponent("chat-templates")
+        let template = try ChatTemplate(String(contentsOf: dir.appendingPathComponent("gpt-oss.jinja"), encoding: .utf8))
+        guard case let .object(root) = try TemplateJSON.parse(String(contentsOf: dir.appendingPathComponent("harmony-cases.json"), encoding: .utf8)),
+              case let .array(cases)? = root["cases"] else { return XCTFail("no cases") }
+        let recorded = cases.first { c in
+            guard case let .object(o) = c, case .string("thinking-multi")? = o["conversation"], case .none? = o["tools"],
+                  case let .object(v)? = o["variables"], v.count == 0, case .bool(true)? = o["add_generation_prompt"] else { return false }
+            return true
+        }
+        guard case let .object(o)? = recorded, case let .string(expected)? = o["expected"] else { return XCTFail("case missing") }
+
+        var result = GenerationResult()
+        result.text = "4"
+        result.reasoning = "Simple arithmetic: 4."
+        let history: [ChatMessage] = [.system("You are terse."), .user("What is 2+2?"), Session.reply(result), .user("And 3+3?")]
+        XCTAssertEqual(history[2].thinking, "Simple arithmetic: 4.")
+        let date = ISO8601DateFormatter().date(from: "2025-06-01T09:30:00Z")!
+        let rendered = try template.render(messages: history, addGenerationPrompt: true, bosToken: "<|startoftext|>", eosToken: "<|return|>", now: date)
+        XCTAssertEqual(rendered, expected)
+        XCTAssertFalse(rendered.contains("Simple arithmetic"))
     }
 }

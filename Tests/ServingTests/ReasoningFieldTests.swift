@@ -1,4 +1,6 @@
+import ChatTemplate
 import Foundation
+import Generation
 import Testing
 
 @testable import Serving
@@ -34,6 +36,21 @@ struct ReasoningFieldTests {
         let textDelta = try #require(((text["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])
         #expect(textDelta["content"] as? String == "answer")
         #expect(textDelta["reasoning_content"] == nil)
+    }
+
+    @Test func reasoningEffortReachesTheTemplate() throws {
+        let body = #"{"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "high"}"#
+        let request = try CompletionRequest(endpoint: .chatCompletions, body: Data(body.utf8))
+        let options = request.options(defaults: GenerationOptions())
+        guard case let .string(effort)? = options.templateVariables["reasoning_effort"] else {
+            Issue.record("reasoning_effort not set")
+            return
+        }
+        #expect(effort == "high")
+        let bad = #"{"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "max"}"#
+        #expect(throws: APIError.self) { try CompletionRequest(endpoint: .chatCompletions, body: Data(bad.utf8)) }
+        let completion = #"{"prompt": "hi", "reasoning_effort": "low"}"#
+        #expect(throws: APIError.self) { try CompletionRequest(endpoint: .completions, body: Data(completion.utf8)) }
     }
 
     @Test func assistantReasoningIsAcceptedInRequests() throws {

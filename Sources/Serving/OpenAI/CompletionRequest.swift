@@ -31,6 +31,8 @@ public struct CompletionRequest: Sendable, Equatable {
     public var topP: Float?
     public var stop: [String] = []
     public var seed: UInt64?
+    /// OpenAI's `reasoning_effort` (chat): the template variable GPT-OSS's template reads.
+    public var reasoningEffort: String?
 
     /// OpenAI's limit on stop sequences.
     public static let maxStopSequences = 4
@@ -38,7 +40,8 @@ public struct CompletionRequest: Sendable, Equatable {
 
     static let common = ["model", "stream", "stream_options", "max_tokens", "temperature", "top_p", "stop", "seed", "n",
                          "presence_penalty", "frequency_penalty", "logprobs", "user"]
-    static let chatOnly = ["messages", "max_completion_tokens"]
+    static let chatOnly = ["messages", "max_completion_tokens", "reasoning_effort"]
+    static let reasoningEfforts = ["low", "medium", "high"]
     static let completionOnly = ["prompt", "echo", "best_of", "suffix"]
     static let roles: [String: String] = ["system": "system", "developer": "system", "user": "user", "assistant": "assistant"]
 
@@ -75,6 +78,12 @@ public struct CompletionRequest: Sendable, Equatable {
         topP = try p.number("top_p", in: 0...1, openLower: true).map { Float($0) }
         stop = try Self.stopSequences(p.take("stop"))
         seed = try p.integer("seed", in: Int64.min...Int64.max).map { UInt64(bitPattern: $0) }
+        if endpoint == .chatCompletions, let effort = try p.string("reasoning_effort") {
+            guard Self.reasoningEfforts.contains(effort) else {
+                throw .invalidRequest("'reasoning_effort' must be one of \(Self.reasoningEfforts.joined(separator: ", ")).", param: "reasoning_effort")
+            }
+            reasoningEffort = effort
+        }
         try p.onlyDefault("n", .integer(1), "one choice per request")
         try p.onlyDefault("presence_penalty", .integer(0), "use the server's --repeat-penalty")
         try p.onlyDefault("frequency_penalty", .integer(0), "use the server's --repeat-penalty")
@@ -91,6 +100,7 @@ public struct CompletionRequest: Sendable, Equatable {
         if let topP { o.topP = topP }
         if !stop.isEmpty { o.stop = stop }
         if let seed { o.seed = seed }
+        if let reasoningEffort { o.templateVariables["reasoning_effort"] = .string(reasoningEffort) }
         return o
     }
 
