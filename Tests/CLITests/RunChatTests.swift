@@ -67,6 +67,20 @@ final class RunChatTests: XCTestCase {
         XCTAssertTrue(help.stdout.contains("--show-reasoning"), help.stdout)
     }
 
+    /// A harmony model (tools/make_harmony_model.py: its greedy reply is analysis "Think" then
+    /// final "Hello"): only the final channel is printed, unless --show-reasoning.
+    func testHarmonyModelPrintsFinalChannel() throws {
+        let harmony = Fixtures.path("harmony/model")
+        let plain = try moe(["run", harmony, "Hi", "--temperature", "0", "--threads", "1"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertEqual(plain.stdout, "Hello\n")
+        let shown = try moe(["run", harmony, "Hi", "--temperature", "0", "--threads", "1", "--show-reasoning"])
+        XCTAssertEqual(shown.stdout, "[analysis] Think\n[final] Hello\n")
+        let chat = try moe(["chat", harmony, "--temperature", "0", "--threads", "1"], stdin: Array("Hi\nAgain\n".utf8))
+        XCTAssertEqual(chat.status, 0, chat.stderr)
+        XCTAssertEqual(chat.stdout, "Hello\nHello\n")
+    }
+
     func testRunStreamsTextAndSummarizes() throws {
         let a = try moe(["run", model, "Once upon a time", "--max-tokens", "12", "--seed", "42", "--threads", "1"])
         XCTAssertEqual(a.status, 0, a.stderr)

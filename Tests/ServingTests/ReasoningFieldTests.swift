@@ -1,6 +1,7 @@
 import ChatTemplate
 import Foundation
 import Generation
+import TestSupport
 import Testing
 
 @testable import Serving
@@ -36,6 +37,25 @@ struct ReasoningFieldTests {
         let textDelta = try #require(((text["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])
         #expect(textDelta["content"] as? String == "answer")
         #expect(textDelta["reasoning_content"] == nil)
+    }
+
+    /// A live server on the harmony test model (tools/make_harmony_model.py): analysis "Think",
+    /// final "Hello".
+    @Test func harmonyModelAnswersWithReasoningContent() async throws {
+        let session = try Session(modelPath: TestSupport.Fixtures.path("harmony/model"))
+        var defaults = GenerationOptions.greedy
+        defaults.maxTokens = 40
+        let body = #"{"messages": [{"role": "user", "content": "Hi"}]}"#
+        let streamBody = #"{"messages": [{"role": "user", "content": "Hi"}], "stream": true}"#
+        let (whole, streamed) = try await TestServer.with(defaults: defaults, session: session) { server in
+            (try await server.post("/v1/chat/completions", body), try await server.post("/v1/chat/completions", streamBody))
+        }
+        let message = try #require(((whole.json["choices"] as? [[String: Any]])?.first?["message"]) as? [String: Any])
+        #expect(message["content"] as? String == "Hello")
+        #expect(message["reasoning_content"] as? String == "Think")
+        let deltas = Events(streamed.body).chunks.compactMap { (($0["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any] }
+        #expect(deltas.compactMap { $0["reasoning_content"] as? String }.joined() == "Think")
+        #expect(deltas.compactMap { $0["content"] as? String }.joined() == "Hello")
     }
 
     @Test func reasoningEffortReachesTheTemplate() throws {

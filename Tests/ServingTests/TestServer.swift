@@ -48,9 +48,9 @@ struct TestServer: Sendable {
 
     /// Runs `body` against a server on the demo model; the server stops when it returns.
     static func with<T: Sendable>(options: ServerOptions = ServerOptions(), context: Int? = nil, defaults: GenerationOptions = Demo.greedy,
-                                  maxQueue: Int? = nil, requestTimeout: Double? = nil,
+                                  maxQueue: Int? = nil, requestTimeout: Double? = nil, session: Session? = nil,
                                   _ body: @Sendable (TestServer) async throws -> T) async throws -> T {
-        let session = try Demo.session(contextLength: context)
+        let session = try session ?? Demo.session(contextLength: context)
         let engine = Engine(session: session, modelName: "demo", defaults: defaults, maxQueue: maxQueue ?? options.maxQueue,
                             requestTimeout: requestTimeout, metrics: ServerMetrics())
         var options = options
