@@ -22,14 +22,20 @@ The reference is transformers itself: `MixtralForCausalLM.generate` (greedy) on 
 rendered by `apply_chat_template`, for a first turn and for a second turn whose history holds
 the first reply (its analysis dropped by the template). The generated text is split into
 channels by OpenAI's `openai_harmony` parser (o200k ids of the same text), when available.
-Writes Tests/Fixtures/harmony/model/ (HF directory, float32, ~0.5 MB) and
+Writes Tests/Fixtures/harmony/model/ (HF directory, float32, ~0.5 MB),
+Tests/Fixtures/harmony/model-f16.gguf (llama.cpp's converter, through make_fixtures.py's wrapper
+that names the pre-tokenizer `gpt-4o` for this trained tokenizer: the GGUF carries the harmony
+tokens as control tokens and the template as `tokenizer.chat_template`) and
 Tests/Fixtures/harmony/model-reference.json.
 
-    python3 tools/make_harmony_model.py
+    python3 tools/make_harmony_model.py [--converter .../llama.cpp/convert_hf_to_gguf.py]
 """
+import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -45,6 +51,9 @@ HEADS = 4
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--converter", default="/opt/moe-cache/llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py")
+    args = ap.parse_args()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     src = FIX / "tokenizers" / "gpt-oss" / "hf"
@@ -112,6 +121,12 @@ def main():
     (OUT / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": cfg.bos_token_id, "eos_token_id": [cfg.eos_token_id, tok.convert_tokens_to_ids("<|call|>")],
          "do_sample": False}, indent=1))
+
+    converter = Path(args.converter)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(converter.parent / "gguf-py"), str(converter.parent)]))
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_fixtures.py"), "--_convert-wrapper", "gpt-4o", str(converter),
+                    str(OUT), "--outfile", str(FIX / "harmony" / "model-f16.gguf"), "--outtype", "f16",
+                    "--model-name", "harmony-test"], env=env, check=True, stdout=subprocess.DEVNULL)
 
     def generate(messages):
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

@@ -97,7 +97,13 @@ public struct HarmonyParser {
                 state = .betweenMessages
                 return tail.isEmpty ? nil : (messages[messages.count - 1], tail)
             }
-            if token == tokens.start { _ = closeTruncated(); state = .header; header = []; return nil }
+            if token == tokens.start {
+                // A new message without <|end|>: the current one stays incomplete.
+                let tail = closeTruncated()
+                state = .header
+                header = []
+                return tail.isEmpty ? nil : (messages[messages.count - 1], tail)
+            }
             let text = decoder.append(token)
             guard !text.isEmpty else { return nil }
             messages[messages.count - 1].text += text

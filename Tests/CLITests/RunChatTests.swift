@@ -79,6 +79,11 @@ final class RunChatTests: XCTestCase {
         let chat = try moe(["chat", harmony, "--temperature", "0", "--threads", "1"], stdin: Array("Hi\nAgain\n".utf8))
         XCTAssertEqual(chat.status, 0, chat.stderr)
         XCTAssertEqual(chat.stdout, "Hello\nHello\n")
+        // The same model converted by llama.cpp (template and harmony tokens from GGUF metadata;
+        // <|return|> is its EOS, <|call|> is not).
+        let gguf = try moe(["run", Fixtures.path("harmony/model-f16.gguf"), "Hi", "--temperature", "0", "--threads", "1", "--show-reasoning"])
+        XCTAssertEqual(gguf.status, 0, gguf.stderr)
+        XCTAssertEqual(gguf.stdout, "[analysis] Think\n[final] Hello\n")
     }
 
     func testRunStreamsTextAndSummarizes() throws {
