@@ -22,7 +22,7 @@ The reference is transformers itself: `MixtralForCausalLM.generate` (greedy) on 
 rendered by `apply_chat_template`, for a first turn and for a second turn whose history holds
 the first reply (its analysis dropped by the template). The generated text is split into
 channels by OpenAI's `openai_harmony` parser (o200k ids of the same text), when available.
-Writes Tests/Fixtures/harmony/model/ (HF directory, float32, ~0.5 MB),
+Writes Tests/Fixtures/harmony/model/ (HF directory, float16, ~0.3 MB),
 Tests/Fixtures/harmony/model-f16.gguf (llama.cpp's converter, through make_fixtures.py's wrapper
 that names the pre-tokenizer `gpt-4o` for this trained tokenizer: the GGUF carries the harmony
 tokens as control tokens and the template as `tokenizer.chat_template`) and
@@ -117,7 +117,9 @@ def main():
                 if n is not None:
                     head[n, slot[t]] += 10.0
         model.load_state_dict(sd)
-    model.save_pretrained(str(OUT), safe_serialization=True)
+    # float16 on disk halves the fixture; every weight (0, 1, 9, 10, ±0.85, 100) survives the cast.
+    model.to(torch.float16).save_pretrained(str(OUT), safe_serialization=True)
+    model.to(torch.float32)
     (OUT / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": cfg.bos_token_id, "eos_token_id": [cfg.eos_token_id, tok.convert_tokens_to_ids("<|call|>")],
          "do_sample": False}, indent=1))
