@@ -160,6 +160,7 @@ static float f16_value(uint16_t h) {  // IEEE half to float, independent of the 
 
 static void check_float_helpers(void) {
     enum { N = 77, R = 3 };  // not a multiple of any vector width
+    int before = failures;
     float a[N * R], b[N], y[N], y0[N], out[R];
     uint16_t h[N * R], bf[N * R];
     for (int i = 0; i < N * R; i++) a[i] = gaussian();
@@ -206,13 +207,16 @@ static void check_float_helpers(void) {
             if (fabs(out[r] - want) > 1e-6 * m) fail("moe_matmul_f", k == 0 ? "F32" : k == 1 ? "F16" : "BF16", N, 0, r, 0, out[r], want);
         }
     }
-    printf("f32/f16 helpers (dot, axpy, to_f16, matmul_f F32/F16/BF16): %s\n", failures ? "see failures above" : "ok");
+    printf("f32/f16 helpers (dot, axpy, to_f16, matmul_f F32/F16/BF16): %s\n", failures == before ? "ok" : "FAIL");
 }
 
+// Usage: kernel_check [label] [expected level]. With an expected level, a different detected
+// level fails (qemu's -cpu model fixes what the CPU reports, so detection itself is checked).
 int main(int argc, char **argv) {
     const char *label = argc > 1 ? argv[1] : "this CPU";
     int detected = moe_kernel_level();
     printf("kernel check on %s: detected level %d (%s), isa %s\n", label, detected, level_name(detected), moe_kernel_isa());
+    if (argc > 2 && argv[2][0] && atoi(argv[2]) != detected) fail("detected level differs from the expected", label, 0, detected, -1, -1, detected, atoi(argv[2]));
     printf("type        n | levels, top first (each vs reference, batch, sub-range%s)        | worst err/sum|wx|\n",
 #if defined(__aarch64__)
            ", = top level"
