@@ -666,6 +666,9 @@ const char *moe_kernel_isa(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return "x86-64-v4";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3";
     return "baseline";
+#elif defined(__aarch64__)
+    static const char *names[] = {"baseline", "arm64-neon", "arm64-dotprod", "arm64-i8mm"};
+    return names[moe_arm_detected_level()];
 #else
     return "baseline";
 #endif
