@@ -436,9 +436,10 @@ static row_dot4_fn row_dot4(int type) {
 }
 int moe_kernel_level(void) { return simd_level(); }
 void moe_force_kernel_level(int level) { forced_level = level; }
-#elif defined(__aarch64__)
+#else
+#if defined(__aarch64__)
 // NEON kernels (simd_arm.c): 3 = i8mm, 2 = dotprod, 1 = NEON, 0 = portable C. They take the
-// whole matmul (the i8mm path pairs rows), so row_dot stays empty here.
+// whole matmul in moe_matmul_q (the i8mm path pairs rows), so the row_dot stubs below stay.
 int moe_arm_detected_level(void);
 int moe_arm_matmul(int level, int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
                    const int8_t *q, const float *d, const float *s16, float *y, int ldy);
@@ -449,11 +450,10 @@ static int simd_level(void) {
 }
 int moe_kernel_level(void) { return simd_level(); }
 void moe_force_kernel_level(int level) { forced_level = level; }
-static row_dot_fn row_dot(int type) { (void)type; return 0; }
-static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 #else
 int moe_kernel_level(void) { return 0; }
 void moe_force_kernel_level(int level) { (void)level; }
+#endif
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 #endif
