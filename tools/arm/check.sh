@@ -15,6 +15,8 @@ out=.build/arm-check
 mkdir -p "$out"
 sources=(Sources/CKernels/*.c tools/arm/kernel_check.c)
 include=(-ISources/CKernels/include)
+# With llama.cpp's q8_K activation layout in the library, also check moe_matmul_qa (what Swift calls).
+grep -q "moe_matmul_qa" Sources/CKernels/include/moe_kernels.h && include+=(-DMOE_HAVE_Q8K)
 
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)

@@ -9,6 +9,9 @@
 //     (a token gives the same result alone or in a batch, as KernelTests demands);
 //   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c folds the same int32
 //     sums with the same float code at every level).
+// Rows marked "qa" (built with -DMOE_HAVE_Q8K, which check.sh sets when the header has it) go
+// through moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level
+// used the q8_K format and was compared with moe_matvec_qk_reference.
 // The f32/f16/bf16 helpers are checked against double sums. Prints a table; exits 1 on a failure.
 #include "moe_kernels.h"
 
@@ -86,8 +89,28 @@ static void dequantize(const struct type_info *t, int n, const uint8_t *w, size_
     free(q), free(d), free(s16);
 }
 
+// The kernel call under test. Mode 0: moe_matmul_q on 32-block activations. Mode 1 (when the
+// library has llama.cpp's q8_K layout, MOE_HAVE_Q8K): moe_matmul_qa with both formats given, as
+// Swift calls it; it picks per type and level (moe_kernel_format).
+struct acts {
+    const int8_t *q, *qk;
+    const float *d, *s16, *dk;
+    const int16_t *bsums;
+};
+static int call(int mode, int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
+                const struct acts *a, float *y, int ldy) {
+#if defined(MOE_HAVE_Q8K)
+    if (mode == 1) {
+        moe_activations x = {a->q, a->d, a->s16, a->qk, a->dk, a->bsums};
+        return moe_matmul_qa(type, n, w, row_bytes, r0, r1, tokens, &x, y, ldy);
+    }
+#endif
+    (void)mode;
+    return moe_matmul_q(type, n, w, row_bytes, r0, r1, tokens, a->q, a->d, a->s16, y, ldy);
+}
+
 // Returns the worst |fast - reference| / sum|w x| seen (all levels).
-static double check_type(const struct type_info *t, int n) {
+static double check_type(const struct type_info *t, int n, int mode) {
     size_t row_bytes = (size_t)(n / t->unit) * (size_t)t->bytes;
     uint8_t *w = malloc(row_bytes * ROWS);
     for (size_t i = 0; i < row_bytes * ROWS; i++) w[i] = (uint8_t)next_u64();
@@ -104,37 +127,58 @@ static double check_type(const struct type_info *t, int n) {
     for (int i = 0; i < n * TOKENS; i++) x[i] = (i / n) % 2 ? ((next_u64() & 1) ? 1.0f : -1.0f) * (float)(0.95 + 0.05 * uniform()) : gaussian();
     for (int k = 0; k < TOKENS; k++) moe_quantize_activations(x + (size_t)k * n, n, q + (size_t)k * n, d + (size_t)k * n / 32, s16 + (size_t)k * n / 16);
     dequantize(t, n, w, row_bytes, deq);
+    // The q8_K form (one scale per 256), for mode 1: reference[1] and magnitude[1] use it.
+    int8_t *qk = malloc((size_t)n * TOKENS);
+    float *dk = malloc(sizeof(float) * ((size_t)n / 256 * TOKENS + 1));
+    int16_t *bsums = malloc(sizeof(int16_t) * (size_t)n / 16 * TOKENS);
+    int has_k = 0;
+#if defined(MOE_HAVE_Q8K)
+    if (mode == 1) {
+        for (int k = 0; k < TOKENS; k++) moe_quantize_activations_k(x + (size_t)k * n, n, qk + (size_t)k * n, dk + (size_t)k * n / 256, bsums + (size_t)k * n / 16);
+        has_k = 1;
+    }
+#endif
+    struct acts a = {q, qk, d, s16, dk, bsums};
 
-    float reference[TOKENS][ROWS], one[TOKENS][ROWS], batch[TOKENS][ROWS], part[TOKENS][ROWS], top[TOKENS][ROWS];
-    double magnitude[TOKENS][ROWS], worst = 0;
+    float reference[2][TOKENS][ROWS], one[TOKENS][ROWS], batch[TOKENS][ROWS], part[TOKENS][ROWS], top[TOKENS][ROWS];
+    double magnitude[2][TOKENS][ROWS], worst = 0;
     for (int k = 0; k < TOKENS; k++) {
         size_t e = (size_t)k * n;
-        moe_matvec_q_reference(t->id, n, w, row_bytes, 0, ROWS, q + e, d + e / 32, s16 + e / 16, reference[k]);
-        for (int r = 0; r < ROWS; r++) {
-            double m = 0;
-            for (int i = 0; i < n; i++) m += fabs((double)deq[(size_t)r * n + i] * q[e + i] * d[(e + i) / 32]);
-            magnitude[k][r] = m > 1e-6 ? m : 1e-6;
-        }
+        moe_matvec_q_reference(t->id, n, w, row_bytes, 0, ROWS, q + e, d + e / 32, s16 + e / 16, reference[0][k]);
+#if defined(MOE_HAVE_Q8K)
+        if (has_k) moe_matvec_qk_reference(t->id, n, w, row_bytes, 0, ROWS, qk + e, dk + e / 256, bsums + e / 16, reference[1][k]);
+#endif
+        for (int f = 0; f < 1 + has_k; f++)
+            for (int r = 0; r < ROWS; r++) {
+                double m = 0;
+                for (int i = 0; i < n; i++)
+                    m += fabs((double)deq[(size_t)r * n + i] * (f ? (double)qk[e + i] * dk[(e + i) / 256] : (double)q[e + i] * d[(e + i) / 32]));
+                magnitude[f][k][r] = m > 1e-6 ? m : 1e-6;
+            }
     }
     int detected = moe_kernel_level();
-    printf("%-7s %5d |", t->name, n);
+    printf("%-7s %5d%s|", t->name, n, mode ? " qa" : "   ");
     for (int level = detected; level >= 0; level--) {
         int before = failures;
         moe_force_kernel_level(level);
         if (moe_kernel_level() != level) fail("forced level not taken", t->name, n, level, -1, -1, moe_kernel_level(), level);
+        int f = 0;  // which activation format, hence which reference
+#if defined(MOE_HAVE_Q8K)
+        f = has_k && moe_kernel_format(t->id) == 2;
+#endif
         for (int k = 0; k < TOKENS; k++) {
             size_t e = (size_t)k * n;
-            if (moe_matvec_q(t->id, n, w, row_bytes, 0, ROWS, q + e, d + e / 32, s16 + e / 16, one[k]) != 0)
-                fail("matvec refused", t->name, n, level, -1, k, 0, 0);
+            struct acts ak = {q + e, qk + e, d + e / 32, s16 + e / 16, dk + e / 256, bsums + e / 16};
+            if (call(mode, t->id, n, w, row_bytes, 0, ROWS, 1, &ak, one[k], 0) != 0) fail("matvec refused", t->name, n, level, -1, k, 0, 0);
         }
         memset(part, 0, sizeof part);
-        moe_matmul_q(t->id, n, w, row_bytes, 0, ROWS, TOKENS, q, d, s16, &batch[0][0], ROWS);
-        moe_matmul_q(t->id, n, w, row_bytes, 1, ROWS, TOKENS, q, d, s16, &part[0][0], ROWS);
+        call(mode, t->id, n, w, row_bytes, 0, ROWS, TOKENS, &a, &batch[0][0], ROWS);
+        call(mode, t->id, n, w, row_bytes, 1, ROWS, TOKENS, &a, &part[0][0], ROWS);
         for (int k = 0; k < TOKENS; k++)
             for (int r = 0; r < ROWS; r++) {
-                double error = fabs((double)one[k][r] - reference[k][r]) / magnitude[k][r];
+                double error = fabs((double)one[k][r] - reference[f][k][r]) / magnitude[f][k][r];
                 worst = error > worst ? error : worst;
-                if (!(error <= 1e-5)) fail("vs scalar reference", t->name, n, level, r, k, one[k][r], reference[k][r]);
+                if (!(error <= 1e-5)) fail(f ? "vs scalar q8_K reference" : "vs scalar reference", t->name, n, level, r, k, one[k][r], reference[f][k][r]);
                 if (memcmp(&batch[k][r], &one[k][r], 4) != 0) fail("batch != alone", t->name, n, level, r, k, batch[k][r], one[k][r]);
                 if (r >= 1 && memcmp(&part[k][r], &one[k][r], 4) != 0) fail("rows 1.. != alone", t->name, n, level, r, k, part[k][r], one[k][r]);
 #if defined(__aarch64__)
@@ -143,12 +187,12 @@ static double check_type(const struct type_info *t, int n) {
                     fail("NEON levels differ", t->name, n, level, r, k, one[k][r], top[k][r]);
 #endif
             }
-        printf(" %-7s %-4s|", level_name(level), failures == before ? "ok" : "FAIL");
+        printf(" %-7s %-4s|", level_name(level), failures == before ? (f ? "okK" : "ok") : "FAIL");
     }
     (void)top;
     moe_force_kernel_level(-1);
     printf(" %.1e\n", worst);
-    free(w), free(x), free(d), free(s16), free(deq), free(q);
+    free(w), free(x), free(d), free(s16), free(deq), free(q), free(qk), free(dk), free(bsums);
     return worst;
 }
 
@@ -230,8 +274,11 @@ int main(int argc, char **argv) {
             continue;
         }
         int small = types[i].unit == 32 ? 96 : 256, large = types[i].unit == 32 ? 320 : 768;
-        check_type(&types[i], small);
-        check_type(&types[i], large);
+        check_type(&types[i], small, 0);
+        check_type(&types[i], large, 0);
+#if defined(MOE_HAVE_Q8K)
+        if (types[i].unit == 256) check_type(&types[i], large, 1);
+#endif
     }
     // Types the library has kernels for but this table cannot generate: said, not hidden.
     for (int id = 0; id < 64; id++) {
