@@ -2,6 +2,7 @@
 // run time in kernels.c: level 3 = i8mm (SMMLA, 2 rows x 2 tokens per instruction), 2 = dotprod
 // (SDOT), 1 = plain NEON (SMULL + SADALP), 0 = the portable C. Compiled to nothing elsewhere.
 //
+// Weights are unpacked into registers 64 at a time (`chunk_*`) and used for up to 4 tokens.
 // Every level computes the same exact int32 sum per 16 weights and folds the sums into floats
 // with the same code in the same order (`fold4`, `fold2`), so all levels, a token alone and a
 // token in a batch give bit-identical results; only the integer part differs per level.
@@ -68,26 +69,36 @@ static const int8_t iq4nl_table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
 static const int8_t mxfp4_table[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 // ---------------------------------------------------------------------------------------
-// Unpackers (base NEON): a unit to int8 weights (into `q`, or a pointer into the block when
-// the bytes already are the weights), with ws/wm per 16 weights: w = ws * q - wm. The same
-// layouts and meanings as kernels.c's unpackers.
+// Unpackers (base NEON), kept in registers: `scales_X` gives a unit's (block's or super-block's)
+// float scale and offset per 16 weights, w = ws * q - wm; `chunk_X` gives its int8 weights
+// 64 at a time (32 for 32-weight blocks: v[0], v[1]), in the order of kernels.c's unpackers.
 
-#define UNPACK(name) ARM_INLINE const int8_t *unpack_##name(const uint8_t *b, int8_t *q, float *ws, float *wm)
+typedef struct {
+    int8x16_t v[4];
+} w64;
 
-ARM_INLINE void nibbles(uint8x16_t v, int8x16_t offset, int8_t *lo, int8_t *hi) {
-    vst1q_s8(lo, vaddq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), offset));
-    vst1q_s8(hi, vaddq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), offset));
-}
-ARM_INLINE void nibbles_table(uint8x16_t v, int8x16_t table, int8_t *lo, int8_t *hi) {
-    vst1q_s8(lo, vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))));
-    vst1q_s8(hi, vqtbl1q_s8(table, vshrq_n_u8(v, 4)));
-}
+#define SCALES(name) ARM_INLINE void scales_##name(const uint8_t *b, float *ws, float *wm)
+#define CHUNK(name) ARM_INLINE w64 chunk_##name(const uint8_t *b, int c)
+
 ARM_INLINE void same2(float *ws, float *wm, float s, float m) {
     ws[0] = ws[1] = s;
     wm[0] = wm[1] = m;
 }
+ARM_INLINE int8x16_t low_nibbles(uint8x16_t v, int8_t offset) {
+    return vaddq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(offset));
+}
+ARM_INLINE int8x16_t high_nibbles(uint8x16_t v, int8_t offset) { return vaddq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(offset)); }
+ARM_INLINE w64 nibbles(const uint8_t *p, int8_t offset) {
+    uint8x16_t v = vld1q_u8(p);
+    return (w64){{low_nibbles(v, offset), high_nibbles(v, offset)}};
+}
+ARM_INLINE w64 nibbles_table(const uint8_t *p, const int8_t *levels) {
+    uint8x16_t v = vld1q_u8(p);
+    int8x16_t table = vld1q_s8(levels);
+    return (w64){{vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))), vqtbl1q_s8(table, vshrq_n_u8(v, 4))}};
+}
 // Q5_0/Q5_1: weight e (0..31) takes bit e of qh as its fifth bit, added as 16.
-ARM_INLINE void fifth_bits(const uint8_t *b, int8_t *q, int qh_at, int qs_at, int8x16_t offset) {
+ARM_INLINE w64 fifth_bits(const uint8_t *b, int qh_at, int qs_at, int8_t offset) {
     static const uint8_t pick_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
     static const uint8_t pick_hi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
     static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
@@ -97,64 +108,75 @@ ARM_INLINE void fifth_bits(const uint8_t *b, int8_t *q, int qh_at, int qs_at, in
     uint8x16_t h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(pick_lo)), vld1q_u8(bit)), sixteen);
     uint8x16_t h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(pick_hi)), vld1q_u8(bit)), sixteen);
     uint8x16_t v = vld1q_u8(b + qs_at);
-    vst1q_s8(q, vaddq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), h0)), offset));
-    vst1q_s8(q + 16, vaddq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), h1)), offset));
+    return (w64){{vaddq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), h0)), vdupq_n_s8(offset)),
+                  vaddq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), h1)), vdupq_n_s8(offset))}};
 }
-
-UNPACK(q8_0) { (void)q; same2(ws, wm, half(b), 0); return (const int8_t *)(b + 2); }
-UNPACK(q4_0) { nibbles(vld1q_u8(b + 2), vdupq_n_s8(-8), q, q + 16); same2(ws, wm, half(b), 0); return q; }
-UNPACK(q4_1) { nibbles(vld1q_u8(b + 4), vdupq_n_s8(0), q, q + 16); same2(ws, wm, half(b), -half(b + 2)); return q; }
-UNPACK(q5_0) { fifth_bits(b, q, 2, 6, vdupq_n_s8(-16)); same2(ws, wm, half(b), 0); return q; }
-UNPACK(q5_1) { fifth_bits(b, q, 4, 8, vdupq_n_s8(0)); same2(ws, wm, half(b), -half(b + 2)); return q; }
-UNPACK(iq4_nl) { nibbles_table(vld1q_u8(b + 2), vld1q_s8(iq4nl_table), q, q + 16); same2(ws, wm, half(b), 0); return q; }
-UNPACK(mxfp4) {
-    // 2^(e-128), as kernels.c's e8m0_half (the table holds doubled FP4 values).
-    uint32_t bits = b[0] < 2 ? (0x00200000u << b[0]) : ((uint32_t)(b[0] - 1) << 23);
+ARM_INLINE float e8m0_half(uint8_t e) {  // 2^(e-128), as kernels.c (the table holds doubled FP4 values)
+    uint32_t bits = e < 2 ? (0x00200000u << e) : ((uint32_t)(e - 1) << 23);
     float scale;
     memcpy(&scale, &bits, 4);
-    nibbles_table(vld1q_u8(b + 1), vld1q_s8(mxfp4_table), q, q + 16);
-    same2(ws, wm, scale, 0);
-    return q;
+    return scale;
 }
 
-UNPACK(q2_K) {  // scales[16] | qs[64] | d | dmin; group g = 8*half + 2*shift_index + part
+SCALES(q8_0) { same2(ws, wm, half(b), 0); }
+CHUNK(q8_0) { (void)c; return (w64){{vld1q_s8((const int8_t *)b + 2), vld1q_s8((const int8_t *)b + 18)}}; }
+SCALES(q4_0) { same2(ws, wm, half(b), 0); }
+CHUNK(q4_0) { (void)c; return nibbles(b + 2, -8); }
+SCALES(q4_1) { same2(ws, wm, half(b), -half(b + 2)); }
+CHUNK(q4_1) { (void)c; return nibbles(b + 4, 0); }
+SCALES(q5_0) { same2(ws, wm, half(b), 0); }
+CHUNK(q5_0) { (void)c; return fifth_bits(b, 2, 6, -16); }
+SCALES(q5_1) { same2(ws, wm, half(b), -half(b + 2)); }
+CHUNK(q5_1) { (void)c; return fifth_bits(b, 4, 8, 0); }
+SCALES(iq4_nl) { same2(ws, wm, half(b), 0); }
+CHUNK(iq4_nl) { (void)c; return nibbles_table(b + 2, iq4nl_table); }
+SCALES(mxfp4) { same2(ws, wm, e8m0_half(b[0]), 0); }
+CHUNK(mxfp4) { (void)c; return nibbles_table(b + 1, mxfp4_table); }
+
+// Q2_K: scales[16] | qs[64] | d | dmin. Group g = 8*half + 2*shift + part holds 2-bit field
+// `shift` of qs[32*half + 16*part ..]; chunk c is groups 4c..4c+3.
+SCALES(q2_K) {
     float d = half(b + 80), dmin = half(b + 82);
-    const uint8x16_t three = vdupq_n_u8(3);
-    for (int h = 0; h < 2; h++) {
-        uint8x16_t part[2] = {vld1q_u8(b + 16 + 32 * h), vld1q_u8(b + 32 + 32 * h)};
-        for (int s = 0; s < 4; s++)
-            for (int p = 0; p < 2; p++) {
-                int g = 8 * h + 2 * s + p;
-                vst1q_s8(q + 16 * g, vreinterpretq_s8_u8(vandq_u8(vshlq_u8(part[p], vdupq_n_s8((int8_t)(-2 * s))), three)));
-                ws[g] = d * (float)(b[g] & 0x0F);
-                wm[g] = dmin * (float)(b[g] >> 4);
-            }
+    for (int g = 0; g < 16; g++) {
+        ws[g] = d * (float)(b[g] & 0x0F);
+        wm[g] = dmin * (float)(b[g] >> 4);
     }
-    return q;
+}
+CHUNK(q2_K) {
+    const uint8_t *qs = b + 16 + 32 * (c / 2);
+    uint8x16_t part[2] = {vld1q_u8(qs), vld1q_u8(qs + 16)}, three = vdupq_n_u8(3);
+    w64 w;
+    for (int k = 0; k < 4; k++)
+        w.v[k] = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(part[k % 2], vdupq_n_s8((int8_t)(-2 * (2 * (c % 2) + k / 2)))), three));
+    return w;
 }
 
-UNPACK(q3_K) {  // hmask[32] | qs[64] | scales[12] | d; a clear hmask bit subtracts 4
+// Q3_K: hmask[32] | qs[64] | scales[12] | d. As Q2_K, minus 4 where bit (4*half + shift) of
+// hmask[16*part ..] is clear; 6-bit scales - 32.
+SCALES(q3_K) {
     float d = half(b + 108);
     const uint8_t *sc = b + 96;
-    const uint8x16_t three = vdupq_n_u8(3), four = vdupq_n_u8(4);
-    uint8x16_t hmask[2] = {vld1q_u8(b), vld1q_u8(b + 16)};
-    for (int h = 0; h < 2; h++) {
-        uint8x16_t part[2] = {vld1q_u8(b + 32 + 32 * h), vld1q_u8(b + 48 + 32 * h)};
-        for (int s = 0; s < 4; s++)
-            for (int p = 0; p < 2; p++) {
-                int g = 8 * h + 2 * s + p;
-                uint8x16_t low = vandq_u8(vshlq_u8(part[p], vdupq_n_s8((int8_t)(-2 * s))), three);
-                uint8x16_t sub = vbicq_u8(four, vtstq_u8(hmask[p], vdupq_n_u8((uint8_t)(1 << (4 * h + s)))));
-                vst1q_s8(q + 16 * g, vreinterpretq_s8_u8(vsubq_u8(low, sub)));
-                int lo = g < 8 ? (sc[g] & 0x0F) : (sc[g - 8] >> 4), hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
-                ws[g] = d * (float)((lo | (hi << 4)) - 32);
-                wm[g] = 0;
-            }
+    for (int g = 0; g < 16; g++) {
+        int lo = g < 8 ? (sc[g] & 0x0F) : (sc[g - 8] >> 4), hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+        ws[g] = d * (float)((lo | (hi << 4)) - 32);
+        wm[g] = 0;
     }
-    return q;
+}
+CHUNK(q3_K) {
+    const uint8_t *qs = b + 32 + 32 * (c / 2);
+    uint8x16_t part[2] = {vld1q_u8(qs), vld1q_u8(qs + 16)}, hmask[2] = {vld1q_u8(b), vld1q_u8(b + 16)};
+    w64 w;
+    for (int k = 0; k < 4; k++) {
+        int shift = 2 * (c % 2) + k / 2;
+        uint8x16_t low = vandq_u8(vshlq_u8(part[k % 2], vdupq_n_s8((int8_t)(-2 * shift))), vdupq_n_u8(3));
+        uint8x16_t sub = vbicq_u8(vdupq_n_u8(4), vtstq_u8(hmask[k % 2], vdupq_n_u8((uint8_t)(1 << (4 * (c / 2) + shift)))));
+        w.v[k] = vreinterpretq_s8_u8(vsubq_u8(low, sub));
+    }
+    return w;
 }
 
-ARM_INLINE void k4_scales(const uint8_t *b, float *ws, float *wm) {  // Q4_K/Q5_K: d | dmin | scales[12]
+// Q4_K / Q5_K: d | dmin | scales[12] (6-bit scale and min per 32) | [Q5_K: qh[32]] | qs[128].
+ARM_INLINE void k4_scales(const uint8_t *b, float *ws, float *wm) {
     float d = half(b), dmin = half(b + 2);
     const uint8_t *s = b + 4;
     for (int j = 0; j < 8; j++) {
@@ -163,59 +185,62 @@ ARM_INLINE void k4_scales(const uint8_t *b, float *ws, float *wm) {  // Q4_K/Q5_
         same2(ws + 2 * j, wm + 2 * j, d * (float)sc, dmin * (float)m);
     }
 }
-
-UNPACK(q4_K) {
-    k4_scales(b, ws, wm);
-    for (int c = 0; c < 4; c++)
-        for (int i = 0; i < 2; i++) nibbles(vld1q_u8(b + 16 + 32 * c + 16 * i), vdupq_n_s8(0), q + 64 * c + 16 * i, q + 64 * c + 32 + 16 * i);
-    return q;
+SCALES(q4_K) { k4_scales(b, ws, wm); }
+CHUNK(q4_K) {
+    uint8x16_t x0 = vld1q_u8(b + 16 + 32 * c), x1 = vld1q_u8(b + 32 + 32 * c);
+    return (w64){{low_nibbles(x0, 0), low_nibbles(x1, 0), high_nibbles(x0, 0), high_nibbles(x1, 0)}};
+}
+SCALES(q5_K) { k4_scales(b, ws, wm); }
+CHUNK(q5_K) {  // the fifth bit of weight l of chunk c: bit 2c (low nibbles) or 2c+1 (high) of qh[l]
+    uint8x16_t x[2] = {vld1q_u8(b + 48 + 32 * c), vld1q_u8(b + 64 + 32 * c)}, qh[2] = {vld1q_u8(b + 16), vld1q_u8(b + 32)};
+    uint8x16_t sixteen = vdupq_n_u8(16), low = vdupq_n_u8(0x0F);
+    w64 w;
+    for (int i = 0; i < 2; i++) {
+        uint8x16_t h0 = vandq_u8(vtstq_u8(qh[i], vdupq_n_u8((uint8_t)(1 << (2 * c)))), sixteen);
+        uint8x16_t h1 = vandq_u8(vtstq_u8(qh[i], vdupq_n_u8((uint8_t)(2 << (2 * c)))), sixteen);
+        w.v[i] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(x[i], low), h0));
+        w.v[2 + i] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(x[i], 4), h1));
+    }
+    return w;
 }
 
-UNPACK(q5_K) {  // d | dmin | scales[12] | qh[32] | qs[128]
-    k4_scales(b, ws, wm);
-    const uint8x16_t low = vdupq_n_u8(0x0F), sixteen = vdupq_n_u8(16);
-    for (int c = 0; c < 4; c++)
-        for (int i = 0; i < 2; i++) {
-            uint8x16_t v = vld1q_u8(b + 48 + 32 * c + 16 * i), qh = vld1q_u8(b + 16 + 16 * i);
-            uint8x16_t h0 = vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(1 << (2 * c)))), sixteen);
-            uint8x16_t h1 = vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(2 << (2 * c)))), sixteen);
-            vst1q_s8(q + 64 * c + 16 * i, vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, low), h0)));
-            vst1q_s8(q + 64 * c + 32 + 16 * i, vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), h1)));
-        }
-    return q;
-}
-
-UNPACK(q6_K) {  // ql[128] | qh[64] | scales[16] int8 | d
+// Q6_K: ql[128] | qh[64] | scales[16] int8 | d; weight = 6-bit value - 32. Chunk c covers rows
+// k = 2(c%2), 2(c%2)+1 of half c/2 (kernels.c's out[l + 32k]).
+SCALES(q6_K) {
     float d = half(b + 208);
-    const uint8x16_t low = vdupq_n_u8(0x0F), m30 = vdupq_n_u8(0x30);
-    const int8x16_t minus32 = vdupq_n_s8(-32);
-    for (int h = 0; h < 2; h++)
-        for (int i = 0; i < 2; i++) {
-            const uint8_t *ql = b + 64 * h + 16 * i;
-            uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 32), qh = vld1q_u8(b + 128 + 32 * h + 16 * i);
-            uint8x16_t v[4] = {vorrq_u8(vandq_u8(l0, low), vandq_u8(vshlq_n_u8(qh, 4), m30)),
-                               vorrq_u8(vandq_u8(l1, low), vandq_u8(vshlq_n_u8(qh, 2), m30)),
-                               vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
-                               vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30))};
-            for (int k = 0; k < 4; k++) vst1q_s8(q + 128 * h + 32 * k + 16 * i, vaddq_s8(vreinterpretq_s8_u8(v[k]), minus32));
-        }
     for (int g = 0; g < 16; g++) {
         ws[g] = d * (float)(int8_t)b[192 + g];
         wm[g] = 0;
     }
-    return q;
+}
+CHUNK(q6_K) {
+    const uint8x16_t low = vdupq_n_u8(0x0F), m30 = vdupq_n_u8(0x30);
+    const int h = c / 2, upper = c % 2;
+    w64 w;
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *ql = b + 64 * h + 16 * i;
+        uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 32), qh = vld1q_u8(b + 128 + 32 * h + 16 * i);
+        uint8x16_t a = upper ? vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)) : vorrq_u8(vandq_u8(l0, low), vandq_u8(vshlq_n_u8(qh, 4), m30));
+        uint8x16_t e = upper ? vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30))
+                             : vorrq_u8(vandq_u8(l1, low), vandq_u8(vshlq_n_u8(qh, 2), m30));
+        w.v[i] = vsubq_s8(vreinterpretq_s8_u8(a), vdupq_n_s8(32));
+        w.v[2 + i] = vsubq_s8(vreinterpretq_s8_u8(e), vdupq_n_s8(32));
+    }
+    return w;
 }
 
-UNPACK(iq4_xs) {  // d | scales_h (u16) | scales_l[4] | qs[128]
+// IQ4_XS: d | scales_h (u16) | scales_l[4] | qs[128]; sub-block s of 32: 6-bit scale - 32.
+SCALES(iq4_xs) {
     float d = half(b);
     unsigned scales_h = (unsigned)(b[2] | (b[3] << 8));
-    const int8x16_t table = vld1q_s8(iq4nl_table);
-    for (int sub = 0; sub < 8; sub++) {
-        int scale = (((b[4 + sub / 2] >> (4 * (sub % 2))) & 0x0F) | (((scales_h >> (2 * sub)) & 3) << 4)) - 32;
-        nibbles_table(vld1q_u8(b + 8 + 16 * sub), table, q + 32 * sub, q + 32 * sub + 16);
-        same2(ws + 2 * sub, wm + 2 * sub, d * (float)scale, 0);
+    for (int s = 0; s < 8; s++) {
+        int scale = (((b[4 + s / 2] >> (4 * (s % 2))) & 0x0F) | (((scales_h >> (2 * s)) & 3) << 4)) - 32;
+        same2(ws + 2 * s, wm + 2 * s, d * (float)scale, 0);
     }
-    return q;
+}
+CHUNK(iq4_xs) {
+    w64 a = nibbles_table(b + 8 + 32 * c, iq4nl_table), e = nibbles_table(b + 24 + 32 * c, iq4nl_table);
+    return (w64){{a.v[0], a.v[1], e.v[0], e.v[1]}};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -228,13 +253,13 @@ ARM_INLINE int32x4_t part_neon(int8x16_t w, int8x16_t a) {
 ARM_DOT ARM_INLINE int32x4_t part_dot(int8x16_t w, int8x16_t a) { return vdotq_s32(vdupq_n_s32(0), w, a); }
 
 #define GROUP_SUMS(LEVEL, ATTR)                                                                          \
-    ATTR ARM_INLINE int32x4_t sums64_##LEVEL(const int8_t *w, const int8_t *a) {                         \
-        int32x4_t p0 = part_##LEVEL(vld1q_s8(w), vld1q_s8(a)), p1 = part_##LEVEL(vld1q_s8(w + 16), vld1q_s8(a + 16)); \
-        int32x4_t p2 = part_##LEVEL(vld1q_s8(w + 32), vld1q_s8(a + 32)), p3 = part_##LEVEL(vld1q_s8(w + 48), vld1q_s8(a + 48)); \
+    ATTR ARM_INLINE int32x4_t sums64_##LEVEL(w64 w, const int8_t *a) {                                   \
+        int32x4_t p0 = part_##LEVEL(w.v[0], vld1q_s8(a)), p1 = part_##LEVEL(w.v[1], vld1q_s8(a + 16));   \
+        int32x4_t p2 = part_##LEVEL(w.v[2], vld1q_s8(a + 32)), p3 = part_##LEVEL(w.v[3], vld1q_s8(a + 48)); \
         return vpaddq_s32(vpaddq_s32(p0, p1), vpaddq_s32(p2, p3));                                        \
     }                                                                                                    \
-    ATTR ARM_INLINE int32x2_t sums32_##LEVEL(const int8_t *w, const int8_t *a) {                         \
-        int32x4_t p = vpaddq_s32(part_##LEVEL(vld1q_s8(w), vld1q_s8(a)), part_##LEVEL(vld1q_s8(w + 16), vld1q_s8(a + 16))); \
+    ATTR ARM_INLINE int32x2_t sums32_##LEVEL(w64 w, const int8_t *a) {                                   \
+        int32x4_t p = vpaddq_s32(part_##LEVEL(w.v[0], vld1q_s8(a)), part_##LEVEL(w.v[1], vld1q_s8(a + 16))); \
         return vpadd_s32(vget_low_s32(p), vget_high_s32(p));                                             \
     }
 GROUP_SUMS(neon, ARM_BASE)
@@ -250,25 +275,25 @@ ARM_INLINE float32x2_t fold2(float32x2_t acc, int32x2_t isum, const float *ws, c
     return vfms_f32(vfma_f32(acc, vcvt_f32_s32(isum), vmul_n_f32(vld1_f32(ws), da)), vld1_f32(wm), vld1_f32(sa));
 }
 
-// One row against 1..4 tokens (activation t at q + t·n, d + t·n/32, s16 + t·n/16).
+// One row against 1..4 tokens (activation t at q + t·n, d + t·n/32, s16 + t·n/16). Each chunk
+// of weights is unpacked once into registers and used for every token.
 #define ROW(name, UNIT, BYTES, LEVEL, ATTR)                                                              \
     ATTR static void row_##name##_##LEVEL(const uint8_t *row, int n, int tokens, const int8_t *q,        \
                                           const float *d, const float *s16, float *out) {                \
-        int8_t buf[UNIT];                                                                                \
         float ws[UNIT / 16], wm[UNIT / 16];                                                              \
         float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};           \
         float32x2_t acc2[4] = {vdup_n_f32(0), vdup_n_f32(0), vdup_n_f32(0), vdup_n_f32(0)};              \
         for (int u = 0; u < n / UNIT; u++) {                                                             \
-            const int8_t *w = unpack_##name(row + (size_t)u * BYTES, buf, ws, wm);                       \
-            for (int t = 0; t < tokens; t++) {                                                           \
-                const int8_t *a = q + (size_t)t * n + (size_t)u * UNIT;                                  \
-                const float *da = d + ((size_t)t * n + (size_t)u * UNIT) / 32;                           \
-                const float *sa = s16 + ((size_t)t * n + (size_t)u * UNIT) / 16;                         \
-                if (UNIT == 32) {                                                                        \
-                    acc2[t] = fold2(acc2[t], sums32_##LEVEL(w, a), ws, wm, da[0], sa);                   \
-                } else {                                                                                 \
-                    for (int c = 0; c < UNIT / 64; c++)                                                  \
-                        acc[t] = fold4(acc[t], sums64_##LEVEL(w + 64 * c, a + 64 * c), ws + 4 * c, wm + 4 * c, da + 2 * c, sa + 4 * c); \
+            const uint8_t *b = row + (size_t)u * BYTES;                                                  \
+            scales_##name(b, ws, wm);                                                                    \
+            for (int c = 0; c < (UNIT + 63) / 64; c++) {                                                 \
+                w64 w = chunk_##name(b, c);                                                              \
+                for (int t = 0; t < tokens; t++) {                                                       \
+                    size_t e = (size_t)t * n + (size_t)u * UNIT + 64 * c;                                \
+                    if (UNIT == 32)                                                                      \
+                        acc2[t] = fold2(acc2[t], sums32_##LEVEL(w, q + e), ws, wm, d[e / 32], s16 + e / 16); \
+                    else                                                                                 \
+                        acc[t] = fold4(acc[t], sums64_##LEVEL(w, q + e), ws + 4 * c, wm + 4 * c, d + e / 32, s16 + e / 16); \
                 }                                                                                        \
             }                                                                                            \
         }                                                                                                \
@@ -287,23 +312,21 @@ ARM_MM ARM_INLINE int32x4_t mm16(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x
 #define TILE(name, UNIT, BYTES)                                                                          \
     ARM_MM static void tile_##name(const uint8_t *row0, size_t row_bytes, int n, int pairs, const int8_t *q, \
                                    const float *d, const float *s16, float *out /* [row][token] of 2 x 4 */) { \
-        int8_t buf[2][UNIT];                                                                             \
         float ws[2][UNIT / 16], wm[2][UNIT / 16];                                                        \
         float32x4_t acc[2][4];                                                                           \
         float32x2_t acc2[2][4];                                                                          \
         for (int i = 0; i < 8; i++) acc[i / 4][i % 4] = vdupq_n_f32(0), acc2[i / 4][i % 4] = vdup_n_f32(0); \
         for (int u = 0; u < n / UNIT; u++) {                                                             \
-            const int8_t *w[2];                                                                          \
-            for (int r = 0; r < 2; r++) w[r] = unpack_##name(row0 + r * row_bytes + (size_t)u * BYTES, buf[r], ws[r], wm[r]); \
-            for (int p = 0; p < pairs; p++) {                                                            \
-                size_t e0 = (size_t)(2 * p) * n + (size_t)u * UNIT, e1 = e0 + (size_t)n;                 \
-                const int8_t *a0 = q + e0, *a1 = q + e1;                                                 \
-                for (int c = 0; c < UNIT / 64 + (UNIT == 32); c++) {                                     \
+            const uint8_t *b[2] = {row0 + (size_t)u * BYTES, row0 + row_bytes + (size_t)u * BYTES};      \
+            scales_##name(b[0], ws[0], wm[0]);                                                           \
+            scales_##name(b[1], ws[1], wm[1]);                                                           \
+            for (int c = 0; c < (UNIT + 63) / 64; c++) {                                                 \
+                w64 w0 = chunk_##name(b[0], c), w1 = chunk_##name(b[1], c);                              \
+                for (int p = 0; p < pairs; p++) {                                                        \
+                    size_t e0 = (size_t)(2 * p) * n + (size_t)u * UNIT + 64 * c, e1 = e0 + (size_t)n;    \
                     int32x4_t g[4];                                                                      \
-                    for (int k = 0; k < (UNIT == 32 ? 2 : 4); k++) {                                     \
-                        int o = 64 * c + 16 * k;                                                         \
-                        g[k] = mm16(vld1q_s8(w[0] + o), vld1q_s8(w[1] + o), vld1q_s8(a0 + o), vld1q_s8(a1 + o)); \
-                    }                                                                                    \
+                    for (int k = 0; k < (UNIT == 32 ? 2 : 4); k++)                                       \
+                        g[k] = mm16(w0.v[k], w1.v[k], vld1q_s8(q + e0 + 16 * k), vld1q_s8(q + e1 + 16 * k)); \
                     if (UNIT == 32) {                                                                    \
                         int32x4_t lo = vtrn1q_s32(g[0], g[1]), hi = vtrn2q_s32(g[0], g[1]);              \
                         int32x2_t s[2][2] = {{vget_low_s32(lo), vget_low_s32(hi)}, {vget_high_s32(lo), vget_high_s32(hi)}}; \
@@ -322,7 +345,7 @@ ARM_MM ARM_INLINE int32x4_t mm16(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x
                              vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(t1), vreinterpretq_s64_s32(t3)))}}; \
                         for (int r = 0; r < 2; r++)                                                      \
                             for (int t = 0; t < 2; t++) {                                                \
-                                size_t e = (t ? e1 : e0) + 64 * c;                                       \
+                                size_t e = t ? e1 : e0;                                                  \
                                 acc[r][2 * p + t] = fold4(acc[r][2 * p + t], s[r][t], ws[r] + 4 * c, wm[r] + 4 * c, d + e / 32, s16 + e / 16); \
                             }                                                                            \
                     }                                                                                    \
