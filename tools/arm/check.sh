@@ -8,7 +8,8 @@
 #
 # Installs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user with apt-get when missing
 # (~30 s); when apt-get cannot run (not root, no sudo, no apt) it says SKIPPED and exits 0.
-# Called by .ci/run before the Swift tests. Output: .build/arm-check/.
+# Called by .ci/run before the Swift tests. Output: .build/arm-check/. On an ARM64 machine it
+# just builds and runs the harness natively (every level up to that CPU's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.build/arm-check
@@ -17,6 +18,15 @@ sources=(Sources/CKernels/*.c tools/arm/kernel_check.c)
 include=(-ISources/CKernels/include)
 # With llama.cpp's q8_K activation layout in the library, also check moe_matmul_qa (what Swift calls).
 grep -q "moe_matmul_qa" Sources/CKernels/include/moe_kernels.h && include+=(-DMOE_HAVE_Q8K)
+
+# On an ARM64 machine (Linux or macOS) the harness runs natively: every level up to this CPU's.
+case "$(uname -m)" in
+aarch64 | arm64)
+    ${CC:-cc} -O2 -w "${include[@]}" "${sources[@]}" -lm -o "$out/kernel_check-native"
+    "$out/kernel_check-native" "native $(uname -sm)"
+    exit $?
+    ;;
+esac
 
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
