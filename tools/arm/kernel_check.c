@@ -9,9 +9,10 @@
 //     (a token gives the same result alone or in a batch, as KernelTests demands);
 //   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c folds the same int32
 //     sums with the same float code at every level).
-// Rows marked "qa" (built with -DMOE_HAVE_Q8K, which check.sh sets when the header has it) go
-// through moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level
-// used the q8_K format and was compared with moe_matvec_qk_reference.
+// Rows marked "qa" (when the header has llama.cpp's q8_K layout, MOE_KERNELS_Q8K) go through
+// moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level used the
+// q8_K format and was compared with moe_matvec_qk_reference. -DMOE_NO_Q8K_CHECK leaves them out
+// (check.sh does, loudly, if this part no longer compiles against the header).
 // The f32/f16/bf16 helpers are checked against double sums. Prints a table; exits 1 on a failure.
 #include "moe_kernels.h"
 
@@ -19,6 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(MOE_KERNELS_Q8K) && !defined(MOE_NO_Q8K_CHECK)
+#define MOE_HAVE_Q8K 1
+#endif
 
 static uint64_t rng_state = 20261130;
 static uint64_t next_u64(void) {
@@ -90,18 +95,18 @@ static void dequantize(const struct type_info *t, int n, const uint8_t *w, size_
 }
 
 // The kernel call under test. Mode 0: moe_matmul_q on 32-block activations. Mode 1 (when the
-// library has llama.cpp's q8_K layout, MOE_HAVE_Q8K): moe_matmul_qa with both formats given, as
-// Swift calls it; it picks per type and level (moe_kernel_format).
+// library has llama.cpp's q8_K layout): moe_matmul_qa with both formats given, as Swift calls
+// it; it picks per type and level (moe_kernel_format).
 struct acts {
     const int8_t *q, *qk;
-    const float *d, *s16, *dk;
+    const float *d, *s16, *dk, *sums;
     const int16_t *bsums;
 };
 static int call(int mode, int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
                 const struct acts *a, float *y, int ldy) {
 #if defined(MOE_HAVE_Q8K)
     if (mode == 1) {
-        moe_activations x = {a->q, a->d, a->s16, a->qk, a->dk, a->bsums};
+        moe_activations x = {.q = a->q, .d = a->d, .s16 = a->s16, .qk = a->qk, .dk = a->dk, .bsums = a->bsums, .sums = a->sums};
         return moe_matmul_qa(type, n, w, row_bytes, r0, r1, tokens, &x, y, ldy);
     }
 #endif
@@ -131,14 +136,18 @@ static double check_type(const struct type_info *t, int n, int mode) {
     int8_t *qk = malloc((size_t)n * TOKENS);
     float *dk = malloc(sizeof(float) * ((size_t)n / 256 * TOKENS + 1));
     int16_t *bsums = malloc(sizeof(int16_t) * (size_t)n / 16 * TOKENS);
+    float *sums = malloc(sizeof(float) * (size_t)n / 16 * TOKENS);
     int has_k = 0;
 #if defined(MOE_HAVE_Q8K)
     if (mode == 1) {
-        for (int k = 0; k < TOKENS; k++) moe_quantize_activations_k(x + (size_t)k * n, n, qk + (size_t)k * n, dk + (size_t)k * n / 256, bsums + (size_t)k * n / 16);
+        for (int k = 0; k < TOKENS; k++) {
+            size_t e = (size_t)k * n;
+            moe_quantize_activations_k(x + e, n, qk + e, dk + e / 256, bsums + e / 16, sums + e / 16);
+        }
         has_k = 1;
     }
 #endif
-    struct acts a = {q, qk, d, s16, dk, bsums};
+    struct acts a = {q, qk, d, s16, dk, sums, bsums};
 
     float reference[2][TOKENS][ROWS], one[TOKENS][ROWS], batch[TOKENS][ROWS], part[TOKENS][ROWS], top[TOKENS][ROWS];
     double magnitude[2][TOKENS][ROWS], worst = 0;
@@ -168,7 +177,7 @@ static double check_type(const struct type_info *t, int n, int mode) {
 #endif
         for (int k = 0; k < TOKENS; k++) {
             size_t e = (size_t)k * n;
-            struct acts ak = {q + e, qk + e, d + e / 32, s16 + e / 16, dk + e / 256, bsums + e / 16};
+            struct acts ak = {q + e, qk + e, d + e / 32, s16 + e / 16, dk + e / 256, sums + e / 16, bsums + e / 16};
             if (call(mode, t->id, n, w, row_bytes, 0, ROWS, 1, &ak, one[k], 0) != 0) fail("matvec refused", t->name, n, level, -1, k, 0, 0);
         }
         memset(part, 0, sizeof part);
@@ -192,7 +201,7 @@ static double check_type(const struct type_info *t, int n, int mode) {
     (void)top;
     moe_force_kernel_level(-1);
     printf(" %.1e\n", worst);
-    free(w), free(x), free(d), free(s16), free(deq), free(q), free(qk), free(dk), free(bsums);
+    free(w), free(x), free(d), free(s16), free(deq), free(q), free(qk), free(dk), free(bsums), free(sums);
     return worst;
 }
 
