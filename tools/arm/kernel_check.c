@@ -5,7 +5,8 @@
 // For every type with an 8-bit-activation kernel and every level from the detected one down
 // to 0 (portable C), on random blocks (random bytes with modest, finite scale fields):
 //   - matvec vs moe_matvec_q_reference within 1e-5 x sum|w_i x_i| (the Swift KernelTests bound);
-//   - a 7-token matmul, and a matmul over a row sub-range, bit-identical to one matvec per token
+//   - a 19-token matmul (tiles of 4 and 8 and remainders), and one over a row sub-range,
+//     bit-identical to one matvec per token
 //     (a token gives the same result alone or in a batch, as KernelTests demands);
 //   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c folds the same int32
 //     sums with the same float code at every level).
@@ -58,7 +59,7 @@ static const struct type_info types[] = {
     {MOE_Q5_K, "Q5_K", 256, 176, {0, 2}, 0},      {MOE_Q6_K, "Q6_K", 256, 210, {208, -1}, 0},
     {MOE_IQ4_XS, "IQ4_XS", 256, 136, {0, -1}, 0},
 };
-enum { NTYPES = sizeof types / sizeof types[0], ROWS = 9, TOKENS = 7, MAX_LEVEL = 8 };
+enum { NTYPES = sizeof types / sizeof types[0], ROWS = 9, TOKENS = 19 };
 
 static const char *level_name(int level) {
 #if defined(__aarch64__)
