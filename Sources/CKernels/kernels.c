@@ -437,8 +437,23 @@ static row_dot4_fn row_dot4(int type) {
 int moe_kernel_level(void) { return simd_level(); }
 void moe_force_kernel_level(int level) { forced_level = level; }
 #else
+#if defined(__aarch64__)
+// NEON kernels (simd_arm.c): 3 = i8mm, 2 = dotprod, 1 = NEON, 0 = portable C. They take the
+// whole matmul in moe_matmul_q (the i8mm path pairs rows), so the row_dot stubs below stay.
+int moe_arm_detected_level(void);
+int moe_arm_matmul(int level, int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                   const int8_t *q, const float *d, const float *s16, float *y, int ldy);
+static int forced_level = -1;
+static int simd_level(void) {
+    int detected = moe_arm_detected_level();
+    return forced_level >= 0 && forced_level < detected ? forced_level : detected;
+}
+int moe_kernel_level(void) { return simd_level(); }
+void moe_force_kernel_level(int level) { forced_level = level; }
+#else
 int moe_kernel_level(void) { return 0; }
 void moe_force_kernel_level(int level) { (void)level; }
+#endif
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 #endif
@@ -505,6 +520,9 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
     reference_fn r;
     int unit;
     if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
+#if defined(__aarch64__)
+    if (simd_level() > 0 && moe_arm_matmul(simd_level(), type, n, w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy) == 0) return 0;
+#endif
     row_dot_fn dot = row_dot(type);
     if (dot) {
         matmul_rows(dot, row_dot4(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
@@ -648,6 +666,9 @@ const char *moe_kernel_isa(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return "x86-64-v4";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3";
     return "baseline";
+#elif defined(__aarch64__)
+    static const char *names[] = {"baseline", "arm64-neon", "arm64-dotprod", "arm64-i8mm"};
+    return names[moe_arm_detected_level()];
 #else
     return "baseline";
 #endif

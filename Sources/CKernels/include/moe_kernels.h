@@ -2,8 +2,8 @@
 //
 // Everything else is Swift. These functions are compiled once per CPU level
 // (x86-64-v4 = AVX-512, x86-64-v3 = AVX2, baseline) with `target_clones`; the loader picks
-// the best one at run time, so no compiler flags are needed. Other architectures get the
-// baseline build (auto-vectorized for the target, e.g. NEON).
+// the best one at run time, so no compiler flags are needed. On ARM64, simd_arm.c has NEON,
+// dotprod and i8mm kernels, also chosen at run time; other architectures get the portable C.
 //
 // Activations for quantized weights are quantized to 8 bits per 32-element block, as
 // llama.cpp does (docs/design.md §8): `q` holds n int8 values, `d` n/32 block scales and `s16`
@@ -51,12 +51,14 @@ int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r
 int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
                            const int8_t *q, const float *d, const float *s16, float *y);
 
-/// The hand-written kernel level in use: 2 = AVX-512 VNNI, 1 = AVX2, 0 = portable C only.
+/// The hand-written kernel level in use: 2 = AVX-512 VNNI, 1 = AVX2 on x86-64; 3 = i8mm,
+/// 2 = dotprod, 1 = NEON on ARM64; 0 = portable C only.
 int moe_kernel_level(void);
 /// Caps the level (tests use it to run every path this CPU supports); -1 restores detection.
 void moe_force_kernel_level(int level);
 
-/// Name of the code path the loader chose for this CPU ("x86-64-v4", "x86-64-v3", "baseline").
+/// Name of the code path chosen for this CPU ("x86-64-v4", "x86-64-v3", "arm64-i8mm",
+/// "arm64-dotprod", "arm64-neon", "baseline").
 const char *moe_kernel_isa(void);
 
 /// f32 dot product (vectorized), for attention.
