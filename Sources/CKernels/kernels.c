@@ -520,15 +520,15 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *
     }
 }
 
-// The same for q8_K kernels, which take 1..4 tokens per call.
+// The same for q8_K kernels, which take 1..MOE_TILE_K tokens per call.
 static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
                           const int8_t *q, const float *dk, const int16_t *bs, float *y, int ldy) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t += 4) {
-            int count = tokens - t < 4 ? tokens - t : 4;
+        for (int t = 0; t < tokens; t += MOE_TILE_K) {
+            int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
             size_t a = (size_t)t * n;
-            float out[4];
+            float out[MOE_TILE_K];
             dot(row, n, q + a, dk + a / 256, bs + a / 16, out, count);
             for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
         }

@@ -11,13 +11,16 @@
 // Signatures (keep them stable; a new ISA adds functions of the same shapes):
 //   row_dot_fn   float f(row, n, q, d, s16)                 one token, q8 format
 //   row_dot4_fn  void  f(row, n, q, d, s16, out[4])         four tokens (stride n), q8 format
-//   row_dotk_fn  void  f(row, n, q, dk, bsums, out, tokens) 1..4 tokens (stride n), q8_K format;
+//   row_dotk_fn  void  f(row, n, q, dk, bsums, out, tokens) 1..MOE_TILE_K tokens (stride n), q8_K format;
 //                                                           token t at q + t*n, dk + t*n/256, bsums + t*n/16
 #ifndef SWIFTMOE_KERNELS_INTERNAL_H
 #define SWIFTMOE_KERNELS_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/// Tokens per call of a q8_K kernel: a weight row's unpacked super-block is reused this often.
+#define MOE_TILE_K 8
 
 typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
 typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);

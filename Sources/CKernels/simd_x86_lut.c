@@ -38,6 +38,20 @@ __attribute__((target("avx"))) static inline float lut_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The scales of four consecutive blocks as floats. */
+__attribute__((target("avx2,f16c"))) static inline __m128 lut_half4(const uint8_t *b, int bytes) {
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++) memcpy(&h[i], b + bytes * i, 2);
+    return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+}
+
+__attribute__((target("avx2"))) static inline __m128 lut_e8m0_half4(const uint8_t *b, int bytes) {
+    const __m128i e = _mm_setr_epi32(b[0], b[bytes], b[2 * bytes], b[3 * bytes]);
+    const __m128i normal = _mm_slli_epi32(_mm_sub_epi32(e, _mm_set1_epi32(1)), 23);
+    const __m128i tiny = _mm_sllv_epi32(_mm_set1_epi32(0x00200000), e);
+    return _mm_castsi128_ps(_mm_blendv_epi8(normal, tiny, _mm_cmpgt_epi32(_mm_set1_epi32(2), e)));
+}
+
 /* 32 levels of one block: [elements 0-15 | elements 16-31]. */
 AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
     const __m128i low = _mm_set1_epi8(0x0F);
@@ -75,8 +89,9 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
         name##_body_avx2(row, n, q, d, out, 4);                                                                  \
     }
 
-/* 512-bit: two blocks per vector, [block b | block b+1]; an odd last block takes 256 bits. */
-#define LUT_ZMM(name, BYTES, OFFSET, SCALE, LEVELS)                                                              \
+/* 512-bit: two blocks per vector, [block b | block b+1], four per step; a last pair or odd block
+   takes the narrower code. */
+#define LUT_ZMM(name, BYTES, OFFSET, SCALE, SCALE4, LEVELS)                                                      \
     ZMM_TARGET static inline void name##_body_zmm(const uint8_t *row, int n, const int8_t *q, const float *d,    \
                                                   float *out, int tokens) {                                      \
         const __m128i lut128 = _mm_loadu_si128((const __m128i *)LEVELS);                                         \
@@ -85,8 +100,37 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
         const __m256i low = _mm256_set1_epi8(0x0F);                                                              \
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};    \
         __m256 tail[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};   \
+        __m512 acc2[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};   \
         const int blocks = n / 32;                                                                               \
+        const __m512i low512 = _mm512_set1_epi8(0x0F);                                                           \
+        const __m512i first = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);                 \
+        const __m512i second = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);                \
+        const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);                                      \
+        const __m512i pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);                                    \
         int b = 0;                                                                                               \
+        /* Four blocks per step: [x0 x1 x2 x3] -> [lo0 hi0 lo1 hi1], [lo2 hi2 lo3 hi3]; four scales at once. */  \
+        for (; b + 3 < blocks; b += 4) {                                                                         \
+            const uint8_t *b0 = row + BYTES * b;                                                                 \
+            __m512i x = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b0 + OFFSET)));                 \
+            x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(b0 + BYTES + OFFSET)), 1);               \
+            x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(b0 + 2 * BYTES + OFFSET)), 2);           \
+            x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(b0 + 3 * BYTES + OFFSET)), 3);           \
+            __m512i lo = _mm512_and_si512(x, low512), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low512);    \
+            __m512i w01 = _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair01, hi));                   \
+            __m512i w23 = _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair23, hi));                   \
+            __m512i aw01 = _mm512_abs_epi8(w01), aw23 = _mm512_abs_epi8(w23);                                    \
+            __mmask64 n01 = _mm512_movepi8_mask(w01), n23 = _mm512_movepi8_mask(w23);                            \
+            const __m128 dw = SCALE4(b0, BYTES);                                                                 \
+            for (int t = 0; t < tokens; t++) {                                                                   \
+                const int8_t *a = q + (size_t)t * n + 32 * b;                                                    \
+                __m512i a01 = _mm512_loadu_si512((const void *)a), a23 = _mm512_loadu_si512((const void *)(a + 64)); \
+                __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw01, _mm512_mask_sub_epi8(a01, n01, _mm512_setzero_si512(), a01)); \
+                __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw23, _mm512_mask_sub_epi8(a23, n23, _mm512_setzero_si512(), a23)); \
+                __m512 scale = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(d + (size_t)t * (n / 32) + b))); \
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(first, scale), acc[t]);  \
+                acc2[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(second, scale), acc2[t]); \
+            }                                                                                                    \
+        }                                                                                                        \
         for (; b + 1 < blocks; b += 2) {                                                                         \
             const uint8_t *b0 = row + BYTES * b, *b1 = b0 + BYTES;                                               \
             __m256i x = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b1 + OFFSET)),                        \
@@ -116,7 +160,7 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
                 tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]); \
             }                                                                                                    \
         }                                                                                                        \
-        for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + lut_hsum256(tail[t]);           \
+        for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + lut_hsum256(tail[t]); \
     }                                                                                                            \
     ZMM_TARGET float moe_dot_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) { \
         float out;                                                                                               \
@@ -131,6 +175,6 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
 
 LUT_AVX2(iq4_nl, 18, 2, lut_half, iq4nl_levels)
 LUT_AVX2(mxfp4, 17, 1, lut_e8m0_half, mxfp4_levels)
-LUT_ZMM(iq4_nl, 18, 2, lut_half, iq4nl_levels)
-LUT_ZMM(mxfp4, 17, 1, lut_e8m0_half, mxfp4_levels)
+LUT_ZMM(iq4_nl, 18, 2, lut_half, lut_half4, iq4nl_levels)
+LUT_ZMM(mxfp4, 17, 1, lut_e8m0_half, lut_e8m0_half4, mxfp4_levels)
 #endif

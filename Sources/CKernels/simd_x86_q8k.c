@@ -58,6 +58,19 @@ static inline void k4_scales_mins(const uint8_t *s, uint8_t *out) {
     memcpy(out, u, 16);
 }
 
+/* The same in vector registers: bytes 0-7 scales, 8-15 mins (reads 16 bytes from s). */
+__attribute__((target("avx2"))) static inline __m128i k4_scales_mins_v(const uint8_t *s) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)s); /* u0 u1 u2 (and 4 bytes of qs) */
+    const __m128i low6 = _mm_set1_epi8(0x3f), low4 = _mm_set1_epi8(0x0f), low2 = _mm_set1_epi8(0x03);
+    const __m128i u22 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+    const __m128i u01 = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0));
+    /* lane 0: scales 4-7 = (u2 & 0x0f) | ((u0 >> 6) & 3) << 4; lane 1: mins 4-7 = ((u2 >> 4) & 0x0f) | ((u1 >> 6) & 3) << 4 */
+    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(u22, _mm_setr_epi32(0, 4, 0, 4)), low4),
+                                    _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(u01, 6), low2), 4));
+    /* lanes 0, 1 of v & 0x3f: scales 0-3, mins 0-3 */
+    return _mm_unpacklo_epi32(_mm_and_si128(v, low6), hi);
+}
+
 /* Eight mins as int16 pairs (m0, m0, m1, m1, ...) to multiply the activations' sums of 16. */
 __attribute__((target("avx2"))) static inline __m256i k4_mins_pairs(const uint8_t *m8) {
     __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
@@ -86,28 +99,34 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
                                           float *out, int tokens, int five) {
     const int nb = n / 256;
     const size_t bytes = five ? 176 : 144;
-    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i pick[4] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
                              _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
                              _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
                              _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7)};
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m256 accm[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m512 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
+    __m256 accm[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + bytes * u;
         const float dd = half_to_float(b), dmin = half_to_float(b + 2);
-        uint8_t sm[16];
-        k4_scales_mins(b + 4, sm);
-        const __m256i mins = k4_mins_pairs(sm + 8);
-        __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sm));
+        const __m128i sm = k4_scales_mins_v(b + 4);
+        const __m128i m16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+        const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+        __m256i sc32 = _mm256_cvtepu8_epi32(sm);
         const __m512i scz = _mm512_castsi256_si512(_mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16)));
         const uint8_t *qs = b + (five ? 48 : 16);
         const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 16))) : _mm512_setzero_si512();
         __m512i w[4], sv[4];
+        for (int k = 0; k < 2; k++) {
+            /* 64 bytes = runs j = 2k, 2k+1: [lo_j | hi_j] and [lo_j+1 | hi_j+1] by 128-bit lane shuffles */
+            __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * k));
+            __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            w[2 * k] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+            w[2 * k + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+        }
         for (int j = 0; j < 4; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-            __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             if (five) {
                 const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * j))), _mm256_set1_epi8((char)(2 << (2 * j))), 1);
                 w[j] = _mm512_mask_add_epi8(w[j], _mm512_test_epi8_mask(qh, bit), w[j], _mm512_set1_epi8(16));
@@ -140,7 +159,8 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
                              _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
                              _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
                              _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15)};
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 210 * u;
         const float dd = half_to_float(b + 208);
@@ -181,7 +201,7 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
     ZMM_TARGET void moe_dotk_##type##_zmm(const uint8_t *row, int n, const int8_t *q, const float *dk,          \
                                           const int16_t *bs, float *out, int tokens) {                           \
         if (tokens == 1) body(row, n, q, dk, bs, out, 1 __VA_ARGS__);                                            \
-        else if (tokens == 4) body(row, n, q, dk, bs, out, 4 __VA_ARGS__);                                       \
+        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, out, MOE_TILE_K __VA_ARGS__);                                       \
         else body(row, n, q, dk, bs, out, tokens __VA_ARGS__);                                                   \
     }
 Z_ENTRY(q4_K, q45k_z_body, , 0)

@@ -21,8 +21,10 @@ K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const in
     const int nb = n / 256;
     const __m256i three = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0x0F);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 accm[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
+    __m256 accm[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 84 * u;
         const float dd = half_to_float(b + 80), dmin = half_to_float(b + 82);
@@ -55,7 +57,8 @@ K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const in
                                              float *out, int tokens) {
     const int nb = n / 256;
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 110 * u;
         const float dd = half_to_float(b + 108);
@@ -92,8 +95,10 @@ K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const i
     const int nb = n / 256;
     const size_t bytes = five ? 176 : 144;
     const __m256i low = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 accm[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
+    __m256 accm[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + bytes * u;
         const float dd = half_to_float(b), dmin = half_to_float(b + 2);
@@ -131,7 +136,8 @@ K_TARGET static inline void K_NAME(q6k_body)(const uint8_t *row, int n, const in
                                              float *out, int tokens) {
     const int nb = n / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 210 * u;
         const float dd = half_to_float(b + 208);
@@ -171,7 +177,8 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
     const int nb = n / 256;
     const __m256i low = _mm256_set1_epi8(0x0F);
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)iq4nl_values));
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 136 * u;
         const float dd = half_to_float(b);
@@ -206,7 +213,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
     K_TARGET void K_NAME(moe_dotk_##type)(const uint8_t *row, int n, const int8_t *q, const float *dk,         \
                                           const int16_t *bs, float *out, int tokens) {                          \
         if (tokens == 1) body(row, n, q, dk, bs, out, 1 __VA_ARGS__);                                           \
-        else if (tokens == 4) body(row, n, q, dk, bs, out, 4 __VA_ARGS__);                                      \
+        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, out, MOE_TILE_K __VA_ARGS__);                                      \
         else body(row, n, q, dk, bs, out, tokens __VA_ARGS__);                                                  \
     }
 K_ENTRY(q2_K, K_NAME(q2k_body))
