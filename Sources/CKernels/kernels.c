@@ -88,7 +88,7 @@ void moe_quantize_activations(const float *x, int n, int8_t *q, float *d, float 
     }
 }
 
-void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums) {
+void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums, float *sums) {
     for (int b = 0; b < n / 256; b++) {
         const float *xb = x + 256 * b;
         float amax = 0;
@@ -106,6 +106,7 @@ void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int1
                 sum += v;
             }
             bsums[16 * b + g] = (int16_t)sum;
+            sums[16 * b + g] = scale * (float)sum;
         }
         d[b] = scale;
     }
@@ -474,6 +475,15 @@ static row_dot4_fn row_dot4(int type) {
     default: return 0;
     }
 }
+static row_dotn_fn row_dotn(int type) {
+    if (simd_level() != 2) return 0;
+    switch (type) {
+    case MOE_Q8_0: return moe_dotn_q8_0_zmm;
+    case MOE_IQ4_NL: return moe_dotn_iq4_nl_zmm;
+    case MOE_MXFP4: return moe_dotn_mxfp4_zmm;
+    default: return 0;
+    }
+}
 static row_dotk_fn row_dotk(int type) {
     int level = simd_level();
     if (level == 0) return 0;
@@ -495,16 +505,26 @@ void moe_force_kernel_level(int level) { (void)level; }
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
 static row_dotk_fn row_dotk(int type) { (void)type; return 0; }
+static row_dotn_fn row_dotn(int type) { (void)type; return 0; }
 #endif
 
 // Rows outer, tokens inner in tiles of 4: a weight row is read from memory once per call and
 // unpacked once per 4 tokens. Arithmetic per (row, token) is the same in both forms, so a
 // token gives the same result alone or in a batch.
-static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                        int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int n, const uint8_t *w, size_t row_bytes, int r0,
+                        int r1, int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         int t = 0;
+        if (dotn && tokens > 1) {  /* decode keeps the one-token entry point */
+            float out[MOE_TILE_Q];
+            for (; t < tokens; t += MOE_TILE_Q) {
+                int count = tokens - t < MOE_TILE_Q ? tokens - t : MOE_TILE_Q;
+                size_t a = (size_t)t * n;
+                dotn(row, n, q + a, d + a / 32, s16 + a / 16, out, count);
+                for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+            }
+        }
         if (dot4) {
             float out[4];
             for (; t + 4 <= tokens; t += 4) {
@@ -522,14 +542,14 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *
 
 // The same for q8_K kernels, which take 1..MOE_TILE_K tokens per call.
 static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
-                          const int8_t *q, const float *dk, const int16_t *bs, float *y, int ldy) {
+                          const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         for (int t = 0; t < tokens; t += MOE_TILE_K) {
             int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
             size_t a = (size_t)t * n;
             float out[MOE_TILE_K];
-            dot(row, n, q + a, dk + a / 256, bs + a / 16, out, count);
+            dot(row, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
             for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
         }
     }
@@ -558,7 +578,7 @@ int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int 
                   const moe_activations *a, float *y, int ldy) {
     row_dotk_fn dotk = a->qk ? row_dotk(type) : 0;
     if (dotk && n % 256 == 0) {
-        matmul_rows_k(dotk, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, y, ldy);
+        matmul_rows_k(dotk, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
         return 0;
     }
     if (!a->q) return -1;
@@ -612,7 +632,7 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
     if (lookup(type, &m, &r, &unit) != 0 || n % unit != 0) return -1;
     row_dot_fn dot = row_dot(type);
     if (dot) {
-        matmul_rows(dot, row_dot4(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+        matmul_rows(dot, row_dot4(type), row_dotn(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     } else {
         m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     }

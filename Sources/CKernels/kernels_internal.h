@@ -11,8 +11,10 @@
 // Signatures (keep them stable; a new ISA adds functions of the same shapes):
 //   row_dot_fn   float f(row, n, q, d, s16)                 one token, q8 format
 //   row_dot4_fn  void  f(row, n, q, d, s16, out[4])         four tokens (stride n), q8 format
-//   row_dotk_fn  void  f(row, n, q, dk, bsums, out, tokens) 1..MOE_TILE_K tokens (stride n), q8_K format;
-//                                                           token t at q + t*n, dk + t*n/256, bsums + t*n/16
+//   row_dotn_fn  void  f(row, n, q, d, s16, out, tokens)    1..MOE_TILE_Q tokens (stride n), q8 format
+//                (optional: wider prefill tiles where registers allow)
+//   row_dotk_fn  void  f(row, n, q, dk, bsums, sums, out, tokens) 1..MOE_TILE_K tokens (stride n), q8_K
+//                format; token t at q + t*n, dk + t*n/256, bsums + t*n/16, sums + t*n/16
 #ifndef SWIFTMOE_KERNELS_INTERNAL_H
 #define SWIFTMOE_KERNELS_INTERNAL_H
 
@@ -22,15 +24,19 @@
 /// Tokens per call of a q8_K kernel: a weight row's unpacked super-block is reused this often.
 #define MOE_TILE_K 8
 
+/// Tokens per call of a row_dotn_fn kernel (q8 format, 1..MOE_TILE_Q tokens).
+#define MOE_TILE_Q 8
+
 typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
 typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-typedef void (*row_dotk_fn)(const uint8_t *, int, const int8_t *, const float *, const int16_t *, float *, int);
+typedef void (*row_dotn_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+typedef void (*row_dotk_fn)(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
 #define MOE_DECLARE_DOT(type, isa)                                                                        \
     float moe_dot_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const float *);    \
     void moe_dot4_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 #define MOE_DECLARE_DOTK(type, isa)                                                                       \
-    void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, float *, int);
+    void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
 #if defined(__x86_64__) && defined(__clang__)
 // q8 format: AVX-512 VNNI (zmm = 512-bit vectors, vnni = 256-bit with VNNI) and AVX2.
@@ -42,6 +48,9 @@ MOE_DECLARE_DOT(q6_K, zmm)
 MOE_DECLARE_DOT(q6_K, avx2)
 MOE_DECLARE_DOT(q5_K, vnni)
 MOE_DECLARE_DOT(q5_K, avx2)
+void moe_dotn_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+void moe_dotn_iq4_nl_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+void moe_dotn_mxfp4_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
 MOE_DECLARE_DOT(iq4_nl, zmm)
 MOE_DECLARE_DOT(iq4_nl, avx2)
 MOE_DECLARE_DOT(mxfp4, zmm)

@@ -4,6 +4,7 @@
 // portable C in kernels.c is the fallback and the reference they are tested against. Arithmetic per 32-element block: an exact int32
 // dot product, scaled in f32 (same as the portable code up to float summation order).
 #include "moe_kernels.h"
+#include "kernels_internal.h"
 
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
@@ -274,9 +275,12 @@ void moe_dot4_q4_K_zmm(const uint8_t *row, int n, const int8_t *q, const float *
    last pair or odd block goes through the narrower code below. One body for 1..4 tokens. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const float *d, float *out, int tokens) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m256 tail[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m512 acc2[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[MOE_TILE_Q], acc2[MOE_TILE_Q];
+    __m256 tail[MOE_TILE_Q];
+    for (int t = 0; t < tokens; t++) {
+        acc[t] = acc2[t] = _mm512_setzero_ps();
+        tail[t] = _mm256_setzero_ps();
+    }
     const int blocks = n / 32;
     const __m512i first = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i second = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -346,6 +350,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f1
 void moe_dot4_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) {
     (void)s16;
     q8_0_z_body(row, n, q, d, out, 4);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+void moe_dotn_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out, int tokens) {
+    (void)s16;
+    if (tokens == 1) q8_0_z_body(row, n, q, d, out, 1);
+    else if (tokens == MOE_TILE_Q) q8_0_z_body(row, n, q, d, out, MOE_TILE_Q);
+    else q8_0_z_body(row, n, q, d, out, tokens);
 }
 #endif
 

@@ -98,9 +98,12 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
         const __m512i lut = _mm512_broadcast_i32x4(lut128);                                                      \
         const __m256i lut256 = _mm256_broadcastsi128_si256(lut128);                                              \
         const __m256i low = _mm256_set1_epi8(0x0F);                                                              \
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};    \
-        __m256 tail[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};   \
-        __m512 acc2[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};   \
+        __m512 acc[MOE_TILE_Q], acc2[MOE_TILE_Q];                                                                \
+        __m256 tail[MOE_TILE_Q];                                                                                 \
+        for (int t = 0; t < tokens; t++) {                                                                       \
+            acc[t] = acc2[t] = _mm512_setzero_ps();                                                              \
+            tail[t] = _mm256_setzero_ps();                                                                       \
+        }                                                                                                        \
         const int blocks = n / 32;                                                                               \
         const __m512i low512 = _mm512_set1_epi8(0x0F);                                                           \
         const __m512i first = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);                 \
@@ -171,6 +174,13 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
     ZMM_TARGET void moe_dot4_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) { \
         (void)s16;                                                                                               \
         name##_body_zmm(row, n, q, d, out, 4);                                                                   \
+    }                                                                                                            \
+    ZMM_TARGET void moe_dotn_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, \
+                                          float *out, int tokens) {                                              \
+        (void)s16;                                                                                               \
+        if (tokens == 1) name##_body_zmm(row, n, q, d, out, 1);                                                  \
+        else if (tokens == MOE_TILE_Q) name##_body_zmm(row, n, q, d, out, MOE_TILE_Q);                           \
+        else name##_body_zmm(row, n, q, d, out, tokens);                                                         \
     }
 
 LUT_AVX2(iq4_nl, 18, 2, lut_half, iq4nl_levels)

@@ -95,7 +95,7 @@ __attribute__((target("avx2"))) static inline __m256i k4_mins_pairs(const uint8_
 
 /* 512-bit Q4_K/Q5_K: the low and high nibbles of a 32-byte run (sub-blocks 2j and 2j+1) fill one
    64-byte vector against 64 contiguous activations; int32 lane pairs carry the two scales. */
-ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                           float *out, int tokens, int five) {
     const int nb = n / 256;
     const size_t bytes = five ? 176 : 144;
@@ -104,16 +104,16 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
                              _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
                              _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
                              _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7)};
-    __m512 acc[MOE_TILE_K];
-    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
-    __m256 accm[MOE_TILE_K];
-    for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512 acc[MOE_TILE_K], accm[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = accm[t] = _mm512_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + bytes * u;
         const float dd = half_to_float(b), dmin = half_to_float(b + 2);
         const __m128i sm = k4_scales_mins_v(b + 4);
-        const __m128i m16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-        const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+        /* dmin · min of each sub-block, once per 16 activations: against the activations' scaled sums. */
+        const __m512 mins = _mm512_mul_ps(_mm512_set1_ps(dmin),
+                                          _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(dup, _mm512_cvtepu8_epi32(_mm_unpackhi_epi64(sm, sm)))));
         __m256i sc32 = _mm256_cvtepu8_epi32(sm);
         const __m512i scz = _mm512_castsi256_si512(_mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16)));
         const uint8_t *qs = b + (five ? 48 : 16);
@@ -142,16 +142,15 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
             s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(a + 128))), sv[2]);
             s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(a + 192))), sv[3]);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_set1_ps(dd * da), acc[t]);
-            __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), mins);
-            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * da), accm[t]);
+            accm[t] = _mm512_fmadd_ps(mins, _mm512_loadu_ps(sk + (size_t)t * (n / 16) + 16 * u), accm[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum256(accm[t]);
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], accm[t]));
 }
 
 /* 512-bit Q6_K: 64 six-bit weights (four groups of 16) per vector; int32 lanes carry the group
    scales as int16 pairs; the -32 offset is 32 · Σ scale · bsum, subtracted in integers. */
-ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                          float *out, int tokens) {
     const int nb = n / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -199,10 +198,10 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
 
 #define Z_ENTRY(type, body, ...)                                                                                 \
     ZMM_TARGET void moe_dotk_##type##_zmm(const uint8_t *row, int n, const int8_t *q, const float *dk,          \
-                                          const int16_t *bs, float *out, int tokens) {                           \
-        if (tokens == 1) body(row, n, q, dk, bs, out, 1 __VA_ARGS__);                                            \
-        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, out, MOE_TILE_K __VA_ARGS__);                                       \
-        else body(row, n, q, dk, bs, out, tokens __VA_ARGS__);                                                   \
+                                          const int16_t *bs, const float *sk, float *out, int tokens) {           \
+        if (tokens == 1) body(row, n, q, dk, bs, sk, out, 1 __VA_ARGS__);                                            \
+        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, sk, out, MOE_TILE_K __VA_ARGS__);                                       \
+        else body(row, n, q, dk, bs, sk, out, tokens __VA_ARGS__);                                                   \
     }
 Z_ENTRY(q4_K, q45k_z_body, , 0)
 Z_ENTRY(q5_K, q45k_z_body, , 1)

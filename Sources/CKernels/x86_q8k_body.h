@@ -16,7 +16,7 @@
 
 /* Q2_K: | scales[16]: min<<4 | scale | qs[64] | f16 d | f16 dmin |. Sub-block s (32 weights) is
    (qs[32*(s/4) + i] >> 2*(s%4)) & 3; groups of 16 have their own scale and min. */
-K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                              float *out, int tokens) {
     const int nb = n / 256;
     const __m256i three = _mm256_set1_epi8(3);
@@ -53,7 +53,7 @@ K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const in
 
 /* Q3_K: | hmask[32] | qs[64] | scales[12] | f16 d |. Sub-block s: v = low 2 bits
    (qs[32*(s/4) + i] >> 2*(s%4)) + 4 * bit s of hmask[i], weight = v - 4; 6-bit scales - 32 per 16. */
-K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                              float *out, int tokens) {
     const int nb = n / 256;
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
@@ -90,7 +90,7 @@ K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const in
 
 /* Q4_K / Q5_K: | f16 d | f16 dmin | scales[12] | (Q5_K: qh[32]) | qs[128] |; sub-block 2j is the
    low nibbles of qs[32j..], 2j+1 the high ones; Q5_K adds 16 where bit s of qh[i] is set. */
-K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                               float *out, int tokens, int five) {
     const int nb = n / 256;
     const size_t bytes = five ? 176 : 144;
@@ -132,7 +132,7 @@ K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const i
 }
 
 /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; weight = 6-bit value - 32, scale per 16. */
-K_TARGET static inline void K_NAME(q6k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+K_TARGET static inline void K_NAME(q6k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                              float *out, int tokens) {
     const int nb = n / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -171,7 +171,7 @@ K_TARGET static inline void K_NAME(q6k_body)(const uint8_t *row, int n, const in
 /* IQ4_XS: | f16 d | u16 scales_h | scales_l[4] | qs[128] |; sub-block s is the 16 bytes
    qs[16s..]: low nibbles elements 0-15, high nibbles 16-31, through the IQ4_NL levels; scale per
    32 = 6 bits - 32. Signed levels: |w| · sign(a, w) keeps vpmaddubsw's unsigned operand exact. */
-K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs,
+K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                                float *out, int tokens) {
     (void)bs;
     const int nb = n / 256;
@@ -211,10 +211,10 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
 /* Exported entry points: constant token counts 1 and 4 let the compiler unroll the token loop. */
 #define K_ENTRY(type, body, ...)                                                                                \
     K_TARGET void K_NAME(moe_dotk_##type)(const uint8_t *row, int n, const int8_t *q, const float *dk,         \
-                                          const int16_t *bs, float *out, int tokens) {                          \
-        if (tokens == 1) body(row, n, q, dk, bs, out, 1 __VA_ARGS__);                                           \
-        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, out, MOE_TILE_K __VA_ARGS__);                                      \
-        else body(row, n, q, dk, bs, out, tokens __VA_ARGS__);                                                  \
+                                          const int16_t *bs, const float *sk, float *out, int tokens) {          \
+        if (tokens == 1) body(row, n, q, dk, bs, sk, out, 1 __VA_ARGS__);                                           \
+        else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, sk, out, MOE_TILE_K __VA_ARGS__);                                      \
+        else body(row, n, q, dk, bs, sk, out, tokens __VA_ARGS__);                                                  \
     }
 K_ENTRY(q2_K, K_NAME(q2k_body))
 K_ENTRY(q3_K, K_NAME(q3k_body))

@@ -24,6 +24,7 @@ public final class ActivationBatch {
     let qk: UnsafeMutablePointer<Int8>?
     let dk: UnsafeMutablePointer<Float>?
     let bsums: UnsafeMutablePointer<Int16>?
+    let sums: UnsafeMutablePointer<Float>?
     private var quantizedTokens = 0
 
     public init(width: Int, capacity: Int) {
@@ -40,10 +41,12 @@ public final class ActivationBatch {
             qk = .allocate(capacity: n)
             dk = .allocate(capacity: n / 256)
             bsums = .allocate(capacity: n / 16)
+            sums = .allocate(capacity: n / 16)
         } else {
             qk = nil
             dk = nil
             bsums = nil
+            sums = nil
         }
     }
 
@@ -55,6 +58,7 @@ public final class ActivationBatch {
         qk?.deallocate()
         dk?.deallocate()
         bsums?.deallocate()
+        sums?.deallocate()
     }
 
     /// Declares how many tokens the batch holds now; their quantization is stale.
@@ -80,7 +84,7 @@ public final class ActivationBatch {
     public func quantize() {
         guard quantizedTokens != tokens, isQuantizable else { return }
         moe_quantize_activations(values, Int32(width * tokens), q, d, s16)
-        if let qk, let dk, let bsums { moe_quantize_activations_k(values, Int32(width * tokens), qk, dk, bsums) }
+        if let qk, let dk, let bsums, let sums { moe_quantize_activations_k(values, Int32(width * tokens), qk, dk, bsums, sums) }
         quantizedTokens = tokens
     }
 
@@ -90,7 +94,7 @@ public final class ActivationBatch {
         return moe_activations(
             q: UnsafePointer(q + first * n), d: UnsafePointer(d + first * n / 32), s16: UnsafePointer(s16 + first * n / 16),
             qk: qk.map { UnsafePointer($0 + first * n) }, dk: dk.map { UnsafePointer($0 + first * n / 256) },
-            bsums: bsums.map { UnsafePointer($0 + first * n / 16) })
+            bsums: bsums.map { UnsafePointer($0 + first * n / 16) }, sums: sums.map { UnsafePointer($0 + first * n / 16) })
     }
 }
 

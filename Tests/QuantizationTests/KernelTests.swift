@@ -114,8 +114,8 @@ final class KernelTests: XCTestCase {
             let rowBytes = type.traits.byteCount(elements: columns)!
             let x = (0..<columns).map { i in rng.gaussian() * (i % 61 == 0 ? 4 : 1) }
             var q = [Int8](repeating: 0, count: columns), d = [Float](repeating: 0, count: columns / 256)
-            var bsums = [Int16](repeating: 0, count: columns / 16)
-            moe_quantize_activations_k(x, Int32(columns), &q, &d, &bsums)
+            var bsums = [Int16](repeating: 0, count: columns / 16), sums = [Float](repeating: 0, count: columns / 16)
+            moe_quantize_activations_k(x, Int32(columns), &q, &d, &bsums, &sums)
             for g in 0..<(columns / 16) { XCTAssertEqual(Int(bsums[g]), (0..<16).reduce(0) { $0 + Int(q[16 * g + $1]) }) }
             let batch = ActivationBatch(width: columns, capacity: 1)
             batch.reset(tokens: 1)
