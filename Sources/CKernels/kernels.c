@@ -513,18 +513,26 @@ static row_dotn_fn row_dotn(int type) { (void)type; return 0; }
 // token gives the same result alone or in a batch.
 static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int n, const uint8_t *w, size_t row_bytes, int r0,
                         int r1, int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+    if (dotn && tokens > 1) {  /* blocked as matmul_rows_k below; decode keeps the one-token entry point */
+        int block = tokens <= MOE_TILE_Q ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
+        if (block < 1) block = 1;
+        for (int rb = r0; rb < r1; rb += block) {
+            int re = r1 - rb < block ? r1 : rb + block;
+            for (int t = 0; t < tokens; t += MOE_TILE_Q) {
+                int count = tokens - t < MOE_TILE_Q ? tokens - t : MOE_TILE_Q;
+                size_t a = (size_t)t * n;
+                for (int r = rb; r < re; r++) {
+                    float out[MOE_TILE_Q];
+                    dotn(w + (size_t)r * row_bytes, n, q + a, d + a / 32, s16 + a / 16, out, count);
+                    for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+                }
+            }
+        }
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         int t = 0;
-        if (dotn && tokens > 1) {  /* decode keeps the one-token entry point */
-            float out[MOE_TILE_Q];
-            for (; t < tokens; t += MOE_TILE_Q) {
-                int count = tokens - t < MOE_TILE_Q ? tokens - t : MOE_TILE_Q;
-                size_t a = (size_t)t * n;
-                dotn(row, n, q + a, d + a / 32, s16 + a / 16, out, count);
-                for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
-            }
-        }
         if (dot4) {
             float out[4];
             for (; t + 4 <= tokens; t += 4) {
@@ -541,16 +549,23 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
 }
 
 // The same for q8_K kernels, which take 1..MOE_TILE_K tokens per call.
+// Blocked: a block of rows (about 64 KB of weights, kept in L2) meets one token tile at a time
+// (its activations stay in L1), so neither operand is streamed from memory more than once per
+// block. A token's arithmetic is the same in any tile, so results do not depend on the blocking.
 static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
                           const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
+    int block = tokens <= MOE_TILE_K ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
+    if (block < 1) block = 1;
+    for (int rb = r0; rb < r1; rb += block) {
+        int re = r1 - rb < block ? r1 : rb + block;
         for (int t = 0; t < tokens; t += MOE_TILE_K) {
             int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
             size_t a = (size_t)t * n;
-            float out[MOE_TILE_K];
-            dot(row, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
-            for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+            for (int r = rb; r < re; r++) {
+                float out[MOE_TILE_K];
+                dot(w + (size_t)r * row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
+                for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+            }
         }
     }
 }

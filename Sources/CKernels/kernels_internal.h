@@ -22,7 +22,9 @@
 #include <stdint.h>
 
 /// Tokens per call of a q8_K kernel: a weight row's unpacked super-block is reused this often.
+#ifndef MOE_TILE_K
 #define MOE_TILE_K 8
+#endif
 
 /// Tokens per call of a row_dotn_fn kernel (q8 format, 1..MOE_TILE_Q tokens).
 #define MOE_TILE_Q 8
