@@ -52,6 +52,8 @@ int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r
 /// n is a multiple of 256.
 void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums, float *sums);
 
+#define MOE_KERNELS_Q8K 1
+
 /// Both quantized forms of the same activations; the q8_K fields are NULL when n % 256 != 0.
 typedef struct moe_activations {
     const int8_t *q;
