@@ -3,13 +3,15 @@
 
 Usage:
     python tools/make_bench_model.py [--out DIR] [--seed N] [--threads N]
-                                     [--layers N] [--keep-f16] [--check]
+                                     [--layers N] [--keep-f16] [--check] [--types q4_k_m,q8_0]
 
 Writes DIR/bench-moe-f16.gguf (deleted afterwards unless --keep-f16), then quantizes it with
 llama.cpp's own quantizer (through the llama-cpp-python binding) into
 
     DIR/bench-moe-q4_k_m.gguf    (about 1.45 GB)
     DIR/bench-moe-q8_0.gguf      (about 2.6 GB)
+
+or the file types named by --types (e.g. q3_k_m, iq4_xs: DIR/bench-moe-q3_k_m.gguf, ...).
 
 DIR defaults to /work/bench-models (outside git: never commit model files). With --check, each
 quantized file is loaded by llama.cpp, which greedily generates a few tokens.
@@ -258,12 +260,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=Dims.layers)
     ap.add_argument("--keep-f16", action="store_true", help="keep the F16 intermediate file")
     ap.add_argument("--check", action="store_true", help="load each file with llama.cpp and generate")
+    ap.add_argument("--types", default="q4_k_m,q8_0",
+                    help="comma-separated llama.cpp file types to write (q4_k_m, q8_0, q3_k_m, iq4_xs, ...)")
     args = ap.parse_args()
 
     d = Dims(layers=args.layers)
     os.makedirs(args.out, exist_ok=True)
     f16 = os.path.join(args.out, "bench-moe-f16.gguf")
-    targets = [("bench-moe-q4_k_m.gguf", "LLAMA_FTYPE_MOSTLY_Q4_K_M"), ("bench-moe-q8_0.gguf", "LLAMA_FTYPE_MOSTLY_Q8_0")]
+    targets = [(f"bench-moe-{t}.gguf", f"LLAMA_FTYPE_MOSTLY_{t.upper()}") for t in args.types.split(",") if t]
     print(f"model: {d}", flush=True)
     write_f16(f16, d, args.seed)
     for name, ftype in targets:

@@ -1,6 +1,7 @@
 // See include/moe_kernels.h. Block layouts follow ggml-common.h; Sources/Quantization has
 // the Swift dequantizers these unpackers agree with (tested).
 #include "moe_kernels.h"
+#include "kernels_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -84,6 +85,30 @@ void moe_quantize_activations(const float *x, int n, int8_t *q, float *d, float 
         d[b] = scale;
         s16[2 * b] = scale * (float)sum0;
         s16[2 * b + 1] = scale * (float)sum1;
+    }
+}
+
+void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums, float *sums) {
+    for (int b = 0; b < n / 256; b++) {
+        const float *xb = x + 256 * b;
+        float amax = 0;
+        for (int i = 0; i < 256; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f;
+        float inverse = scale != 0 ? 1.0f / scale : 0.0f;
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) {
+                int v = (int)roundf(xb[16 * g + i] * inverse);
+                q[256 * b + 16 * g + i] = (int8_t)v;
+                sum += v;
+            }
+            bsums[16 * b + g] = (int16_t)sum;
+            sums[16 * b + g] = scale * (float)sum;
+        }
+        d[b] = scale;
     }
 }
 
@@ -358,6 +383,36 @@ MOE_INLINE float dot_unit(int groups, const int8_t *wq, const float *ws, const f
         }                                                                                                \
     }
 
+// Scalar reference against q8_K activations: per 16 weights an exact integer dot product, then
+// (ws·isum - wm·bsum) · d_activation in f32.
+#define DEFINE_REFERENCE_K(name, BYTES)                                                                  \
+    static void reference_k_##name(int n, const uint8_t *w, size_t row_bytes, int r0, int r1,            \
+                                   const int8_t *q, const float *dk, const int16_t *bs, float *y) {      \
+        int8_t wq[256];                                                                                  \
+        float ws[16], wm[16];                                                                            \
+        for (int r = r0; r < r1; r++) {                                                                  \
+            const uint8_t *row = w + (size_t)r * row_bytes;                                              \
+            float acc = 0;                                                                               \
+            for (int u = 0; u < n / 256; u++) {                                                          \
+                unpack_##name(row + (size_t)u * BYTES, wq, ws, wm);                                      \
+                float unit = 0;                                                                          \
+                for (int g = 0; g < 16; g++) {                                                           \
+                    int32_t s = 0;                                                                       \
+                    for (int i = 0; i < 16; i++) s += (int32_t)wq[16 * g + i] * (int32_t)q[256 * u + 16 * g + i]; \
+                    unit += ws[g] * (float)s - wm[g] * (float)bs[16 * u + g];                            \
+                }                                                                                        \
+                acc += unit * dk[u];                                                                     \
+            }                                                                                            \
+            y[r] = acc;                                                                                  \
+        }                                                                                                \
+    }
+DEFINE_REFERENCE_K(q2_K, 84)
+DEFINE_REFERENCE_K(q3_K, 110)
+DEFINE_REFERENCE_K(q4_K, 144)
+DEFINE_REFERENCE_K(q5_K, 176)
+DEFINE_REFERENCE_K(q6_K, 210)
+DEFINE_REFERENCE_K(iq4_xs, 136)
+
 DEFINE_TYPE(q8_0, 32, 34)
 DEFINE_TYPE(q4_0, 32, 18)
 DEFINE_TYPE(q4_1, 32, 20)
@@ -372,26 +427,8 @@ DEFINE_TYPE(q5_K, 256, 176)
 DEFINE_TYPE(q6_K, 256, 210)
 DEFINE_TYPE(iq4_xs, 256, 136)
 
-// Hand-written row dots (simd_x86.c) for the hottest types, chosen once per process.
-typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
-typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+// Hand-written row dots (simd_x86*.c, kernels_internal.h), chosen once per process.
 #if defined(__x86_64__) && defined(__clang__)
-void moe_dot4_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-float moe_dot_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q6_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *);
-void moe_dot4_q6_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q4_K_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-float moe_dot_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
-void moe_dot4_q5_K_vnni(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-void moe_dot4_q5_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
-float moe_dot_q8_0_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q4_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
-float moe_dot_q6_K_avx2(const uint8_t *, int, const int8_t *, const float *, const float *);
 static int forced_level = -1;
 static int detected_level(void);
 static int simd_level(void) {
@@ -420,6 +457,8 @@ static row_dot_fn row_dot(int type) {
     case MOE_Q4_K: return level == 2 ? moe_dot_q4_K_zmm : moe_dot_q4_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dot_q6_K_zmm : moe_dot_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot_q5_K_vnni : moe_dot_q5_K_avx2;
+    case MOE_IQ4_NL: return level == 2 ? moe_dot_iq4_nl_zmm : moe_dot_iq4_nl_avx2;
+    case MOE_MXFP4: return level == 2 ? moe_dot_mxfp4_zmm : moe_dot_mxfp4_avx2;
     default: return 0;
     }
 }
@@ -431,6 +470,30 @@ static row_dot4_fn row_dot4(int type) {
     case MOE_Q4_K: return level == 2 ? moe_dot4_q4_K_zmm : moe_dot4_q4_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dot4_q6_K_zmm : moe_dot4_q6_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dot4_q5_K_vnni : moe_dot4_q5_K_avx2;
+    case MOE_IQ4_NL: return level == 2 ? moe_dot4_iq4_nl_zmm : moe_dot4_iq4_nl_avx2;
+    case MOE_MXFP4: return level == 2 ? moe_dot4_mxfp4_zmm : moe_dot4_mxfp4_avx2;
+    default: return 0;
+    }
+}
+static row_dotn_fn row_dotn(int type) {
+    if (simd_level() != 2) return 0;
+    switch (type) {
+    case MOE_Q8_0: return moe_dotn_q8_0_zmm;
+    case MOE_IQ4_NL: return moe_dotn_iq4_nl_zmm;
+    case MOE_MXFP4: return moe_dotn_mxfp4_zmm;
+    default: return 0;
+    }
+}
+static row_dotk_fn row_dotk(int type) {
+    int level = simd_level();
+    if (level == 0) return 0;
+    switch (type) {
+    case MOE_Q2_K: return level == 2 ? moe_dotk_q2_K_vnni : moe_dotk_q2_K_avx2;
+    case MOE_Q3_K: return level == 2 ? moe_dotk_q3_K_vnni : moe_dotk_q3_K_avx2;
+    case MOE_Q4_K: return level == 2 ? moe_dotk_q4_K_zmm : moe_dotk_q4_K_avx2;
+    case MOE_Q5_K: return level == 2 ? moe_dotk_q5_K_zmm : moe_dotk_q5_K_avx2;
+    case MOE_Q6_K: return level == 2 ? moe_dotk_q6_K_zmm : moe_dotk_q6_K_avx2;
+    case MOE_IQ4_XS: return level == 2 ? moe_dotk_iq4_xs_vnni : moe_dotk_iq4_xs_avx2;
     default: return 0;
     }
 }
@@ -456,13 +519,32 @@ void moe_force_kernel_level(int level) { (void)level; }
 #endif
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
+static row_dotk_fn row_dotk(int type) { (void)type; return 0; }
+static row_dotn_fn row_dotn(int type) { (void)type; return 0; }
 #endif
 
 // Rows outer, tokens inner in tiles of 4: a weight row is read from memory once per call and
 // unpacked once per 4 tokens. Arithmetic per (row, token) is the same in both forms, so a
 // token gives the same result alone or in a batch.
-static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                        int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int n, const uint8_t *w, size_t row_bytes, int r0,
+                        int r1, int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
+    if (dotn && tokens > 1) {  /* blocked as matmul_rows_k below; decode keeps the one-token entry point */
+        int block = tokens <= MOE_TILE_Q ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
+        if (block < 1) block = 1;
+        for (int rb = r0; rb < r1; rb += block) {
+            int re = r1 - rb < block ? r1 : rb + block;
+            for (int t = 0; t < tokens; t += MOE_TILE_Q) {
+                int count = tokens - t < MOE_TILE_Q ? tokens - t : MOE_TILE_Q;
+                size_t a = (size_t)t * n;
+                for (int r = rb; r < re; r++) {
+                    float out[MOE_TILE_Q];
+                    dotn(w + (size_t)r * row_bytes, n, q + a, d + a / 32, s16 + a / 16, out, count);
+                    for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+                }
+            }
+        }
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         int t = 0;
@@ -481,7 +563,65 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, int n, const uint8_t *
     }
 }
 
+// The same for q8_K kernels, which take 1..MOE_TILE_K tokens per call.
+// Blocked: a block of rows (about 64 KB of weights, kept in L2) meets one token tile at a time
+// (its activations stay in L1), so neither operand is streamed from memory more than once per
+// block. A token's arithmetic is the same in any tile, so results do not depend on the blocking.
+static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
+                          const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
+    int block = tokens <= MOE_TILE_K ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
+    if (block < 1) block = 1;
+    for (int rb = r0; rb < r1; rb += block) {
+        int re = r1 - rb < block ? r1 : rb + block;
+        for (int t = 0; t < tokens; t += MOE_TILE_K) {
+            int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
+            size_t a = (size_t)t * n;
+            for (int r = rb; r < re; r++) {
+                float out[MOE_TILE_K];
+                dot(w + (size_t)r * row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
+                for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
+            }
+        }
+    }
+}
+
 typedef void (*matmul_fn)(int, const uint8_t *, size_t, int, int, int, const int8_t *, const float *, const float *, float *, int);
+typedef void (*reference_k_fn)(int, const uint8_t *, size_t, int, int, const int8_t *, const float *, const int16_t *, float *);
+
+static reference_k_fn lookup_k(int type) {
+    switch (type) {
+    case MOE_Q2_K: return reference_k_q2_K;
+    case MOE_Q3_K: return reference_k_q3_K;
+    case MOE_Q4_K: return reference_k_q4_K;
+    case MOE_Q5_K: return reference_k_q5_K;
+    case MOE_Q6_K: return reference_k_q6_K;
+    case MOE_IQ4_XS: return reference_k_iq4_xs;
+    default: return 0;
+    }
+}
+
+int moe_kernel_format(int type) {
+    return row_dotk(type) ? 2 : (moe_kernel_kind(type) == 1 ? 1 : 0);
+}
+
+int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                  const moe_activations *a, float *y, int ldy) {
+    row_dotk_fn dotk = a->qk ? row_dotk(type) : 0;
+    if (dotk && n % 256 == 0) {
+        matmul_rows_k(dotk, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
+        return 0;
+    }
+    if (!a->q) return -1;
+    return moe_matmul_q(type, n, w, row_bytes, r0, r1, tokens, a->q, a->d, a->s16, y, ldy);
+}
+
+int moe_matvec_qk_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                            const int8_t *q, const float *dk, const int16_t *bsums, float *y) {
+    reference_k_fn r = lookup_k(type);
+    if (!r || n % 256 != 0) return -1;
+    r(n, (const uint8_t *)w, row_bytes, r0, r1, q, dk, bsums, y);
+    return 0;
+}
 typedef void (*reference_fn)(int, const uint8_t *, size_t, int, int, const int8_t *, const float *, const float *, float *);
 
 static int lookup(int type, matmul_fn *m, reference_fn *r, int *unit) {
@@ -525,7 +665,7 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
 #endif
     row_dot_fn dot = row_dot(type);
     if (dot) {
-        matmul_rows(dot, row_dot4(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
+        matmul_rows(dot, row_dot4(type), row_dotn(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     } else {
         m(n, (const uint8_t *)w, row_bytes, r0, r1, tokens, q, d, s16, y, ldy);
     }

@@ -4,6 +4,7 @@
 // portable C in kernels.c is the fallback and the reference they are tested against. Arithmetic per 32-element block: an exact int32
 // dot product, scaled in f32 (same as the portable code up to float summation order).
 #include "moe_kernels.h"
+#include "kernels_internal.h"
 
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
@@ -270,14 +271,43 @@ void moe_dot4_q4_K_zmm(const uint8_t *row, int n, const int8_t *q, const float *
 #if defined(__x86_64__) && defined(__clang__)
 /* Q8_0 with 512-bit vectors: two 32-weight blocks per vpdpbusd. |w| is the unsigned operand
    and the activations are negated where w < 0 (activations are never -128: the quantizer
-   rounds to ±127). The scales of the two blocks fill the two halves of the scale vector. An
-   odd last block goes through 256-bit code. One body for 1..4 tokens. */
+   rounds to ±127). The scales of the two blocks fill the two halves of the scale vector. A
+   last pair or odd block goes through the narrower code below. One body for 1..4 tokens. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const float *d, float *out, int tokens) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m256 tail[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m512 acc[MOE_TILE_Q], acc2[MOE_TILE_Q];
+    __m256 tail[MOE_TILE_Q];
+    for (int t = 0; t < tokens; t++) {
+        acc[t] = acc2[t] = _mm512_setzero_ps();
+        tail[t] = _mm256_setzero_ps();
+    }
     const int blocks = n / 32;
+    const __m512i first = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i second = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     int b = 0;
+    /* Four blocks per step: their f16 scales convert together and meet the activations' four
+       scales in one multiply; two permutes spread them over the two vectors. */
+    for (; b + 3 < blocks; b += 4) {
+        const uint8_t *w0 = row + 34 * b;
+        __m512i x01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 2))),
+                                         _mm256_loadu_si256((const __m256i *)(w0 + 36)), 1);
+        __m512i x23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 70))),
+                                         _mm256_loadu_si256((const __m256i *)(w0 + 104)), 1);
+        __m512i ax01 = _mm512_abs_epi8(x01), ax23 = _mm512_abs_epi8(x23);
+        __mmask64 n01 = _mm512_movepi8_mask(x01), n23 = _mm512_movepi8_mask(x23);
+        uint16_t h[4];
+        for (int i = 0; i < 4; i++) memcpy(&h[i], w0 + 34 * i, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        for (int t = 0; t < tokens; t++) {
+            const int8_t *a = q + (size_t)t * n + 32 * b;
+            __m512i a01 = _mm512_loadu_si512((const void *)a), a23 = _mm512_loadu_si512((const void *)(a + 64));
+            __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax01, _mm512_mask_sub_epi8(a01, n01, _mm512_setzero_si512(), a01));
+            __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax23, _mm512_mask_sub_epi8(a23, n23, _mm512_setzero_si512(), a23));
+            __m512 scale = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(d + (size_t)t * (n / 32) + b)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_permutexvar_ps(first, scale), acc[t]);
+            acc2[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_permutexvar_ps(second, scale), acc2[t]);
+        }
+    }
     for (; b + 1 < blocks; b += 2) {
         const uint8_t *w0 = row + 34 * b, *w1 = w0 + 34;
         __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 2))),
@@ -305,7 +335,7 @@ static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const
             tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + hsum256(tail[t]);
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + hsum256(tail[t]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
@@ -320,6 +350,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f1
 void moe_dot4_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) {
     (void)s16;
     q8_0_z_body(row, n, q, d, out, 4);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+void moe_dotn_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out, int tokens) {
+    (void)s16;
+    if (tokens == 1) q8_0_z_body(row, n, q, d, out, 1);
+    else if (tokens == MOE_TILE_Q) q8_0_z_body(row, n, q, d, out, MOE_TILE_Q);
+    else q8_0_z_body(row, n, q, d, out, tokens);
 }
 #endif
 

@@ -19,6 +19,12 @@ public final class ActivationBatch {
     let q: UnsafeMutablePointer<Int8>
     let d: UnsafeMutablePointer<Float>
     let s16: UnsafeMutablePointer<Float>
+    /// The q8_K form (one scale per 256 values, int16 sums of 16) for the K-quant kernels;
+    /// allocated only when `width` is a multiple of 256.
+    let qk: UnsafeMutablePointer<Int8>?
+    let dk: UnsafeMutablePointer<Float>?
+    let bsums: UnsafeMutablePointer<Int16>?
+    let sums: UnsafeMutablePointer<Float>?
     private var quantizedTokens = 0
 
     public init(width: Int, capacity: Int) {
@@ -31,6 +37,17 @@ public final class ActivationBatch {
         q = .allocate(capacity: n)
         d = .allocate(capacity: max(n / 32, 1))
         s16 = .allocate(capacity: max(n / 16, 1))
+        if width > 0, width % 256 == 0 {
+            qk = .allocate(capacity: n)
+            dk = .allocate(capacity: n / 256)
+            bsums = .allocate(capacity: n / 16)
+            sums = .allocate(capacity: n / 16)
+        } else {
+            qk = nil
+            dk = nil
+            bsums = nil
+            sums = nil
+        }
     }
 
     deinit {
@@ -38,6 +55,10 @@ public final class ActivationBatch {
         q.deallocate()
         d.deallocate()
         s16.deallocate()
+        qk?.deallocate()
+        dk?.deallocate()
+        bsums?.deallocate()
+        sums?.deallocate()
     }
 
     /// Declares how many tokens the batch holds now; their quantization is stale.
@@ -58,11 +79,22 @@ public final class ActivationBatch {
     /// Whether quantized kernels can take this width (whole 32-element blocks).
     public var isQuantizable: Bool { width % 32 == 0 }
 
-    /// Quantizes every token (once until the values change).
+    /// Quantizes every token (once until the values change), in both activation formats
+    /// where the width allows the second (q8_K, for the K-quant kernels).
     public func quantize() {
         guard quantizedTokens != tokens, isQuantizable else { return }
         moe_quantize_activations(values, Int32(width * tokens), q, d, s16)
+        if let qk, let dk, let bsums, let sums { moe_quantize_activations_k(values, Int32(width * tokens), qk, dk, bsums, sums) }
         quantizedTokens = tokens
+    }
+
+    /// Both quantized forms for tokens from `first` on (C view for the kernels).
+    func activations(from first: Int) -> moe_activations {
+        let n = width
+        return moe_activations(
+            q: UnsafePointer(q + first * n), d: UnsafePointer(d + first * n / 32), s16: UnsafePointer(s16 + first * n / 16),
+            qk: qk.map { UnsafePointer($0 + first * n) }, dk: dk.map { UnsafePointer($0 + first * n / 256) },
+            bsums: bsums.map { UnsafePointer($0 + first * n / 16) }, sums: sums.map { UnsafePointer($0 + first * n / 16) })
     }
 }
 
@@ -131,9 +163,10 @@ public enum Kernels {
         let kind = path == .fast ? moe_kernel_kind(type) : 0
         if kind == 1, input.isQuantizable {
             precondition(input.isQuantized, "quantize the activation batch before a parallel region")
-            let status = moe_matmul_q(
+            var activations = input.activations(from: t0)
+            let status = moe_matmul_qa(
                 type, Int32(n), w.base, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound), Int32(tokens.count),
-                input.q + t0 * n, input.d + t0 * n / 32, input.s16 + t0 * n / 16, output, Int32(ldy))
+                &activations, output, Int32(ldy))
             if status == 0 { return }
         } else if kind == 2 {
             let status = moe_matmul_f(

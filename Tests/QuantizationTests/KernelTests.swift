@@ -104,9 +104,57 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The q8_K path (K-quants and IQ4_XS at the SIMD levels): the kernel `Kernels.matmul` picks
+    /// against its own scalar reference and against f64 arithmetic on the same operands.
+    func checkQ8KKernels() throws {
+        var rng = Rng(state: 13)
+        for type in Self.fastTypes where type.traits.blockSize == 256 {
+            let columns = 768, rows = 7
+            let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
+            let rowBytes = type.traits.byteCount(elements: columns)!
+            let x = (0..<columns).map { i in rng.gaussian() * (i % 61 == 0 ? 4 : 1) }
+            var q = [Int8](repeating: 0, count: columns), d = [Float](repeating: 0, count: columns / 256)
+            var bsums = [Int16](repeating: 0, count: columns / 16), sums = [Float](repeating: 0, count: columns / 16)
+            moe_quantize_activations_k(x, Int32(columns), &q, &d, &bsums, &sums)
+            for g in 0..<(columns / 16) { XCTAssertEqual(Int(bsums[g]), (0..<16).reduce(0) { $0 + Int(q[16 * g + $1]) }) }
+            let batch = ActivationBatch(width: columns, capacity: 1)
+            batch.reset(tokens: 1)
+            for i in 0..<columns { batch.values[i] = x[i] }
+            batch.quantize()
+            var fast = [Float](repeating: 0, count: rows), reference = fast
+            var scratch = [Float](repeating: 0, count: columns)
+            let w = try weights.withUnsafeBytes { try WeightMatrix(type: type, base: $0.baseAddress!, rows: rows, columns: columns) }
+            try weights.withUnsafeBytes { _ in
+                try Kernels.matmul(w, rows: 0..<rows, input: batch, output: &fast, ldy: rows, path: .fast, scratch: &scratch)
+            }
+            let format = moe_kernel_format(Int32(type.rawValue))
+            guard format == 2 else { continue }  // portable level: the 32-block path, checked above
+            XCTAssertEqual(moe_matvec_qk_reference(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, bsums, &reference), 0)
+            let xq = (0..<columns).map { Float(q[$0]) * d[$0 / 256] }
+            var row = [Float](repeating: 0, count: columns)
+            for r in 0..<rows {
+                try weights.withUnsafeBytes { raw in try type.dequantize(raw.baseAddress! + r * rowBytes, into: &row, count: columns) }
+                var exactOnQuantized: Double = 0, exact: Double = 0, magnitude: Double = 0
+                for i in 0..<columns {
+                    exactOnQuantized += Double(row[i]) * Double(xq[i])
+                    exact += Double(row[i]) * Double(x[i])
+                    magnitude += abs(Double(row[i]) * Double(x[i]))
+                }
+                let scale = Float(max(magnitude, 1e-6))
+                XCTAssertEqual(fast[r], reference[r], accuracy: 1e-5 * scale, "\(type) row \(r): q8_K SIMD vs scalar reference")
+                XCTAssertEqual(fast[r], Float(exactOnQuantized), accuracy: 1e-5 * scale, "\(type) row \(r): q8_K vs f64 on the same operands")
+                XCTAssertEqual(fast[r], Float(exact), accuracy: 2e-2 * scale, "\(type) row \(r): q8_K vs unquantized activations")
+            }
+        }
+    }
+
+    func testQ8KKernelsMatchScalarReferenceAtEveryLevel() throws {
+        try forEachKernelLevel { _ in try checkQ8KKernels() }
+    }
+
     func checkBatchedMatmul() throws {
         var rng = Rng(state: 11)
-        for type in [GGMLType.q8_0, .q4_K, .q5_K, .q6_K] {
+        for type in Self.fastTypes {
             let columns = 256, rows = 5, tokens = 70  // more than one 64-token tile
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!

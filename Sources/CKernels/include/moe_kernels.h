@@ -46,6 +46,38 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
 int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
                  const float *x, float *y, int ldy);
 
+/// The second activation format, llama.cpp's q8_K split into arrays, for the K-quants and IQ4_XS:
+/// per 256 values one scale `d[b]`, the int8 values `q`, `bsums` n/16 int16 sums of 16 values and
+/// `sums` the same sums times their block's scale (floats, for the weights' minimum terms).
+/// n is a multiple of 256.
+void moe_quantize_activations_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums, float *sums);
+
+#define MOE_KERNELS_Q8K 1
+
+/// Both quantized forms of the same activations; the q8_K fields are NULL when n % 256 != 0.
+typedef struct moe_activations {
+    const int8_t *q;
+    const float *d;
+    const float *s16;
+    const int8_t *qk;
+    const float *dk;
+    const int16_t *bsums;
+    const float *sums;
+} moe_activations;
+
+/// moe_matmul_q with the activation format chosen per type: q8_K where this CPU level has a
+/// q8_K kernel for `type` (integer sums per 256 weights), otherwise the 32-block format.
+/// Token t starts at t*n, t*n/32, t*n/16 (q8) and t*n, t*n/256, t*n/16, t*n/16 (q8_K).
+int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
+                  const moe_activations *a, float *y, int ldy);
+
+/// Which format moe_matmul_qa uses for `type` at the current level: 2 = q8_K, 1 = 32-block, 0 = none.
+int moe_kernel_format(int type);
+
+/// The scalar reference against q8_K activations (K-quants and IQ4_XS); -1 for other types.
+int moe_matvec_qk_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
+                            const int8_t *q, const float *dk, const int16_t *bsums, float *y);
+
 /// The scalar reference of moe_matvec_q: the same arithmetic, one element at a time, never
 /// vectorized. Tests compare the dispatched kernels with it.
 int moe_matvec_q_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,

@@ -1,0 +1,78 @@
+// Per-type entry points of the hand-written kernels (simd_x86.c, and simd_arm.c where present),
+// chosen at run time by kernels.c. Not part of the public header: Swift never calls them.
+//
+// Two activation formats (include/moe_kernels.h):
+//   - 32-block ("q8"): q int8[n], d float[n/32], s16 float[n/16]; every type can take it.
+//   - 256-block ("q8_K", llama.cpp's block_q8_K split into arrays): q int8[n], d float[n/256],
+//     bsums int16[n/16]; the K-quants and IQ4_XS take it where a kernel exists, which lets the
+//     sub-block products accumulate in integers with the weights' small integer scales and leaves
+//     one float operation per 256 weights and token.
+//
+// Signatures (keep them stable; a new ISA adds functions of the same shapes):
+//   row_dot_fn   float f(row, n, q, d, s16)                 one token, q8 format
+//   row_dot4_fn  void  f(row, n, q, d, s16, out[4])         four tokens (stride n), q8 format
+//   row_dotn_fn  void  f(row, n, q, d, s16, out, tokens)    1..MOE_TILE_Q tokens (stride n), q8 format
+//                (optional: wider prefill tiles where registers allow)
+//   row_dotk_fn  void  f(row, n, q, dk, bsums, sums, out, tokens) 1..MOE_TILE_K tokens (stride n), q8_K
+//                format; token t at q + t*n, dk + t*n/256, bsums + t*n/16, sums + t*n/16
+#ifndef SWIFTMOE_KERNELS_INTERNAL_H
+#define SWIFTMOE_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Tokens per call of a q8_K kernel: a weight row's unpacked super-block is reused this often.
+#ifndef MOE_TILE_K
+#define MOE_TILE_K 8
+#endif
+
+/// Tokens per call of a row_dotn_fn kernel (q8 format, 1..MOE_TILE_Q tokens).
+#define MOE_TILE_Q 8
+
+typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *, const float *);
+typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+typedef void (*row_dotn_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+typedef void (*row_dotk_fn)(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
+
+#define MOE_DECLARE_DOT(type, isa)                                                                        \
+    float moe_dot_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const float *);    \
+    void moe_dot4_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
+#define MOE_DECLARE_DOTK(type, isa)                                                                       \
+    void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
+
+#if defined(__x86_64__) && defined(__clang__)
+// q8 format: AVX-512 VNNI (zmm = 512-bit vectors, vnni = 256-bit with VNNI) and AVX2.
+MOE_DECLARE_DOT(q8_0, zmm)
+MOE_DECLARE_DOT(q8_0, avx2)
+MOE_DECLARE_DOT(q4_K, zmm)
+MOE_DECLARE_DOT(q4_K, avx2)
+MOE_DECLARE_DOT(q6_K, zmm)
+MOE_DECLARE_DOT(q6_K, avx2)
+MOE_DECLARE_DOT(q5_K, vnni)
+MOE_DECLARE_DOT(q5_K, avx2)
+void moe_dotn_q8_0_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+void moe_dotn_iq4_nl_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+void moe_dotn_mxfp4_zmm(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
+MOE_DECLARE_DOT(iq4_nl, zmm)
+MOE_DECLARE_DOT(iq4_nl, avx2)
+MOE_DECLARE_DOT(mxfp4, zmm)
+MOE_DECLARE_DOT(mxfp4, avx2)
+// q8_K format: zmm = 512-bit, vnni = 256-bit with vpdpwssd, avx2 = 256-bit.
+MOE_DECLARE_DOTK(q4_K, vnni)
+MOE_DECLARE_DOTK(q5_K, vnni)
+MOE_DECLARE_DOTK(q6_K, vnni)
+MOE_DECLARE_DOTK(q2_K, vnni)
+MOE_DECLARE_DOTK(q2_K, avx2)
+MOE_DECLARE_DOTK(q3_K, vnni)
+MOE_DECLARE_DOTK(q3_K, avx2)
+MOE_DECLARE_DOTK(q4_K, zmm)
+MOE_DECLARE_DOTK(q4_K, avx2)
+MOE_DECLARE_DOTK(q5_K, zmm)
+MOE_DECLARE_DOTK(q5_K, avx2)
+MOE_DECLARE_DOTK(q6_K, zmm)
+MOE_DECLARE_DOTK(q6_K, avx2)
+MOE_DECLARE_DOTK(iq4_xs, vnni)
+MOE_DECLARE_DOTK(iq4_xs, avx2)
+#endif
+
+#endif
