@@ -108,8 +108,9 @@ struct Calibrate: ParsableCommand, CheckedArguments {
                     let elapsed = Date().timeIntervalSince(start)
                     let eta = elapsed / Double(p.measuredNow) * Double(p.total - p.done)
                     if let m = p.last {
-                        status(String(format: "[%d/%d] layer %d expert %d %@: KLD %.5f, ΔNLL %+.5f  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
-                                      m.kld, m.deltaNLL, Units.formatDuration(eta)), final: p.done == p.total)
+                        let what = sensitivity == .proxy ? String(format: "loss %.3e", m.kld) : String(format: "KLD %.5f, ΔNLL %+.5f", m.kld, m.deltaNLL)
+                        status(String(format: "[%d/%d] layer %d expert %d %@: %@  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
+                                      what, Units.formatDuration(eta)), final: p.done == p.total)
                     }
                 }
                 switch sensitivity {
