@@ -18,8 +18,8 @@ The planned stores' increase is compared
 with the uniform curve interpolated linearly at the same size (the issue's target: at most
 0.75 of it).
 
-    python3 Benchmarks/quality.py --model /work/demo-build/hf \
-        --calibration /work/demo-build/hf.calibration.json \
+    python3 Benchmarks/quality.py --model .build-demo/hf \
+        --calibration .build-demo/hf.calibration.json \
         --text Models/demo/validation.txt --out docs/figures
 """
 import argparse

@@ -29,6 +29,11 @@ The model (see docs/performance.md):
     output; the embedding row is one lookup): ~0.43 GB at Q4_K_M, ~0.74 GB at Q8_0. That is
     the regime of a real MoE decode on a small machine: memory-bound, experts dominate.
 
+With --layout many-experts it writes only DIR/bench-many-experts-f16.gguf: the expert count of a
+Qwen3-30B-A3B (48 layers x 128 experts, top-8) at tiny dimensions (hidden 128, expert ffn 64,
+vocab 512; 0.16 B parameters, 0.3 GB), to measure what grows with the number of experts, such as
+`moe calibrate` (docs/quality.md), without the size of the real model.
+
 Weights are normal with std 0.02 (norm weights 1), so activations stay finite and of order 1.
 Router rows have structure so that routing is not uniform: expert e's row has norm that grows
 with e (0.5x to 1.5x), and pairs of experts share a component, so some experts are more
@@ -66,6 +71,9 @@ class Dims:
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
+
+# Qwen3-30B-A3B's expert count (48 layers x 128 experts, top-8) at tiny dimensions.
+MANY_EXPERTS = Dims(vocab=512, hidden=128, layers=48, heads=4, kv_heads=2, experts=128, experts_used=8, expert_ffn=64, context=1024)
 
 WEIGHT_STD = 0.02
 
@@ -262,10 +270,20 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="load each file with llama.cpp and generate")
     ap.add_argument("--types", default="q4_k_m,q8_0",
                     help="comma-separated llama.cpp file types to write (q4_k_m, q8_0, q3_k_m, iq4_xs, ...)")
+    ap.add_argument("--layout", choices=["mixtral", "many-experts"], default="mixtral",
+                    help="mixtral: the benchmark model above; many-experts: 48 x 128 experts at tiny dims (F16 only)")
     args = ap.parse_args()
 
-    d = Dims(layers=args.layers)
     os.makedirs(args.out, exist_ok=True)
+    if args.layout == "many-experts":
+        d = MANY_EXPERTS
+        path = os.path.join(args.out, "bench-many-experts-f16.gguf")
+        print(f"model: {d}", flush=True)
+        write_f16(path, d, args.seed)
+        if args.check:
+            check(path, args.threads)
+        return
+    d = Dims(layers=args.layers)
     f16 = os.path.join(args.out, "bench-moe-f16.gguf")
     targets = [(f"bench-moe-{t}.gguf", f"LLAMA_FTYPE_MOSTLY_{t.upper()}") for t in args.types.split(",") if t]
     print(f"model: {d}", flush=True)

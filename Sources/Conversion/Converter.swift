@@ -16,9 +16,13 @@ public struct Converter {
         /// Direct-read bytes/s of the storage the store will be read from (`auto` compression
         /// weighs decode time against it); nil measures the input's file system.
         public var diskBandwidth: Double?
+        /// Per-expert column importance from `moe calibrate` (activation-aware quantization);
+        /// experts without an entry are quantized with the reference encoding.
+        public var importance: [ExpertKey: ExpertImportance]?
 
         public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto,
-                    calibration: TransitionTable? = nil, diskBandwidth: Double? = nil) {
+                    calibration: TransitionTable? = nil, diskBandwidth: Double? = nil, importance: [ExpertKey: ExpertImportance]? = nil) {
+            self.importance = importance
             self.plan = plan
             self.compression = compression
             self.calibration = calibration
@@ -120,7 +124,8 @@ public struct Converter {
                 continue
             }
             // The same requantization the calibration measured (RequantizedExpert), copied out.
-            let expert = try RequantizedExpert(ExpertWeights(gate: views[0], up: views[1], down: views[2]), to: planned)
+            let expert = try RequantizedExpert(ExpertWeights(gate: views[0], up: views[1], down: views[2]), to: planned,
+                                               importance: options.importance?[key])
             let tensors = [expert.weights.gate, expert.weights.up, expert.weights.down].map { (type: $0.type, shape: $0.shape, bytes: Array($0.data)) }
             try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
             progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))

@@ -30,6 +30,28 @@ public enum ExecutorError: Error, Equatable, CustomStringConvertible {
 /// locked: it must not call back into the same transformer.
 public typealias RoutingObserver = (_ layer: Int, _ position: Int, _ choices: [ExpertChoice]) -> Void
 
+/// What one routed expert computed for the tokens routed to it in one pass: its inputs, the
+/// gate and up projections, and the SwiGLU output that is the down projection's input, each
+/// `tokens` rows (token-major), and the router weight of each token. Valid only during the call.
+public struct ExpertActivations {
+    public var layer: Int
+    public var expert: Int
+    public var tokens: Int
+    /// `tokens × hiddenSize` floats.
+    public var input: UnsafePointer<Float>
+    /// `tokens × expertFFNSize` floats each.
+    public var gate: UnsafePointer<Float>
+    public var up: UnsafePointer<Float>
+    public var hidden: UnsafePointer<Float>
+    public var routerWeights: [Float]
+}
+
+/// Called once per routed expert and pass with what it computed (``ExpertActivations``): how
+/// `moe calibrate` gathers activation statistics in its routing pass. While set, every pass
+/// takes the batched (prefill) expert path, one token included. It runs on the pass's thread
+/// while the transformer is locked and must not call back into the transformer.
+public typealias ExpertActivationObserver = @Sendable (ExpertActivations) -> Void
+
 /// Wall-clock times of one layer of one forward pass (`DispatchTime` uptime nanoseconds), for
 /// traces. The FFN span includes any wait for experts the store had to load.
 public struct LayerTiming: Sendable, Equatable {
@@ -60,6 +82,8 @@ public struct ExecutorOptions: Sendable {
     /// Element type of the KV cache: f16 halves its memory, f32 is exact.
     public var kvCacheType: KVCache.ElementType
     public var concurrentUse: ConcurrentUse
+    /// Sees every routed expert's activations (``ExpertActivationObserver``); nil in normal runs.
+    public var expertActivations: ExpertActivationObserver?
 
     public init(threads: Int = ThreadPool.defaultThreadCount, kernels: KernelPath = .fast, kvCacheType: KVCache.ElementType = .f16,
                 concurrentUse: ConcurrentUse = .wait) {

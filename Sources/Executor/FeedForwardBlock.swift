@@ -42,7 +42,8 @@ struct SwiGLU: Sendable {
 
     /// `ffnOutput[t] += weight_t * down(silu(gate x_t) * up x_t)` for the listed tokens of
     /// `input`, the tokens batched through each weight matrix.
-    func run(input: ActivationBatch, tokens: [Int], weights: [Float], pass: ForwardPass) throws {
+    func run(input: ActivationBatch, tokens: [Int], weights: [Float], pass: ForwardPass,
+             observe: ((ExpertActivations) -> Void)? = nil) throws {
         let ws = pass.workspace
         let h = input.width
         let size = gate.outputs
@@ -69,6 +70,10 @@ struct SwiGLU: Sendable {
                 let out = hidden.row(t)
                 for r in range { out[r] = Ops.silu(g[t * size + r]) * u[t * size + r] }
             }
+        }
+        if let observe {
+            observe(ExpertActivations(layer: -1, expert: -1, tokens: count, input: gathered.values, gate: g, up: u, hidden: hidden.values,
+                                      routerWeights: weights))
         }
         let y = ws.downOutput.reserve(count * h)
         try pass.project([down], input: hidden, outputs: [y])

@@ -12,6 +12,8 @@ struct ForwardPass {
     let start: Int
     let observer: RoutingObserver?
     let prefetch: PrefetchDriver
+    /// ``ExecutorOptions/expertActivations``.
+    var expertActivations: ExpertActivationObserver? = nil
 
     /// Runs several linear layers over the same input in one parallel region, split by rows:
     /// `outputs[i][t * rows_i + r] = layers[i].W[r] · input[t]` (+ bias).

@@ -45,7 +45,7 @@ struct MoEFeedForward: FeedForwardBlock {
             for choice in choices { assignments[choice.expert].append((t, choice.weight)) }
         }
         let active = (0..<expertCount).filter { !assignments[$0].isEmpty }
-        if n == 1 {
+        if n == 1 && pass.expertActivations == nil {
             pass.prefetch.predictAhead(layer: l, chosen: active, pass: pass)
             try experts.withExperts(layer: l, experts: active) { weights in
                 try runActiveExperts(weights, routerWeights: active.map { assignments[$0][0].weight }, input: input, pass: pass)
@@ -54,7 +54,8 @@ struct MoEFeedForward: FeedForwardBlock {
             for e in active {
                 try experts.withExpert(layer: l, expert: e) { expert in
                     let mlp = SwiGLU(gate: try Linear(expert.gate, bias: nil), up: try Linear(expert.up, bias: nil), down: try Linear(expert.down, bias: nil))
-                    try mlp.run(input: input, tokens: assignments[e].map(\.token), weights: assignments[e].map(\.weight), pass: pass)
+                    try mlp.run(input: input, tokens: assignments[e].map(\.token), weights: assignments[e].map(\.weight), pass: pass,
+                                observe: pass.expertActivations.map { observer in { var a = $0; a.layer = l; a.expert = e; observer(a) } })
                 }
             }
         }

@@ -143,7 +143,8 @@ public final class Transformer: Sendable {
         let h = c.hiddenSize
         let ws = state.workspace
         ws.reserve(tokens: n)
-        let pass = ForwardPass(pool: pool, kernels: options.kernels, workspace: ws, tokens: n, start: start, observer: observer, prefetch: state.prefetch)
+        var pass = ForwardPass(pool: pool, kernels: options.kernels, workspace: ws, tokens: n, start: start, observer: observer, prefetch: state.prefetch)
+        pass.expertActivations = options.expertActivations
         let storage = cache
 
         let x = ws.residual.pointer

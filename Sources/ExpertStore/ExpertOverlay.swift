@@ -28,12 +28,15 @@ public final class RequantizedExpert: Sendable {
 
     /// Dequantizes `source` and quantizes it to `type` (nil: an exact copy of the source bytes),
     /// with the types and lengths a `.moe` record would have (``StoreLayout/record(of:at:expert:)``).
-    public init(_ source: ExpertWeights, to type: GGMLType?) throws {
+    /// With `importance`, types that have an importance-weighted quantizer use it (activation-aware
+    /// quantization, as `llama-quantize --imatrix`).
+    public init(_ source: ExpertWeights, to type: GGMLType?, importance: ExpertImportance? = nil) throws {
         let views = [source.gate, source.up, source.down]
         let layout = try StoreLayout.record(of: views.map { ($0.type, $0.shape) }, at: type, expert: source.gate.name)
         let memory = Memory(max(layout.decodedLength, ExpertRecordLayout.tensorAlignment))
         var out: [TensorView] = []
-        for (view, t) in zip(views, layout.tensors) {
+        let columnWeights = [importance?.input, importance?.input, importance?.hidden]
+        for (i, (view, t)) in zip(views, layout.tensors).enumerated() {
             let destination = memory.base + t.offset
             if t.type == view.type {
                 // A kept tensor is its source bytes exactly.
@@ -45,7 +48,8 @@ public final class RequantizedExpert: Sendable {
                 let floats = try view.toFloats()
                 try floats.withUnsafeBufferPointer { buffer in
                     guard let base = buffer.baseAddress else { return }
-                    try t.type.quantize(base, into: destination, count: floats.count)
+                    let w = columnWeights[i].flatMap { $0.count == view.rowLength ? $0 : nil }
+                    try t.type.quantize(base, into: destination, count: floats.count, rowLength: view.rowLength, importance: w)
                 }
             }
             out.append(TensorView(name: view.name, type: t.type, shape: view.shape,
@@ -53,6 +57,20 @@ public final class RequantizedExpert: Sendable {
         }
         weights = ExpertWeights(gate: out[0], up: out[1], down: out[2])
         self.layout = layout
+    }
+}
+
+/// Per-column importance of one expert's matrices (activation-aware quantization): `input` for
+/// the gate and up projections (one weight per model dimension), `hidden` for the down
+/// projection (one per expert FFN dimension). llama.cpp's imatrix entries for the expert: the
+/// mean square of each input over the calibration tokens routed to it.
+public struct ExpertImportance: Sendable, Equatable {
+    public var input: [Float]
+    public var hidden: [Float]
+
+    public init(input: [Float], hidden: [Float]) {
+        self.input = input
+        self.hidden = hidden
     }
 }
 

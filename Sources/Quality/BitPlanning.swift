@@ -166,7 +166,7 @@ public enum BitPlanning {
     /// measured perplexity increase is within the target.
     public static func plan(
         source: ModelSource, calibrationPath: String, calibration: CalibrationFile, target: Target, method: BitPlanner.Method,
-        embedCalibration: Bool, probe: QualityProbe?, progress: ((String) -> Void)? = nil
+        embedCalibration: Bool, probe: QualityProbe?, importance: [ExpertKey: ExpertImportance]? = nil, progress: ((String) -> Void)? = nil
     ) throws -> Outcome {
         guard let sensitivity = calibration.sensitivity else { throw PlanningError.noSensitivity(path: calibrationPath) }
         guard try source.expertFingerprint() == sensitivity.settings.modelFingerprint else { throw PlanningError.otherModel(path: calibrationPath) }
@@ -192,7 +192,7 @@ public enum BitPlanning {
                 for (key, name) in r.types where name != "keep" {
                     let id = SensitivityTable.key(key.layer, key.expert, name)
                     let type = BitPlan.storableType(name) ?? nil
-                    let q = try cache[id] ?? probe.model.withExpertWeights(key) { try RequantizedExpert($0, to: type) }
+                    let q = try cache[id] ?? probe.model.withExpertWeights(key) { try RequantizedExpert($0, to: type, importance: importance?[key]) }
                     replacements[key] = q
                     keep[id] = q
                 }

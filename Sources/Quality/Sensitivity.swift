@@ -60,7 +60,13 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
     }
 
     public var format = "swiftmoe-sensitivity"
-    public var version = 1
+    /// 2 adds `method`; version 1 files (no method) are measured ones.
+    public var version = 2
+    /// How the losses were obtained: "measured" (KL divergence of the model run with the expert
+    /// lowered; nats/token) or "proxy" (``ProxySensitivity``: activation-weighted squared output
+    /// error per token of the text, in the model's activation units, comparable across experts
+    /// but not a KL divergence). Absent in version 1 files: measured.
+    public var method: String?
     public var settings: Settings
     /// Mean NLL of the model as loaded on the scored positions (perplexity = exp of it).
     public var baseNLL: Double
@@ -90,6 +96,8 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
         Dictionary(measurements.map { (SensitivityTable.key($0.layer, $0.expert, $0.type), $0) }, uniquingKeysWith: { a, _ in a })
     }
 
+    public var isProxy: Bool { method == "proxy" }
+
     public func isComplete(experts: Int) -> Bool { measurements.count >= experts * settings.types.count }
 }
 
@@ -98,10 +106,13 @@ public struct SensitivityTable: Codable, Sendable, Equatable {
 public struct CalibrationFile: Sendable, Equatable {
     public var routing: TransitionTable
     public var sensitivity: SensitivityTable?
+    /// Per-expert activation statistics of the routing pass (imatrix and proxy inputs).
+    public var activations: ActivationStatistics?
 
-    public init(routing: TransitionTable, sensitivity: SensitivityTable? = nil) {
+    public init(routing: TransitionTable, sensitivity: SensitivityTable? = nil, activations: ActivationStatistics? = nil) {
         self.routing = routing
         self.sensitivity = sensitivity
+        self.activations = activations
     }
 
     enum Keys: String, CodingKey { case sensitivity }
@@ -111,15 +122,19 @@ public struct CalibrationFile: Sendable, Equatable {
             throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
         }
         let routing = try TransitionTable.decode(data, path: path)
-        struct Wrapper: Decodable { var sensitivity: SensitivityTable? }
+        struct Wrapper: Decodable {
+            var sensitivity: SensitivityTable?
+            var activations: ActivationStatistics.Stored?
+        }
         let wrapper: Wrapper
         do { wrapper = try JSONDecoder().decode(Wrapper.self, from: data) } catch {
-            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table is not valid (\(error))")
+            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table or activations are not valid (\(error))")
         }
+        let activations = try wrapper.activations.map { try ActivationStatistics(stored: $0, routing: routing, path: path) }
         if let s = wrapper.sensitivity {
-            guard s.format == "swiftmoe-sensitivity", s.version == 1, s.settings.windows > 0, s.settings.context >= 2,
-                  !s.settings.types.isEmpty else {
-                throw PredictorError.invalidCalibration(path: path, reason: "sensitivity format \(s.format) version \(s.version) is not swiftmoe-sensitivity version 1")
+            guard s.format == "swiftmoe-sensitivity", (1...2).contains(s.version), s.settings.windows > 0, s.settings.context >= 2,
+                  !s.settings.types.isEmpty, s.method == nil || s.method == "measured" || s.method == "proxy" else {
+                throw PredictorError.invalidCalibration(path: path, reason: "sensitivity format \(ModelFormatError.shown(s.format)) version \(s.version) is not swiftmoe-sensitivity version 1 or 2 (method measured or proxy)")
             }
             if let a = s.activations {
                 guard a.count == routing.layers.count, a.allSatisfy({ $0.count == routing.expertCount && $0.allSatisfy { $0 >= 0 } }) else {
@@ -133,7 +148,7 @@ public struct CalibrationFile: Sendable, Equatable {
                 }
             }
         }
-        return CalibrationFile(routing: routing, sensitivity: wrapper.sensitivity)
+        return CalibrationFile(routing: routing, sensitivity: wrapper.sensitivity, activations: activations)
     }
 
     /// Writes the file atomically (a temporary file renamed into place), so an interrupted
@@ -144,6 +159,9 @@ public struct CalibrationFile: Sendable, Equatable {
         var object = try JSONSerialization.jsonObject(with: encoder.encode(routing)) as? [String: Any] ?? [:]
         if let sensitivity {
             object["sensitivity"] = try JSONSerialization.jsonObject(with: encoder.encode(sensitivity))
+        }
+        if let activations {
+            object["activations"] = try JSONSerialization.jsonObject(with: encoder.encode(activations.stored))
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
@@ -205,6 +223,7 @@ extension Model {
         }
         var table = SensitivityTable(settings: settings, baseNLL: probe.baseNLL, scoredTokens: windows.count * probe.scoredPerWindow,
                                      sourceTypes: try sourceLayout(first).map(\.type.description))
+        table.method = "measured"
         table.activations = c.moeLayers.map { l in
             (0..<c.expertCount).map { probe.routedTokens[ExpertKey(layer: l, expert: $0)] ?? 0 }
         }

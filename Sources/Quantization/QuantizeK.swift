@@ -109,15 +109,8 @@ extension Quantize {
                         levels[16 * j + i] = Int8(Swift.max(-4, Swift.min(3, l)) + 4)
                     }
                 }
-                // High bits go to hmask (element 32k + m: byte m, bit k), low bits to qs.
-                for m in 0..<32 { block.setByte(m, 0) }
-                for j in 0..<256 where levels[j] > 3 {
-                    let m = j % 32
-                    block.setByte(m, UnsafeRawPointer(block).byte(m) | UInt8(1) << UInt8(j / 32))
-                    levels[j] -= 4
-                }
-                pack2Bit(s.levels, into: block + 32)
                 block.setUInt16(108, d)
+                packQ3KLevels(levels, block: block)
             }
         }
     }
@@ -130,12 +123,7 @@ extension Quantize {
                 let x = source + b * 256
                 let block = destination + b * 144
                 chooseScaleMinK(x, nmax: 15, rmin: -1, steps: 20, scratch: s, block: block)
-                for chunk in 0..<4 {
-                    for l in 0..<32 {
-                        let low = s.levels[64 * chunk + l], high = s.levels[64 * chunk + 32 + l]
-                        block.setByte(16 + 32 * chunk + l, low | high << 4)
-                    }
-                }
+                packQ4KLevels(s.levels, block: block)
             }
         }
     }
@@ -148,35 +136,65 @@ extension Quantize {
                 let x = source + b * 256
                 let block = destination + b * 176
                 chooseScaleMinK(x, nmax: 31, rmin: -0.5, steps: 15, scratch: s, block: block)
-                let high = s.bytes
-                high.update(repeating: 0, count: 32)
-                var bit1: UInt8 = 1
-                var bit2: UInt8 = 2
-                for chunk in 0..<4 {
-                    for j in 0..<32 {
-                        var l1 = s.levels[64 * chunk + j]
-                        if l1 > 15 {
-                            l1 -= 16
-                            high[j] |= bit1
-                        }
-                        var l2 = s.levels[64 * chunk + 32 + j]
-                        if l2 > 15 {
-                            l2 -= 16
-                            high[j] |= bit2
-                        }
-                        block.setByte(48 + 32 * chunk + j, l1 | l2 << 4)
-                    }
-                    bit1 <<= 2
-                    bit2 <<= 2
-                }
-                for j in 0..<32 { block.setByte(16 + j, high[j]) }
+                packQ5KLevels(s.levels, block: block, scratch: s)
             }
         }
     }
 
+    /// Q4_K level order: elements 64c + l and 64c + 32 + l share byte 16 + 32c + l (low, high nibble).
+    static func packQ4KLevels(_ levels: UnsafeMutablePointer<UInt8>, block: UnsafeMutableRawPointer) {
+        for chunk in 0..<4 {
+            for l in 0..<32 {
+                let low = levels[64 * chunk + l], high = levels[64 * chunk + 32 + l]
+                block.setByte(16 + 32 * chunk + l, low | high << 4)
+            }
+        }
+    }
+
+    /// Q3_K: high bits go to hmask (element 32k + m: byte m, bit k), low bits to qs.
+    static func packQ3KLevels(_ levels: UnsafeMutablePointer<Int8>, block: UnsafeMutableRawPointer) {
+        for m in 0..<32 { block.setByte(m, 0) }
+        for j in 0..<256 where levels[j] > 3 {
+            let m = j % 32
+            block.setByte(m, UnsafeRawPointer(block).byte(m) | UInt8(1) << UInt8(j / 32))
+            levels[j] -= 4
+        }
+        pack2Bit(UnsafeMutableRawPointer(levels).assumingMemoryBound(to: UInt8.self), into: block + 32)
+    }
+
+    /// Q5_K: the fifth bits to qh (32 bytes), the low nibbles as Q4_K orders them from byte 48.
+    static func packQ5KLevels(_ levels: UnsafeMutablePointer<UInt8>, block: UnsafeMutableRawPointer, scratch s: Scratch) {
+        let high = s.bytes
+        high.update(repeating: 0, count: 32)
+        var bit1: UInt8 = 1
+        var bit2: UInt8 = 2
+        for chunk in 0..<4 {
+            for j in 0..<32 {
+                var l1 = levels[64 * chunk + j]
+                if l1 > 15 {
+                    l1 -= 16
+                    high[j] |= bit1
+                }
+                var l2 = levels[64 * chunk + 32 + j]
+                if l2 > 15 {
+                    l2 -= 16
+                    high[j] |= bit2
+                }
+                block.setByte(48 + 32 * chunk + j, l1 | l2 << 4)
+            }
+            bit1 <<= 2
+            bit2 <<= 2
+        }
+        for j in 0..<32 { block.setByte(16 + j, high[j]) }
+    }
+
     /// Q6_K: 16 sub-blocks of 16, 6-bit signed levels with a signed 8-bit scale each.
     /// Layout: ``Dequantize/q6_K``.
-    public static let q6_K: QuantizeRow = { source, destination, count in
+    public static let q6_K: QuantizeRow = { source, destination, count in q6KBlocks(source, destination, count, importance: nil) }
+
+    /// Q6_K blocks; `importance` (one weight per element, see ``weighted(_:)``) replaces the x²
+    /// error weights of the scale search when given, as `quantize_row_q6_K_impl` does.
+    static func q6KBlocks(_ source: UnsafePointer<Float>, _ destination: UnsafeMutableRawPointer, _ count: Int, importance: UnsafePointer<Float>?) {
         withScratch { s in
             let levels = UnsafeMutableRawPointer(s.levels).assumingMemoryBound(to: Int8.self)
             for b in 0..<count / 256 {
@@ -185,7 +203,7 @@ extension Quantize {
                 var maxScale: Float = 0
                 var maxAbsScale: Float = 0
                 for j in 0..<16 {
-                    let scale = makeQXQuants(count: 16, nmax: 32, x + 16 * j, levels: levels + 16 * j)
+                    let scale = makeQXQuants(count: 16, nmax: 32, x + 16 * j, levels: levels + 16 * j, weights: importance.map { $0 + b * 256 + 16 * j })
                     s.scales[j] = scale
                     if abs(scale) > maxAbsScale {
                         maxAbsScale = abs(scale)
@@ -286,11 +304,24 @@ extension Quantize {
         }
         let inverseScale: Float = maxScale > 0 ? 63 / maxScale : 0
         let inverseMin: Float = maxMin > 0 ? 63 / maxMin : 0
-        let packed = s.bytes
+        let ls = s.bytes, lm = s.bytes + 8
+        for j in 0..<8 {
+            ls[j] = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(inverseScale * s.scales[j])))
+            lm[j] = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(inverseMin * s.mins[j])))
+        }
+        storeScaleMinK(x, scales: ls, mins: lm, d: maxScale / 63, dmin: maxMin / 63, nmax: nmax, scratch: s, block: block)
+    }
+
+    /// Stores d, dmin and the 6-bit sub-block scales `scales[8]` and mins `mins[8]` (each ≤ 63)
+    /// of a Q4_K/Q5_K block and re-derives the levels (0...nmax) in `scratch.levels` against them.
+    static func storeScaleMinK(
+        _ x: UnsafePointer<Float>, scales ls: UnsafePointer<UInt8>, mins lm: UnsafePointer<UInt8>, d dValue: Float, dmin dminValue: Float,
+        nmax: Int, scratch s: Scratch, block: UnsafeMutableRawPointer
+    ) {
+        let packed = s.bytes + 16
         packed.update(repeating: 0, count: 12)
         for j in 0..<8 {
-            let ls = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(inverseScale * s.scales[j])))
-            let lm = Swift.min(63, UInt8(truncatingIfNeeded: nearestInt(inverseMin * s.mins[j])))
+            let ls = ls[j], lm = lm[j]
             if j < 4 {
                 packed[j] = ls
                 packed[j + 4] = lm
@@ -300,8 +331,8 @@ extension Quantize {
                 packed[j] |= (lm >> 4) << 6
             }
         }
-        let d = block.setHalf(0, maxScale / 63)
-        let dmin = block.setHalf(2, maxMin / 63)
+        let d = block.setHalf(0, dValue)
+        let dmin = block.setHalf(2, dminValue)
         for j in 0..<12 { block.setByte(4 + j, packed[j]) }
         for j in 0..<8 {
             let (sc, m) = Dequantize.scaleMinK4(UnsafeRawPointer(block + 4), j)
@@ -313,187 +344,5 @@ extension Quantize {
                 s.levels[32 * j + i] = UInt8(Swift.max(0, Swift.min(nmax, l)))
             }
         }
-    }
-}
-
-// MARK: - Scale search (ports of ggml-quants.c helpers)
-
-extension Quantize {
-    /// `make_qkx2_quants`: the scale and min (`x ≈ scale * L - min`, `L` in 0...nmax, min ≥ 0)
-    /// minimising the weighted error. Starts from the min/max fit, then tries `steps + 1`
-    /// alternative scales `(nmax + rmin + rdelta * k) / (max - min)`, solving the weighted
-    /// least-squares scale and min for each level assignment. Returns the scale; `min` receives
-    /// the (non-negative) min. `absoluteError` chooses |error| over squared error.
-    /// (Inlined so the sub-block length is a constant, as in the C code.)
-    @inline(__always)
-    static func makeQKX2Quants(
-        count n: Int, nmax: Int, _ x: UnsafePointer<Float>, weights: UnsafePointer<Float>,
-        levels: UnsafeMutablePointer<UInt8>, min theMin: inout Float, auxiliary candidates: UnsafeMutablePointer<UInt8>,
-        rmin: Float, rdelta: Float, steps nstep: Int, absoluteError useMad: Bool
-    ) -> Float {
-        var min = x[0]
-        var max = x[0]
-        var sumW = weights[0]
-        var sumX = sumW * x[0]
-        for i in 1..<n {
-            if x[i] < min { min = x[i] }
-            if x[i] > max { max = x[i] }
-            let w = weights[i]
-            sumW += w
-            sumX += w * x[i]
-        }
-        if min > 0 { min = 0 }
-        if max == min {
-            for i in 0..<n { levels[i] = 0 }
-            theMin = -min
-            return 0
-        }
-        var iscale = Float(nmax) / (max - min)
-        var scale = 1 / iscale
-        var bestError: Float = 0
-        for i in 0..<n {
-            let l = nearestInt(iscale * (x[i] - min))
-            levels[i] = UInt8(Swift.max(0, Swift.min(nmax, l)))
-            var diff = scale * Float(levels[i]) + min - x[i]
-            diff = useMad ? abs(diff) : diff * diff
-            bestError += weights[i] * diff
-        }
-        if nstep < 1 {
-            theMin = -min
-            return scale
-        }
-        for step in 0...nstep {
-            iscale = (rmin + rdelta * Float(step) + Float(nmax)) / (max - min)
-            var sumL: Float = 0
-            var sumL2: Float = 0
-            var sumXL: Float = 0
-            for i in 0..<n {
-                let l = Swift.max(0, Swift.min(nmax, nearestInt(iscale * (x[i] - min))))
-                candidates[i] = UInt8(l)
-                let w = weights[i]
-                let lf = Float(l)
-                sumL += w * lf
-                sumL2 += w * lf * lf
-                sumXL += w * lf * x[i]
-            }
-            let D = sumW * sumL2 - sumL * sumL
-            if D > 0 {
-                var thisScale = (sumW * sumXL - sumX * sumL) / D
-                var thisMin = (sumL2 * sumX - sumL * sumXL) / D
-                if thisMin > 0 {
-                    thisMin = 0
-                    thisScale = sumXL / sumL2
-                }
-                var error: Float = 0
-                for i in 0..<n {
-                    var diff = thisScale * Float(candidates[i]) + thisMin - x[i]
-                    diff = useMad ? abs(diff) : diff * diff
-                    error += weights[i] * diff
-                }
-                if error < bestError {
-                    for i in 0..<n { levels[i] = candidates[i] }
-                    bestError = error
-                    scale = thisScale
-                    min = thisMin
-                }
-            }
-        }
-        theMin = -min
-        return scale
-    }
-
-    /// `make_q3_quants` with `do_rmse`: a signed scale and levels `L` in 0..<2·nmax
-    /// (`x ≈ scale * (L - nmax)`), refined by coordinate descent on the error weighted by x².
-    static func makeQ3Quants(count n: Int, nmax: Int, _ x: UnsafePointer<Float>, levels: UnsafeMutablePointer<Int8>) -> Float {
-        var max: Float = 0
-        var amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax {
-            amax = abs(x[i])
-            max = x[i]
-        }
-        if amax < groupMaxEpsilon {
-            for i in 0..<n { levels[i] = 0 }
-            return 0
-        }
-        let iscale = Float(-nmax) / max
-        var sumlx: Float = 0
-        var suml2: Float = 0
-        for i in 0..<n {
-            let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
-            levels[i] = Int8(l)
-            let w = x[i] * x[i]
-            sumlx += w * x[i] * Float(l)
-            suml2 += w * Float(l) * Float(l)
-        }
-        for _ in 0..<5 {
-            var changed = 0
-            for i in 0..<n {
-                let w = x[i] * x[i]
-                var slx = sumlx - w * x[i] * Float(levels[i])
-                guard slx > 0 else { continue }
-                var sl2 = suml2 - w * Float(levels[i]) * Float(levels[i])
-                let newL = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(x[i] * sl2 / slx)))
-                if newL != Int(levels[i]) {
-                    slx += w * x[i] * Float(newL)
-                    sl2 += w * Float(newL) * Float(newL)
-                    if sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        levels[i] = Int8(newL)
-                        sumlx = slx
-                        suml2 = sl2
-                        changed += 1
-                    }
-                }
-            }
-            if changed == 0 { break }
-        }
-        for i in 0..<n { levels[i] += Int8(nmax) }
-        return suml2 > 0 ? sumlx / suml2 : 0
-    }
-
-    /// `make_qx_quants` with `rmse_type` 1 and no importance weights: a signed scale and
-    /// levels `L` in 0..<2·nmax (`x ≈ scale * (L - nmax)`), the best of 19 candidate scales
-    /// under the error weighted by x².
-    static func makeQXQuants(count n: Int, nmax: Int, _ x: UnsafePointer<Float>, levels: UnsafeMutablePointer<Int8>) -> Float {
-        var max: Float = 0
-        var amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax {
-            amax = abs(x[i])
-            max = x[i]
-        }
-        if amax < groupMaxEpsilon {
-            for i in 0..<n { levels[i] = 0 }
-            return 0
-        }
-        var iscale = Float(-nmax) / max
-        var sumlx: Float = 0
-        var suml2: Float = 0
-        for i in 0..<n {
-            let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
-            levels[i] = Int8(l + nmax)
-            let w = x[i] * x[i]
-            sumlx += w * x[i] * Float(l)
-            suml2 += w * Float(l) * Float(l)
-        }
-        var scale: Float = suml2 != 0 ? sumlx / suml2 : 0
-        var best = scale * sumlx
-        for step in -9...9 where step != 0 {
-            iscale = -(Float(nmax) + 0.1 * Float(step)) / max
-            sumlx = 0
-            suml2 = 0
-            for i in 0..<n {
-                let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
-                let w = x[i] * x[i]
-                sumlx += w * x[i] * Float(l)
-                suml2 += w * Float(l) * Float(l)
-            }
-            if suml2 > 0 && sumlx * sumlx > best * suml2 {
-                for i in 0..<n {
-                    levels[i] = Int8(nmax + Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i]))))
-                }
-                scale = sumlx / suml2
-                best = scale * sumlx
-            }
-        }
-        return scale
     }
 }

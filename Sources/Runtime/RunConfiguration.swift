@@ -207,3 +207,24 @@ extension Model.MemoryOptions {
         max(1, min(maxContext ?? min(configuration.contextLength, Self.defaultContextCap), configuration.contextLength))
     }
 }
+
+/// Defaults of `moe calibrate` and of `moe convert`'s use of a calibration (docs/quality.md).
+public enum CalibrationDefaults {
+    /// How `moe calibrate` obtains per-expert sensitivities.
+    public enum SensitivityMethod: String, CaseIterable, Sendable {
+        /// From the routing pass's activation statistics: no further model run, cost
+        /// independent of the expert count (one quantization of each expert per type).
+        case proxy
+        /// Rerun the calibration windows with each expert lowered alone to each type: the KL
+        /// divergence itself, but experts × types reruns (small models only).
+        case measured
+    }
+
+    public static let sensitivity = SensitivityMethod.proxy
+    /// Candidate types of the sensitivity pass.
+    public static let types = "q2_K,q3_K,q4_K,q5_K,q6_K,q8_0"
+    /// Windows of `--ctx-size` tokens a measured sensitivity reruns (and `--max-ppl-increase` checks).
+    public static let sensitivityWindows = 8
+    /// Seconds between saves of a calibration in progress (the routing pass's file can be large).
+    public static let activationSaveInterval = 30.0
+}

@@ -2,15 +2,20 @@ import ArgumentParser
 import Foundation
 import SwiftMoE
 
+extension CalibrationDefaults.SensitivityMethod: ExpressibleByArgument {}
+
 struct Calibrate: ParsableCommand, CheckedArguments {
     static let configuration = CommandConfiguration(
-        abstract: "Measure a model on a text: which experts fire (for --prefetch path/hybrid) and how much quality each loses at each type (for moe convert --target-size / --max-ppl-increase).",
+        abstract: "Measure a model on a text: which experts fire (for --prefetch path/hybrid), what each expert's inputs look like (activation-aware quantization in moe convert) and how much quality each loses at each type (for moe convert --target-size / --max-ppl-increase).",
         discussion: """
-            Pass 1 routes the text and records per-layer expert frequencies and layer-to-layer \
-            transitions. Pass 2 (sensitivity) lowers one expert at a time to each of --types and \
-            measures, on the first --sensitivity-windows windows of --ctx-size tokens, the mean KL \
-            divergence of the next-token distributions from the model as given and the change in \
-            negative log-likelihood. It reruns only the windows the expert was routed in. The result \
+            One routed pass over the text records per-layer expert frequencies, layer-to-layer \
+            transitions and, for every expert, per-column sums of squares of its inputs and of its \
+            down projection's inputs (llama.cpp's imatrix) and its use count. Then sensitivities: \
+            --sensitivity proxy (default) predicts each expert's loss at each of --types from those \
+            statistics, quantizing each expert once per type and running nothing more; \
+            --sensitivity measured lowers one expert at a time and measures, on the first \
+            --sensitivity-windows windows of --ctx-size tokens, the mean KL divergence from the \
+            model as given (experts × types reruns: small models only). The result \
             file is rewritten every few seconds; run the same command again to resume an \
             interrupted calibration. Results are deterministic for a given model, text and settings.
 
@@ -24,10 +29,12 @@ struct Calibrate: ParsableCommand, CheckedArguments {
     @Option(name: .shortAndLong, help: "Where to write the statistics (default: MODEL.calibration.json).") var output: String?
     @OptionGroup var window: ContextWindowOption
     @Option(name: .customLong("max-tokens"), help: "Route at most this many tokens of the text (default: all).") var maxTokens: Int?
-    @Option(help: "Candidate types for the sensitivity pass, comma-separated. Each adds one pass per expert.")
-    var types: String = "q2_K,q3_K,q4_K,q5_K,q6_K,q8_0"
-    @Option(name: .customLong("sensitivity-windows"), help: "Windows of --ctx-size tokens each sensitivity measurement runs. More: steadier numbers, proportionally slower.")
-    var sensitivityWindows: Int = 8
+    @Option(help: "Candidate types for the sensitivity pass, comma-separated. Each adds one quantization of every expert (proxy) or one rerun per expert (measured).")
+    var types: String = CalibrationDefaults.types
+    @Option(help: "proxy (default): predicted from the routing pass's activation statistics, cost independent of the expert count; measured: KL divergence with each expert lowered alone, experts × types reruns (small models).")
+    var sensitivity: CalibrationDefaults.SensitivityMethod = CalibrationDefaults.sensitivity
+    @Option(name: .customLong("sensitivity-windows"), help: "Windows of --ctx-size tokens each measured sensitivity reruns (and moe convert --max-ppl-increase checks). More: steadier numbers, proportionally slower.")
+    var sensitivityWindows: Int = CalibrationDefaults.sensitivityWindows
     @Flag(name: .customLong("no-sensitivity"), help: "Only record routing statistics (seconds instead of minutes).") var noSensitivity = false
     @Flag(help: "Discard measurements in the output file instead of resuming them.") var restart = false
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -57,41 +64,63 @@ struct Calibrate: ParsableCommand, CheckedArguments {
             func status(_ line: String, final: Bool = false) {
                 FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line + (final ? "\n" : "") : line + "\n").utf8))
             }
-            let table = try model.calibrate(tokens: tokens, window: ctxSize) { done, total in
-                status("[\(done)/\(total)] tokens routed", final: done == total)
-            }
             let out = output ?? Model.calibrationPath(for: model.source.path)
-            var file = CalibrationFile(routing: table)
+            let previous = !restart && FileManager.default.fileExists(atPath: out) ? try? CalibrationFile.load(path: out) : nil
+            let fingerprint = try model.source.expertFingerprint()
+            let activationSettings = ActivationStatistics.Settings(
+                model: model.source.path, modelFingerprint: fingerprint, text: text,
+                tokensHash: SensitivityTable.Settings.tokensHash(of: [tokens]), totalTokens: tokens.count, context: ctxSize)
+            var resumeActivations: (TransitionTable, ActivationStatistics)? = nil
+            if let previous, let a = previous.activations {
+                guard a.settings == activationSettings else {
+                    throw ValidationError("\(out) holds statistics gathered with other settings (model, text or --ctx-size); pass --restart to discard them, or -o another file")
+                }
+                resumeActivations = (previous.routing, a)
+                if !a.isComplete { status("resuming \(out): \(a.tokens) of \(a.settings.totalTokens) tokens already routed", final: true) }
+            }
+            let passStart = Date()
+            let (table, activations) = try model.gatherActivations(
+                tokens: tokens, settings: activationSettings, resume: resumeActivations, saveInterval: CalibrationDefaults.activationSaveInterval,
+                save: { routing, stats in try CalibrationFile(routing: routing, activations: stats).write(to: out) }
+            ) { p in
+                status("[\(p.tokensDone)/\(p.totalTokens)] tokens routed", final: p.tokensDone == p.totalTokens)
+            }
+            let passSeconds = Date().timeIntervalSince(passStart)
+            var file = CalibrationFile(routing: table, activations: activations)
             if !noSensitivity {
                 let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
                 let windows = QualityProbe.windows(of: tokens, context: ctxSize, count: sensitivityWindows, bos: bos)
                 guard !windows.isEmpty else { throw ValidationError("--text has \(tokens.count) tokens, fewer than one --ctx-size window of \(ctxSize)") }
                 let settings = SensitivityTable.Settings(
-                    model: model.source.path, modelFingerprint: try model.source.expertFingerprint(), text: text,
+                    model: model.source.path, modelFingerprint: fingerprint, text: text,
                     tokensHash: SensitivityTable.Settings.tokensHash(of: windows), context: ctxSize, windows: windows.count, types: typeList)
                 var resume: SensitivityTable? = nil
-                if !restart, FileManager.default.fileExists(atPath: out) {
-                    let previous = try? CalibrationFile.load(path: out)
-                    if let s = previous?.sensitivity {
-                        guard s.settings == settings else {
-                            throw ValidationError("\(out) holds measurements taken with other settings (model, text, --ctx-size, --sensitivity-windows or --types); pass --restart to discard them, or -o another file")
-                        }
-                        resume = s
-                        status("resuming \(out): \(s.measurements.count) measurements already taken", final: true)
+                if let s = previous?.sensitivity, s.isProxy == (sensitivity == .proxy) {
+                    guard s.settings == settings else {
+                        throw ValidationError("\(out) holds measurements taken with other settings (model, text, --ctx-size, --sensitivity-windows or --types); pass --restart to discard them, or -o another file")
                     }
+                    resume = s
+                    status("resuming \(out): \(s.measurements.count) measurements already taken", final: true)
                 }
                 let start = Date()
-                file.sensitivity = try model.measureSensitivity(
-                    windows: windows, settings: settings, resume: resume,
-                    save: { partial in try CalibrationFile(routing: table, sensitivity: partial).write(to: out) }
-                ) { p in
+                let save = { (partial: SensitivityTable) throws in try CalibrationFile(routing: table, sensitivity: partial, activations: activations).write(to: out) }
+                let report = { (p: Model.SensitivityProgress) in
                     let elapsed = Date().timeIntervalSince(start)
                     let eta = elapsed / Double(p.measuredNow) * Double(p.total - p.done)
                     if let m = p.last {
-                        status(String(format: "[%d/%d] layer %d expert %d %@: KLD %.5f, ΔNLL %+.5f  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
-                                      m.kld, m.deltaNLL, Units.formatDuration(eta)), final: p.done == p.total)
+                        let what = sensitivity == .proxy ? String(format: "loss %.3e", m.kld) : String(format: "KLD %.5f, ΔNLL %+.5f", m.kld, m.deltaNLL)
+                        status(String(format: "[%d/%d] layer %d expert %d %@: %@  ETA %@", p.done, p.total, m.layer, m.expert, m.type,
+                                      what, Units.formatDuration(eta)), final: p.done == p.total)
                     }
                 }
+                switch sensitivity {
+                case .proxy:
+                    file.sensitivity = try model.proxySensitivity(statistics: activations, settings: settings, resume: resume, save: save, progress: report)
+                case .measured:
+                    file.sensitivity = try model.measureSensitivity(windows: windows, settings: settings, resume: resume, save: save, progress: report)
+                }
+                FileHandle.standardError.write(Data(String(format: "routing pass %.1f s, %@ sensitivities %.1f s\n", passSeconds,
+                                                                  sensitivity.rawValue, Date().timeIntervalSince(start)).utf8))
             }
             try file.write(to: out)
             if json {
@@ -106,7 +135,11 @@ struct Calibrate: ParsableCommand, CheckedArguments {
                 print("layer \(layer): " + top.joined(separator: ", "))
             }
             if let s = file.sensitivity {
-                print(String(format: "sensitivity on %d tokens (perplexity %.3f as given), mean KL divergence per expert lowered alone:", s.scoredTokens, exp(s.baseNLL)))
+                if s.isProxy {
+                    print("proxy sensitivity from \(s.scoredTokens) tokens, mean predicted output error per token (activation units²):")
+                } else {
+                    print(String(format: "sensitivity on %d tokens (perplexity %.3f as given), mean KL divergence per expert lowered alone:", s.scoredTokens, exp(s.baseNLL)))
+                }
                 for row in CalibrationSummary(file: file, path: out).types {
                     print(String(format: "  %-5@ mean %.2e  max %.2e (layer %d expert %d)  min %.2e", row.type, row.meanKLD, row.maxKLD, row.maxLayer, row.maxExpert, row.minKLD))
                 }

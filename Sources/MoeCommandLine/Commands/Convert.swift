@@ -27,6 +27,10 @@ struct Convert: ParsableCommand, CheckedArguments {
     var diskBandwidth: ByteSize?
     @Option(help: "Calibration from moe calibrate INPUT: its path statistics are embedded (for --prefetch path/hybrid) and its sensitivities drive --target-size / --max-ppl-increase (default: INPUT.calibration.json when it exists).")
     var calibration: String?
+    @Option(help: "A calibration (moe calibrate) whose activation statistics make the quantization activation-aware, as llama-quantize --imatrix (default: --calibration, else INPUT.calibration.json when it exists).")
+    var imatrix: String?
+    @Flag(name: .customLong("no-imatrix"), help: "Quantize with llama.cpp's reference encoding, ignoring any calibration's activation statistics (larger error at 2-6 bits).")
+    var noImatrix = false
     @Option(name: .customLong("target-size"), help: "Plan a type per expert so the whole store is at most this big (e.g. 1.2GB). Smaller: less disk and faster paging, lower quality.")
     var targetSize: ByteSize?
     @Option(name: .customLong("max-ppl-increase"), help: "Plan the smallest store whose perplexity on the calibration text is at most this much above INPUT's (2% or 0.02). Runs the planned model a dozen times on the calibration text.")
@@ -56,6 +60,7 @@ struct Convert: ParsableCommand, CheckedArguments {
         guard sources <= 1 else { throw ValidationError("give one of --bits, --bit-plan, --target-size and --max-ppl-increase") }
         if planOnly, !planning { throw ValidationError("--plan-only needs --target-size or --max-ppl-increase") }
         do { try runOptions.validate() } catch { throw ValidationError(error.flagDescription) }
+        if noImatrix, imatrix != nil { throw ValidationError("give --imatrix or --no-imatrix, not both") }
         if let bits, BitPlan.storableType(bits) == nil {
             throw ValidationError("--bits \(bits) is not a type the store can write (\(BitPlan.writableTypeNames))")
         }
@@ -67,13 +72,14 @@ struct Convert: ParsableCommand, CheckedArguments {
             let calibrationPath = calibration ?? (planning ? Model.calibrationPath(for: input) : nil)
             var table = try calibration.map { try TransitionTable.load(path: $0) }
             var plan = try bitPlan.map { try BitPlan.load(path: $0) } ?? BitPlan(default: bits ?? "keep")
+            let importance = try loadImportance()
             if planning, let calibrationPath {
                 guard FileManager.default.fileExists(atPath: calibrationPath) else {
                     throw ValidationError("planning needs sensitivities: run moe calibrate \(input) --text FILE first (or pass --calibration FILE)")
                 }
                 let file = try CalibrationFile.load(path: calibrationPath)
                 table = file.routing
-                let outcome = try makePlan(calibrationPath: calibrationPath, file: file)
+                let outcome = try makePlan(calibrationPath: calibrationPath, file: file, importance: importance)
                 plan = outcome.plan
                 let planPath = planOut ?? (output.hasSuffix(".moe") ? String(output.dropLast(4)) : output) + ".plan.json"
                 try plan.write(to: planPath)
@@ -93,7 +99,7 @@ struct Convert: ParsableCommand, CheckedArguments {
             }
             let start = Date()
             var lastPrint = Date.distantPast
-            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) })) { p in
+            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) }, importance: importance)) { p in
                 let now = Date()
                 guard p.expertsDone == p.expertsTotal || now.timeIntervalSince(lastPrint) > 0.25 else { return }
                 lastPrint = now
@@ -124,7 +130,30 @@ struct Convert: ParsableCommand, CheckedArguments {
         }
     }
 
-    func makePlan(calibrationPath: String, file: CalibrationFile) throws -> BitPlanning.Outcome {
+    /// The per-expert importance of `--imatrix`, `--calibration` or INPUT.calibration.json (the
+    /// first given or found), checked against INPUT; nil with --no-imatrix or when none exists.
+    func loadImportance() throws -> [ExpertKey: ExpertImportance]? {
+        guard !noImatrix else { return nil }
+        let found = FileManager.default.fileExists(atPath: Model.calibrationPath(for: input)) ? Model.calibrationPath(for: input) : nil
+        guard let path = imatrix ?? calibration ?? found else { return nil }
+        let file = try CalibrationFile.load(path: path)
+        guard let activations = file.activations else {
+            if imatrix != nil { throw ValidationError("\(path) has no activation statistics: rerun moe calibrate (it gathers them in its routing pass)") }
+            FileHandle.standardError.write(Data("note: \(path) has no activation statistics (an older calibration); quantizing without importance\n".utf8))
+            return nil
+        }
+        let source = try ModelSource(path: input)
+        guard case .store = source.container else {
+            guard try source.expertFingerprint() == activations.settings.modelFingerprint else {
+                throw ValidationError("\(path) was calibrated on another model (fingerprint differs); calibrate \(input), or pass --no-imatrix")
+            }
+            FileHandle.standardError.write(Data("activation-aware quantization: importance from \(path) (\(activations.tokens) tokens)\n".utf8))
+            return activations.importanceTable()
+        }
+        return nil
+    }
+
+    func makePlan(calibrationPath: String, file: CalibrationFile, importance: [ExpertKey: ExpertImportance]?) throws -> BitPlanning.Outcome {
         let source = try ModelSource(path: input)
         if case .store = source.container {
             throw ValidationError("\(input) is already a .moe store; plan from the original GGUF or Hugging Face model")
@@ -150,7 +179,7 @@ struct Convert: ParsableCommand, CheckedArguments {
         }
         let probe = try QualityProbe(model: model, windows: windows)
         return try BitPlanning.plan(source: source, calibrationPath: calibrationPath, calibration: file, target: .perplexityIncrease(limit),
-                                    method: planner, embedCalibration: true, probe: probe) { line in
+                                    method: planner, embedCalibration: true, probe: probe, importance: importance) { line in
             FileHandle.standardError.write(Data(("  " + line + "\n").utf8))
         }
     }

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Activation-aware quantization and proxy sensitivities on a model (issue #21's figures).
+
+For MODEL (a GGUF file or HF directory) and a calibration TEXT, this
+
+  1. runs ``moe calibrate MODEL --text TEXT`` (proxy sensitivities, the default) and, with
+     --measured, ``moe calibrate --sensitivity measured`` too, timing both;
+  2. writes uniform stores at each of --types three ways: plain (``--no-imatrix``: llama.cpp's
+     reference encoding), activation-aware (``--imatrix`` the calibration), and llama.cpp's own
+     imatrix files (``llama-imatrix`` on the same text, then ``llama-quantize --imatrix`` with
+     every expert tensor at the type and everything else as in MODEL, converted with
+     ``moe convert --bits keep``);
+  3. plans stores with ``moe convert --target-size`` between neighbouring plain uniform stores
+     (--fractions), from the proxy calibration and, with --measured, from the measured one (both
+     quantized activation-aware);
+  4. scores every store with ``moe kld STORE --base MODEL`` on --eval-text (first --chunks chunks);
+  5. with --measured, compares proxy and measured sensitivities (Spearman rank correlation).
+
+Writes OUT/imatrix.json and prints Markdown tables for docs/quality.md. The demo's numbers:
+
+    python3 tools/store_to_gguf.py Models/demo/demo.moe .build-demo/demo-q8_0.gguf
+    swift build -c release --product moe
+    python3 Benchmarks/imatrix_quality.py --model .build-demo/demo-q8_0.gguf --work .build-demo/imatrix \
+        --text Models/demo/calibration.txt --eval-text Models/demo/validation.txt --measured --out docs/figures
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import first_json  # noqa: E402  (the same JSON scraping as Benchmarks/quality.py)
+LLAMA = Path(os.environ.get("LLAMA_CPP_BIN", "/opt/moe-cache/llama.cpp-build/bin"))
+
+
+def run(cmd: list[str]) -> tuple[str, float]:
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    start = time.time()
+    env = dict(os.environ, LD_LIBRARY_PATH=str(LLAMA))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return p.stdout + p.stderr, time.time() - start
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    ma, mb = sum(ra) / n, sum(rb) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra) ** 0.5
+    vb = sum((y - mb) ** 2 for y in rb) ** 0.5
+    return cov / (va * vb) if va and vb else float("nan")
+
+
+def interpolate(curve: list[tuple[int, float]], size: int) -> float | None:
+    curve = sorted(curve)
+    for (s0, v0), (s1, v1) in zip(curve, curve[1:]):
+        if s0 <= size <= s1:
+            return v0 + (v1 - v0) * (size - s0) / (s1 - s0)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder for stores (outside git)")
+    ap.add_argument("--text", default=str(ROOT / "Models/demo/calibration.txt"))
+    ap.add_argument("--eval-text", default=str(ROOT / "Models/demo/validation.txt"))
+    ap.add_argument("--types", default="q2_K,q3_K,q4_K,q5_K,q6_K")
+    ap.add_argument("--fractions", default="0.25,0.5,0.75")
+    ap.add_argument("--ctx", type=int, default=256)
+    ap.add_argument("--chunks", type=int, default=120, help="kld chunks of --ctx tokens (-1: the whole text)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--measured", action="store_true", help="also calibrate with measured sensitivities and compare")
+    ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp's imatrix stores")
+    ap.add_argument("--moe", default=str(ROOT / ".build/release/moe"))
+    ap.add_argument("--out", type=Path, default=ROOT / "docs/figures")
+    args = ap.parse_args()
+    moe, work, types = args.moe, args.work, args.types.split(",")
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict = {"model": args.model, "text": args.text, "eval_text": args.eval_text, "ctx": args.ctx, "chunks": args.chunks,
+                    "cpu": subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip(),
+                    "stores": []}
+    cal = work / "proxy.calibration.json"
+    out, secs = run([moe, "calibrate", args.model, "--text", args.text, "-o", str(cal), "--restart", "--threads", str(args.threads)])
+    result["calibrate_proxy_seconds"] = secs
+    result["calibrate_proxy_log"] = [l for l in out.splitlines() if "routing pass" in l]
+    measured = work / "measured.calibration.json"
+    if args.measured:
+        if not measured.exists():
+            out, secs = run([moe, "calibrate", args.model, "--text", args.text, "-o", str(measured), "--sensitivity", "measured",
+                             "--threads", str(args.threads)])
+            result["calibrate_measured_seconds"] = secs
+
+    def score(kind: str, label: str, path: Path, extra: dict | None = None) -> None:
+        limit = ["--chunks", str(args.chunks)] if args.chunks > 0 else []
+        k = first_json(run([moe, "kld", str(path), "--base", args.model, "--text", args.eval_text, "--ctx-size", str(args.ctx),
+                            "--threads", str(args.threads), "--json"] + limit)[0])
+        row = {"kind": kind, "label": label, "bytes": path.stat().st_size, "kld": k["meanKLD"], "kld_se": k["standardError"],
+               "ppl": k["perplexity"], "base_ppl": k["basePerplexity"], **(extra or {})}
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        result["stores"].append(row)
+
+    for t in types:
+        p = work / f"plain-{t}.moe"
+        run([moe, "convert", args.model, "-o", str(p), "--bits", t, "--no-imatrix"])
+        score("uniform", t, p)
+        p = work / f"imatrix-{t}.moe"
+        run([moe, "convert", args.model, "-o", str(p), "--bits", t, "--imatrix", str(cal)])
+        score("uniform-imatrix", t, p)
+    if not args.no_llama:
+        imatrix = work / "llama.imatrix.gguf"
+        _, secs = run([str(LLAMA / "llama-imatrix"), "-m", args.model, "-f", args.text, "-o", str(imatrix), "-c", "512",
+                       "-t", str(args.threads)])
+        result["llama_imatrix_seconds"] = secs
+        for t in types:
+            g = work / f"llama-{t}.gguf"
+            overrides = sum((["--tensor-type", f"ffn_{m}_exps={t}"] for m in ("gate", "up", "down")), [])
+            run([str(LLAMA / "llama-quantize"), "--allow-requantize", "--imatrix", str(imatrix)] + overrides +
+                [args.model, str(g), "Q8_0", str(args.threads)])
+            p = work / f"llama-{t}.moe"
+            run([moe, "convert", str(g), "-o", str(p), "--bits", "keep", "--no-imatrix"])
+            score("llama-imatrix", t, p)
+    plain = sorted((r["bytes"], r["kld"]) for r in result["stores"] if r["kind"] == "uniform")
+    fractions = [float(f) for f in args.fractions.split(",")]
+    targets = [int(s0 + f * (s1 - s0)) for (s0, _), (s1, _) in zip(plain, plain[1:]) for f in fractions]
+    sources = [("planned-proxy", cal)] + ([("planned-measured", measured)] if args.measured else [])
+    for kind, c in sources:
+        for target in targets:
+            p = work / f"{kind}-{target}.moe"
+            run([moe, "convert", args.model, "-o", str(p), "--target-size", str(target), "--calibration", str(c),
+                 "--imatrix", str(cal), "--plan-out", str(p.with_suffix(".plan.json"))])
+            score(kind, f"{target / 1e6:.2f}MB", p, {"target": target})
+    curves = {k: sorted((r["bytes"], r["kld"]) for r in result["stores"] if r["kind"] == k) for k in ("uniform", "uniform-imatrix", "llama-imatrix")}
+    for r in result["stores"]:
+        for k, curve in curves.items():
+            v = interpolate(curve, r["bytes"])
+            r[f"{k}_at_size"] = v
+        if r.get("uniform_at_size"):
+            r["ratio_to_plain"] = r["kld"] / r["uniform_at_size"]
+    if args.measured:
+        p = json.loads(cal.read_text())["sensitivity"]["measurements"]
+        m = json.loads(measured.read_text())["sensitivity"]["measurements"]
+        key = lambda x: (x["layer"], x["expert"], x["type"])
+        pm, mm = {key(x): x["kld"] for x in p}, {key(x): x["kld"] for x in m}
+        common = sorted(set(pm) & set(mm))
+        result["spearman_all"] = spearman([pm[k] for k in common], [mm[k] for k in common])
+        result["spearman_by_type"] = {t: spearman([pm[k] for k in common if k[2] == t], [mm[k] for k in common if k[2] == t])
+                                      for t in sorted({k[2] for k in common})}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "imatrix.json").write_text(json.dumps(result, indent=1) + "\n")
+    print("| store | kind | size (bytes) | KLD | ± | plain uniform at this size | ratio | imatrix uniform at size | llama.cpp imatrix at size |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    f = lambda v: "" if v is None else f"{v:.6f}"
+    for r in sorted(result["stores"], key=lambda r: (r["kind"], r["bytes"])):
+        print(f"| {r['label']} | {r['kind']} | {r['bytes']} | {r['kld']:.6f} | {r['kld_se']:.6f} | {f(r.get('uniform_at_size'))} | "
+              f"{'' if r.get('ratio_to_plain') is None else format(r['ratio_to_plain'], '.2f')} | {f(r.get('uniform-imatrix_at_size'))} | "
+              f"{f(r.get('llama-imatrix_at_size'))} |")
+    if args.measured:
+        print(f"\nSpearman proxy vs measured: all {result['spearman_all']:.3f}; " +
+              ", ".join(f"{t} {v:.3f}" for t, v in result["spearman_by_type"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+import Foundation
+import ModelFormats
+import Router
+
+/// The `activations` object of the calibration file (docs/quality.md, "Calibration file"):
+/// sizes and counts as JSON numbers, the four per-column arrays as base64 of little-endian
+/// float32, and an XXH64 of those bytes so a damaged or edited file is refused.
+extension ActivationStatistics {
+    struct Stored: Codable {
+        var format: String
+        var version: Int
+        var settings: Settings
+        var layers: [Int]
+        var expertCount: Int
+        var hiddenSize: Int
+        var ffnSize: Int
+        var tokens: Int
+        var uses: [[Int]]
+        var routerWeightSquares: [[Float]]
+        var encoding: String
+        var inputSquares: String
+        var hiddenSquares: String
+        var upGain: String
+        var gateGain: String
+        var checksum: String
+    }
+
+    static let encoding = "float32-le-base64"
+
+    static func bytes(_ values: [Float]) -> Data {
+        var data = Data(capacity: values.count * 4)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        return data
+    }
+
+    static func floats(_ data: Data) -> [Float] {
+        data.withUnsafeBytes { raw in
+            (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+        }
+    }
+
+    static func checksum(_ parts: [Data]) -> String {
+        var all = Data()
+        for p in parts { all.append(p) }
+        return String(all.withUnsafeBytes { XXH64.hash($0) }, radix: 16)
+    }
+
+    var stored: Stored {
+        let parts = [inputSquares, hiddenSquares, upGain, gateGain].map(ActivationStatistics.bytes)
+        return Stored(format: ActivationStatistics.format, version: ActivationStatistics.version, settings: settings, layers: layers,
+                      expertCount: expertCount, hiddenSize: hiddenSize, ffnSize: ffnSize, tokens: tokens, uses: uses,
+                      routerWeightSquares: routerWeightSquares, encoding: ActivationStatistics.encoding,
+                      inputSquares: parts[0].base64EncodedString(), hiddenSquares: parts[1].base64EncodedString(),
+                      upGain: parts[2].base64EncodedString(), gateGain: parts[3].base64EncodedString(),
+                      checksum: ActivationStatistics.checksum(parts))
+    }
+
+    /// Checks every field of a stored object against itself and the routing table's shape.
+    init(stored s: Stored, routing: TransitionTable, path: String) throws {
+        func fail(_ reason: String) -> PredictorError { .invalidCalibration(path: path, reason: "activations: " + reason) }
+        guard s.format == ActivationStatistics.format, s.version == ActivationStatistics.version, s.encoding == ActivationStatistics.encoding else {
+            throw fail("format \(ModelFormatError.shown(s.format)) version \(s.version) is not \(ActivationStatistics.format) version \(ActivationStatistics.version)")
+        }
+        guard s.layers == routing.layers, s.expertCount == routing.expertCount else {
+            throw fail("\(s.layers.count) layers × \(s.expertCount) experts do not match the routing table")
+        }
+        let limit = 1 << 20
+        guard (1...limit).contains(s.hiddenSize), (1...limit).contains(s.ffnSize), s.tokens >= 0, s.settings.totalTokens >= s.tokens,
+              s.settings.context >= 1 else {
+            throw fail("sizes out of range (hidden \(s.hiddenSize), FFN \(s.ffnSize), tokens \(s.tokens) of \(s.settings.totalTokens))")
+        }
+        guard s.uses.count == s.layers.count, s.uses.allSatisfy({ $0.count == s.expertCount && $0.allSatisfy { $0 >= 0 } }),
+              s.routerWeightSquares.count == s.layers.count,
+              s.routerWeightSquares.allSatisfy({ $0.count == s.expertCount && $0.allSatisfy { $0.isFinite && $0 >= 0 } }) else {
+            throw fail("uses or router weights do not match \(s.layers.count) layers × \(s.expertCount) experts")
+        }
+        var parts: [Data] = []
+        let experts = s.layers.count * s.expertCount
+        for (name, text, width) in [("inputSquares", s.inputSquares, s.hiddenSize), ("hiddenSquares", s.hiddenSquares, s.ffnSize),
+                                    ("upGain", s.upGain, s.ffnSize), ("gateGain", s.gateGain, s.ffnSize)] {
+            guard let data = Data(base64Encoded: text), data.count == experts * width * 4 else {
+                throw fail("\(name) is not base64 of \(experts) × \(width) float32 values")
+            }
+            parts.append(data)
+        }
+        guard ActivationStatistics.checksum(parts) == s.checksum else { throw fail("checksum does not match the data (damaged or edited)") }
+        let arrays = parts.map(ActivationStatistics.floats)
+        guard arrays.allSatisfy({ $0.allSatisfy { $0.isFinite && $0 >= 0 } }) else { throw fail("negative or non-finite sums") }
+        self.init(settings: s.settings, layers: s.layers, expertCount: s.expertCount, hiddenSize: s.hiddenSize, ffnSize: s.ffnSize)
+        tokens = s.tokens
+        uses = s.uses
+        routerWeightSquares = s.routerWeightSquares
+        inputSquares = arrays[0]
+        hiddenSquares = arrays[1]
+        upGain = arrays[2]
+        gateGain = arrays[3]
+    }
+}
