@@ -16,10 +16,19 @@ public protocol ModelFamily: Sendable {
     static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration
     /// The checkpoint's name for a weight.
     static func hfName(_ name: WeightName) -> String
+    /// The GGUF name of a weight where the architecture differs from ``WeightName/ggufName``
+    /// (GPT-OSS's FFN norm is `post_attention_norm`). `.moe` stores always use `ggufName`.
+    static func ggufName(_ name: WeightName) -> String
+    /// A weight of a Hugging Face checkpoint that is not one tensor of the file as it stands
+    /// (GPT-OSS's MXFP4 blocks and scales, its interleaved gate/up): built from the file's
+    /// tensors; nil means "read `hfName` as is".
+    static func hfTensor(_ name: WeightName, in directory: HFDirectory) throws -> TensorView?
 }
 
 extension ModelFamily {
     public static func hfName(_ name: WeightName) -> String { name.commonHFName ?? name.ggufName }
+    public static func ggufName(_ name: WeightName) -> String { name.ggufName }
+    public static func hfTensor(_ name: WeightName, in directory: HFDirectory) throws -> TensorView? { nil }
 
     /// Layer kinds from Qwen-style `mlp_only_layers` and `decoder_sparse_step` keys (both Qwen
     /// config classes default to `[]` and 1).
@@ -84,6 +93,7 @@ public enum ModelFamilies {
         Qwen2MoEFamily.self,
         Qwen3MoEFamily.self,
         OLMoEFamily.self,
+        GptOssFamily.self,
     ]
 
     public static func family(for architecture: ModelConfiguration.Architecture) -> any ModelFamily.Type {
