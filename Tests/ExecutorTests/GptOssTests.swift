@@ -125,6 +125,14 @@ final class GptOssTests: XCTestCase {
         }
     }
 
+    /// The HF directory's experts are repacked in memory, so they cannot be paged from it:
+    /// a clear error that says what to do instead.
+    func testPagingTheHFDirectoryItselfSaysToConvert() throws {
+        XCTAssertThrowsError(try Model(path: hf, options: ExecutorOptions(threads: 2), memory: .init(expertCache: .minimum))) { error in
+            XCTAssertTrue("\(error)".contains("cannot be paged from this directory") && "\(error)".contains("moe convert keeps MXFP4"), "\(error)")
+        }
+    }
+
     func testInspectShowsTheFamilySettings() throws {
         let text = try ModelInspection(source: ModelSource(path: hf)).text
         for line in ["architecture gptoss", "sliding layers [0, 2] (file: layer_types)", "rope type yarn (file: rope_scaling.rope_type)",
