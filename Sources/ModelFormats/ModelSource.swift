@@ -181,7 +181,7 @@ public final class ModelSource: Sendable {
         case let .huggingFace(directory):
             return directory.shards.flatMap { shard in
                 shard.entries.values.map { e in
-                    (e.name, SafetensorsFile.ggmlType(e.dtype) ?? .f32, e.shape.isEmpty ? [1] : Array(e.shape.reversed()), e.end - e.begin)
+                    (e.name, SafetensorsFile.ggmlType(e.dtype) ?? (e.dtype == "U8" ? .i8 : .f32), e.shape.isEmpty ? [1] : Array(e.shape.reversed()), e.end - e.begin)
                 }
             }.sorted { $0.name < $1.name }
         }
