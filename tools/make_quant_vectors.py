@@ -109,7 +109,7 @@ TYPES = {
 }
 
 # Types quantized by gguf.quants (checked against llama.cpp's C where it has a *_ref quantizer).
-NUMPY_QUANTIZED = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
+NUMPY_QUANTIZED = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4"]
 # Types quantized only by llama.cpp's C reference.
 C_QUANTIZED = ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K"]
 
@@ -357,7 +357,7 @@ def main() -> None:
             if name in NUMPY_QUANTIZED:
                 ref = numpy_quantize(name, x)
                 reference = "gguf.quants.quantize" if name != "f16" else "numpy astype(float16)"
-                if name.startswith("q"):
+                if name.startswith("q") or name == "mxfp4":
                     c_bytes = c.quantize(name, x)
                     if not np.array_equal(ref, c_bytes):
                         sys.exit(f"{name}: gguf.quants and llama.cpp quantize_row_{name}_ref differ")
@@ -367,7 +367,7 @@ def main() -> None:
                 reference = f"llama.cpp quantize_row_{name}_ref"
             (out / "quant" / f"{name}.bin").write_bytes(ref.tobytes())
             deq = numpy_dequantize(name, ref.reshape(x.shape[0], -1)).reshape(x.shape)
-            if name.startswith("q"):
+            if name.startswith("q") or name == "mxfp4":
                 assert same_bits(deq.ravel(), c.dequantize(name, ref))
             types.append({"type": name, "output": f"quant/{name}.bin", "reference": reference,
                           "relative_rmse": relative_rmse(x[gaussian], deq[gaussian])})

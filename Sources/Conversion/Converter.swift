@@ -97,7 +97,8 @@ public struct Converter {
         for l in 0..<c.layerCount {
             denseNames += [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
                            .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .sharedExpertRouter(l), .sharedGate(l), .sharedUp(l),
-                           .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l)]
+                           .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l),
+                           .attentionOutputBias(l), .attentionSinks(l), .routerBias(l), .expertGateBias(l), .expertUpBias(l), .expertDownBias(l)]
         }
         var denseCount = 0, denseBytes = 0
         for name in denseNames {

@@ -36,9 +36,11 @@ struct DenseFeedForward: FeedForwardBlock {
     }
 }
 
-/// `down(silu(gate x) * up x)`: dense MLPs, shared experts, and routed experts in prefill.
+/// `down(silu(gate x) * up x)`: dense MLPs, shared experts, and routed experts in prefill
+/// (with GPT-OSS's biases on gate, up and down and its clamped activation, ``GatedActivation``).
 struct SwiGLU: Sendable {
     let gate: Linear, up: Linear, down: Linear
+    var activation = GatedActivation.swiGLU
 
     /// `ffnOutput[t] += weight_t * down(silu(gate x_t) * up x_t)` for the listed tokens of
     /// `input`, the tokens batched through each weight matrix.
@@ -68,7 +70,11 @@ struct SwiGLU: Sendable {
             try Kernels.matmul(up.matrix, rows: range, input: gathered, output: u, ldy: size, path: path, scratch: ws.scratch(worker))
             for t in 0..<count {
                 let out = hidden.row(t)
-                for r in range { out[r] = Ops.silu(g[t * size + r]) * u[t * size + r] }
+                if let gb = gate.bias, let ub = up.bias {
+                    for r in range { out[r] = activation(g[t * size + r] + gb[r], u[t * size + r] + ub[r]) }
+                } else {
+                    for r in range { out[r] = activation(g[t * size + r], u[t * size + r]) }
+                }
             }
         }
         if let observe {

@@ -4,11 +4,16 @@ import Quantization
 
 /// Grouped-query attention (every supported family): Q, K, V projections (optional biases,
 /// optional ±clip), optional RMSNorm of queries and keys (per head or over the whole
-/// projection), RoPE, causal attention over the KV cache (optionally within a sliding window)
-/// with an online softmax, and the output projection.
+/// projection), RoPE, causal attention over the KV cache (within a sliding window on the layers
+/// the configuration slides) with an online softmax, optional learned sinks (GPT-OSS: one logit
+/// per head joins the softmax's denominator), and the output projection (optional bias).
 struct GroupedQueryAttention: AttentionBlock {
     let query: Linear, key: Linear, value: Linear, output: Linear
     let queryNorm: [Float]?, keyNorm: [Float]?
+    /// One logit per query head (``ModelConfiguration/attentionSinks``).
+    let sinks: [Float]?
+    /// Keys older than this many positions are not seen (this layer slides).
+    let window: Int?
     let configuration: ModelConfiguration
     let rope: Rope
 
@@ -34,7 +39,12 @@ struct GroupedQueryAttention: AttentionBlock {
             queryNorm = try weights.vector(.queryNorm(l), c.queryDim)
             keyNorm = try weights.vector(.keyNorm(l), c.kvDim)
         }
-        output = try weights.linear(.attentionOutput(l), inputs: c.queryDim, outputs: h)
+        output = try weights.linear(.attentionOutput(l), inputs: c.queryDim, outputs: h, bias: c.attentionOutputBias ? .attentionOutputBias(l) : nil)
+        if c.attentionOutputBias, output.bias == nil {
+            throw ModelFormatError.missingTensor(weights.fileName(of: .attentionOutputBias(l)), model: weights.source.path)
+        }
+        sinks = c.attentionSinks ? try weights.vector(.attentionSinks(l), c.headCount) : nil
+        window = c.isSliding(layer: l) ? c.slidingWindow : nil
     }
 
     func forward(_ input: ActivationBatch, layer l: Int, cache: KVCache.Storage, pass: ForwardPass, output out: UnsafeMutablePointer<Float>) throws {
@@ -87,7 +97,7 @@ struct GroupedQueryAttention: AttentionBlock {
             for item in range {
                 let t = item / c.kvHeadCount, kvHead = item % c.kvHeadCount
                 let pos = start + t
-                let first = c.slidingWindow.map { max(0, pos - $0 + 1) } ?? 0
+                let first = window.map { max(0, pos - $0 + 1) } ?? 0
                 let offset = kvHead * hd
                 for g in 0..<group {
                     m.maxima[g] = -.infinity
@@ -113,7 +123,19 @@ struct GroupedQueryAttention: AttentionBlock {
                     }
                 }
                 for g in 0..<group {
-                    Kernels.scale(1 / m.sums[g], attended.row(t) + (kvHead * group + g) * hd, count: hd)
+                    let out = attended.row(t) + (kvHead * group + g) * hd
+                    if let sinks {
+                        // The sink is one more softmax term with no value: it only adds to the sum.
+                        let s = sinks[kvHead * group + g]
+                        if s > m.maxima[g] {
+                            let correction = expf(m.maxima[g] - s)
+                            m.sums[g] = m.sums[g] * correction + 1
+                            Kernels.scale(correction, out, count: hd)
+                        } else {
+                            m.sums[g] += expf(s - m.maxima[g])
+                        }
+                    }
+                    Kernels.scale(1 / m.sums[g], out, count: hd)
                 }
             }
         }

@@ -19,13 +19,19 @@ struct MoEFeedForward: FeedForwardBlock {
     /// The shared expert's gate: one logit per token, scaled by sigmoid.
     let sharedGate: Linear?
     let hiddenSize: Int
+    /// GPT-OSS: per-expert biases and the clamped activation (ExpertActivation.swift).
+    let biases: ExpertBiases?
+    let activation: GatedActivation
 
     init(layer l: Int, weights: WeightLoader, experts: any ExpertProvider) throws {
         let c = weights.configuration
         hiddenSize = c.hiddenSize
         router = Router(configuration: c)
         self.experts = experts
-        gate = try weights.linear(.router(l), inputs: c.hiddenSize, outputs: c.expertCount)
+        gate = try weights.linear(.router(l), inputs: c.hiddenSize, outputs: c.expertCount, bias: c.expertBiases ? .routerBias(l) : nil)
+        if c.expertBiases, gate.bias == nil { throw ModelFormatError.missingTensor(weights.fileName(of: .routerBias(l)), model: weights.source.path) }
+        biases = c.expertBiases ? try ExpertBiases(layer: l, weights: weights) : nil
+        activation = GatedActivation(clamped: c.expertActivation)
         shared = c.hasSharedExpert
             ? try weights.swiGLU(gate: .sharedGate(l), up: .sharedUp(l), down: .sharedDown(l), size: c.sharedExpertFFNSize) : nil
         sharedGate = c.hasSharedExpert && c.sharedExpertGated
@@ -48,12 +54,13 @@ struct MoEFeedForward: FeedForwardBlock {
         if n == 1 && pass.expertActivations == nil {
             pass.prefetch.predictAhead(layer: l, chosen: active, pass: pass)
             try experts.withExperts(layer: l, experts: active) { weights in
-                try runActiveExperts(weights, routerWeights: active.map { assignments[$0][0].weight }, input: input, pass: pass)
+                try runActiveExperts(weights, ids: active, routerWeights: active.map { assignments[$0][0].weight }, input: input, pass: pass)
             }
         } else {
             for e in active {
                 try experts.withExpert(layer: l, expert: e) { expert in
-                    let mlp = SwiGLU(gate: try Linear(expert.gate, bias: nil), up: try Linear(expert.up, bias: nil), down: try Linear(expert.down, bias: nil))
+                    let mlp = SwiGLU(gate: try Linear(expert.gate, bias: biases?.gate(of: e)), up: try Linear(expert.up, bias: biases?.up(of: e)),
+                                     down: try Linear(expert.down, bias: biases?.down(of: e)), activation: activation)
                     try mlp.run(input: input, tokens: assignments[e].map(\.token), weights: assignments[e].map(\.weight), pass: pass,
                                 observe: pass.expertActivations.map { observer in { var a = $0; a.layer = l; a.expert = e; observer(a) } })
                 }
@@ -72,7 +79,7 @@ struct MoEFeedForward: FeedForwardBlock {
     /// One token through all its active experts (decode): gate·up·SiLU for every expert in one
     /// parallel pass, then one pass over the output rows summing the weighted down projections
     /// in expert order. Arithmetic per row is identical to ``SwiGLU/run`` so decode and prefill agree.
-    private func runActiveExperts(_ experts: [ExpertWeights], routerWeights: [Float], input: ActivationBatch, pass: ForwardPass) throws {
+    private func runActiveExperts(_ experts: [ExpertWeights], ids: [Int], routerWeights: [Float], input: ActivationBatch, pass: ForwardPass) throws {
         let h = hiddenSize
         let k = experts.count
         guard k > 0 else { return }
@@ -94,7 +101,12 @@ struct MoEFeedForward: FeedForwardBlock {
                 try Kernels.matmul(gates[e], rows: lo..<hi, input: input, tokens: 0..<1, output: g + e * size, ldy: size, path: path, scratch: ws.scratch(worker))
                 try Kernels.matmul(ups[e], rows: lo..<hi, input: input, tokens: 0..<1, output: u + e * size, ldy: size, path: path, scratch: ws.scratch(worker))
                 let out = hidden.row(e)
-                for r in lo..<hi { out[r] = Ops.silu(g[e * size + r]) * u[e * size + r] }
+                if let biases {
+                    let gb = ids[e] * size, ub = ids[e] * size
+                    for r in lo..<hi { out[r] = activation(g[e * size + r] + biases.gate[gb + r], u[e * size + r] + biases.up[ub + r]) }
+                } else {
+                    for r in lo..<hi { out[r] = activation(g[e * size + r], u[e * size + r]) }
+                }
             }
         }
         if downs.contains(where: { Kernels.needsQuantizedInput($0.type, path: path) }) { hidden.quantize() }
@@ -103,6 +115,9 @@ struct MoEFeedForward: FeedForwardBlock {
         try pass.parallel(h, grain: 16) { range, worker in
             for e in 0..<k {
                 try Kernels.matmul(downs[e], rows: range, input: hidden, tokens: e..<(e + 1), output: y + e * h, ldy: h, path: path, scratch: ws.scratch(worker))
+            }
+            if let biases {
+                for e in 0..<k { for r in range { y[e * h + r] += biases.down[ids[e] * h + r] } }
             }
             for r in range {
                 for e in 0..<k { out[r] += routerWeights[e] * y[e * h + r] }

@@ -100,7 +100,7 @@ public final class Transformer: Sendable {
     public func makeCache(maxPositions: Int? = nil) -> KVCache {
         KVCache(layerCount: configuration.layerCount, kvDim: configuration.kvDim,
                 maxPositions: min(maxPositions ?? configuration.contextLength, configuration.contextLength),
-                elementType: options.kvCacheType)
+                elementType: options.kvCacheType, windows: configuration.cacheWindows)
     }
 
     /// Which positions' logits ``forward(tokens:cache:logits:observer:)`` returns.

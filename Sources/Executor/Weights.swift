@@ -39,6 +39,11 @@ struct WeightLoader {
         try source.require(name, shape: [count]).toFloats()
     }
 
+    /// A tensor of any shape converted to f32 once (stacked biases).
+    func vector(_ name: WeightName, shape: [Int]) throws -> [Float] {
+        try source.require(name, shape: shape).toFloats()
+    }
+
     /// `outputs` rows of `inputs` elements, with an optional f32 bias if the file has one.
     func linear(_ name: WeightName, inputs: Int, outputs: Int, bias: WeightName? = nil) throws -> Linear {
         let weight = try source.require(name, shape: [inputs, outputs])

@@ -314,6 +314,7 @@ public final class Session: Sendable {
         var common = zip(prompt, c.cachedTokens).prefix { $0 == $1 }.count
         if common == prompt.count { common -= 1 }  // the last prompt token must be evaluated for its logits
         cache.truncate(to: common)
+        common = cache.count  // a sliding-window cache that cannot rewind that far starts over
         c.cachedTokens.removeSubrange(common...)
         result.reusedTokens = common
 

@@ -76,6 +76,14 @@ public final class HFDirectory: Sendable {
         return try shards[i].tensor(name)
     }
 
+    /// A tensor's header entry and bytes whatever its dtype (e.g. GPT-OSS's uint8 MXFP4 blocks,
+    /// which have no ggml element type of their own).
+    public func raw(_ name: String) -> (entry: SafetensorsFile.Entry, bytes: UnsafeRawBufferPointer)? {
+        guard let i = location[name], let entry = shards[i].entries[name] else { return nil }
+        let shard = shards[i]
+        return (entry, UnsafeRawBufferPointer(rebasing: shard.file.bytes[(shard.dataOffset + entry.begin)..<(shard.dataOffset + entry.end)]))
+    }
+
     /// Contents of another JSON file in the directory (e.g. `tokenizer_config.json`), if present.
     public func json(_ file: String) -> [String: Any]? {
         let p = (path as NSString).appendingPathComponent(file)

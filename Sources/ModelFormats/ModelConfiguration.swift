@@ -5,7 +5,7 @@
 /// values are consistent before anything is allocated from them.
 public struct ModelConfiguration: Codable, Sendable, Equatable {
     public enum Architecture: String, Codable, Sendable, CaseIterable {
-        case mixtral, qwen2moe, qwen3moe, olmoe
+        case mixtral, qwen2moe, qwen3moe, olmoe, gptoss
     }
 
     /// How rotary embeddings pair the dimensions of a head.
@@ -54,6 +54,9 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var kvHeadCount: Int
     public var headDim: Int
     public var ropeTheta: Double
+    /// RoPE scaling (YaRN, linear, llama3); nil for the default RoPE (and in stores written
+    /// before scaling was supported).
+    public var ropeScaling: RopeScaling?
     public var ropeStyle: RopeStyle
     /// Leading dimensions of each head that are rotated (the rest pass through).
     public var ropeDimensions: Int
@@ -67,6 +70,55 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var clipQKV: Float?
     /// Keys older than this many positions are masked (Mixtral's `sliding_window`).
     public var slidingWindow: Int?
+    /// Which layers the window applies to (GPT-OSS alternates sliding and full layers); nil:
+    /// every layer. A sliding layer's KV cache keeps only the window.
+    public var slidingLayers: [Bool]?
+    /// One learned logit per query head joins every softmax and takes its share of the
+    /// probability mass, then is dropped (GPT-OSS's attention sinks).
+    public var attentionSinks: Bool {
+        get { extras?.attentionSinks ?? false }
+        set { extras = Extras(attentionSinks: newValue, attentionOutputBias: attentionOutputBias, expertBiases: expertBiases) }
+    }
+    /// The attention output projection has a bias (GPT-OSS).
+    public var attentionOutputBias: Bool {
+        get { extras?.attentionOutputBias ?? false }
+        set { extras = Extras(attentionSinks: attentionSinks, attentionOutputBias: newValue, expertBiases: expertBiases) }
+    }
+    /// The router and every expert's gate, up and down carry biases (GPT-OSS).
+    public var expertBiases: Bool {
+        get { extras?.expertBiases ?? false }
+        set { extras = Extras(attentionSinks: attentionSinks, attentionOutputBias: attentionOutputBias, expertBiases: newValue) }
+    }
+    /// The three flags above, stored as one optional so stores written before them still decode.
+    public var extras: Extras?
+    public struct Extras: Codable, Sendable, Equatable {
+        public var attentionSinks: Bool
+        public var attentionOutputBias: Bool
+        public var expertBiases: Bool
+    }
+    /// The experts' activation: nil for SwiGLU (`silu(gate) · up`); GPT-OSS's clamped variant
+    /// `(clamp(up, ±limit) + 1) · g · sigmoid(alpha · g)` with `g = min(gate, limit)` otherwise.
+    public var expertActivation: ClampedSwiGLU?
+
+    /// GPT-OSS's expert activation constants.
+    public struct ClampedSwiGLU: Codable, Sendable, Equatable {
+        public var alpha: Float
+        public var limit: Float
+        public init(alpha: Float, limit: Float) {
+            self.alpha = alpha
+            self.limit = limit
+        }
+    }
+
+    /// Per layer, the window a sliding layer's KV cache keeps (nil: every position).
+    public var cacheWindows: [Int?] { (0..<layerCount).map { isSliding(layer: $0) ? slidingWindow : nil } }
+
+    /// Whether layer `l` attends within ``slidingWindow`` only.
+    public func isSliding(layer l: Int) -> Bool {
+        guard slidingWindow != nil else { return false }
+        guard let slidingLayers else { return true }
+        return l >= 0 && l < slidingLayers.count && slidingLayers[l]
+    }
     public var expertCount: Int
     public var expertsPerToken: Int
     /// Intermediate size of one routed expert.
@@ -113,7 +165,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
 
     public init(
         architecture: Architecture, vocabSize: Int, hiddenSize: Int, layerCount: Int, headCount: Int,
-        kvHeadCount: Int, headDim: Int, ropeTheta: Double, ropeStyle: RopeStyle, ropeDimensions: Int? = nil,
+        kvHeadCount: Int, headDim: Int, ropeTheta: Double, ropeScaling: RopeScaling? = nil, ropeStyle: RopeStyle, ropeDimensions: Int? = nil,
         rmsNormEpsilon: Float, contextLength: Int, qkNorm: QKNorm = .none, attentionBias: Bool = false,
         clipQKV: Float? = nil, slidingWindow: Int? = nil, expertCount: Int, expertsPerToken: Int,
         expertFFNSize: Int, sharedExpertFFNSize: Int = 0, sharedExpertGated: Bool = false,
@@ -127,6 +179,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         self.kvHeadCount = kvHeadCount
         self.headDim = headDim
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
         self.ropeStyle = ropeStyle
         self.ropeDimensions = ropeDimensions ?? headDim
         self.rmsNormEpsilon = rmsNormEpsilon
@@ -135,6 +188,9 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         self.attentionBias = attentionBias
         self.clipQKV = clipQKV
         self.slidingWindow = slidingWindow
+        self.slidingLayers = nil
+        self.extras = nil
+        self.expertActivation = nil
         self.expertCount = expertCount
         self.expertsPerToken = expertsPerToken
         self.expertFFNSize = expertFFNSize
@@ -179,6 +235,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
             throw fail("rotary dimensions \(ropeDimensions) must be even and at most the head dimension \(headDim)")
         }
         guard ropeTheta.isFinite, ropeTheta > 0 else { throw fail("rope theta \(ropeTheta) must be positive") }
+        try ropeScaling?.validate(fail)
         guard rmsNormEpsilon.isFinite, rmsNormEpsilon >= 0 else { throw fail("RMS norm epsilon \(rmsNormEpsilon) must be non-negative") }
         guard layerKinds.count == layerCount else {
             throw fail("\(layerKinds.count) layer kinds for \(layerCount) layers")
@@ -193,6 +250,12 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         }
         try check(sharedExpertFFNSize, "shared expert FFN size", 0...l.ffn)
         if let slidingWindow { try check(slidingWindow, "sliding window", 1...l.context) }
+        if let slidingLayers, slidingLayers.count != layerCount {
+            throw fail("\(slidingLayers.count) sliding-window flags for \(layerCount) layers")
+        }
+        if let a = expertActivation, !(a.alpha.isFinite && a.limit.isFinite && a.limit > 0) {
+            throw fail("clamped SwiGLU alpha \(a.alpha) and limit \(a.limit) must be finite, the limit positive")
+        }
         if let clipQKV, !(clipQKV > 0) { throw fail("clip_qkv \(clipQKV) must be positive") }
     }
 }

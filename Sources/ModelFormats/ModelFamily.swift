@@ -16,10 +16,19 @@ public protocol ModelFamily: Sendable {
     static func configuration(gguf: GGUFMetadataReader, vocabSize: Int, tied: Bool) throws -> ModelConfiguration
     /// The checkpoint's name for a weight.
     static func hfName(_ name: WeightName) -> String
+    /// The GGUF name of a weight where the architecture differs from ``WeightName/ggufName``
+    /// (GPT-OSS's FFN norm is `post_attention_norm`). `.moe` stores always use `ggufName`.
+    static func ggufName(_ name: WeightName) -> String
+    /// A weight of a Hugging Face checkpoint that is not one tensor of the file as it stands
+    /// (GPT-OSS's MXFP4 blocks and scales, its interleaved gate/up): built from the file's
+    /// tensors; nil means "read `hfName` as is".
+    static func hfTensor(_ name: WeightName, in directory: HFDirectory) throws -> TensorView?
 }
 
 extension ModelFamily {
     public static func hfName(_ name: WeightName) -> String { name.commonHFName ?? name.ggufName }
+    public static func ggufName(_ name: WeightName) -> String { name.ggufName }
+    public static func hfTensor(_ name: WeightName, in directory: HFDirectory) throws -> TensorView? { nil }
 
     /// Layer kinds from Qwen-style `mlp_only_layers` and `decoder_sparse_step` keys (both Qwen
     /// config classes default to `[]` and 1).
@@ -47,10 +56,8 @@ extension ModelFamily {
         if let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
             throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).attention.value_length", reason: "value length \(valueLength) differs from key length \(headDim); not supported")
         }
-        if let scaling = g.value("rope.scaling.type"), scaling.string != "none" {
-            throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).rope.scaling.type", reason: "RoPE scaling \(ModelFormatError.shown(scaling.string ?? "\(scaling)")) is not supported yet")
-        }
-        var provenance: [ModelConfiguration.Provenance] = []
+        let (ropeScaling, ropeNotes) = try g.ropeScaling()
+        var provenance = ropeNotes
         func note<T>(_ setting: String, _ suffix: String, _ value: T, read: Bool) -> T {
             provenance.append(.init(setting: setting, value: (value as? Double).map(HFConfigReader.show) ?? "\(value)",
                                     origin: read ? .file : .default, source: read ? "\(g.architecture).\(suffix)" : "llama.cpp"))
@@ -73,6 +80,7 @@ extension ModelFamily {
             expertFFNSize: try g.optionalInt(expertFFNKey) ?? (try g.optionalInt("feed_forward_length") ?? 0),
             routing: .init(normalizeTopK: note("top-k renormalised", "expert_weights_norm", norm ?? normalizeTopK, read: norm != nil)),
             tiedEmbeddings: tied)
+        config.ropeScaling = ropeScaling
         config.provenance = provenance
         return config
     }
@@ -85,6 +93,7 @@ public enum ModelFamilies {
         Qwen2MoEFamily.self,
         Qwen3MoEFamily.self,
         OLMoEFamily.self,
+        GptOssFamily.self,
     ]
 
     public static func family(for architecture: ModelConfiguration.Architecture) -> any ModelFamily.Type {

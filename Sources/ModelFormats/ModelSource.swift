@@ -89,8 +89,9 @@ public final class ModelSource: Sendable {
                 }
                 return try tensor.slab(expert)
             }
-            return file.tensor(name.ggufName)
+            return file.tensor(family.ggufName(name))
         case let .huggingFace(directory):
+            if let built = try family.hfTensor(name, in: directory) { return built }
             return try directory.tensor(family.hfName(name))
         }
     }
@@ -98,7 +99,8 @@ public final class ModelSource: Sendable {
     /// The file's own name for a weight, for messages.
     public func fileName(of name: WeightName) -> String {
         switch container {
-        case .gguf, .store: return name.stackedGGUFName.map { "\($0.tensor) (expert \($0.expert))" } ?? name.ggufName
+        case .gguf: return name.stackedGGUFName.map { "\($0.tensor) (expert \($0.expert))" } ?? family.ggufName(name)
+        case .store: return name.stackedGGUFName.map { "\($0.tensor) (expert \($0.expert))" } ?? name.ggufName
         case .huggingFace: return family.hfName(name)
         }
     }
@@ -156,6 +158,7 @@ public final class ModelSource: Sendable {
             if let found = locate(file.file) { return found }
         case let .huggingFace(directory):
             for shard in directory.shards { if let found = locate(shard.file) { return found } }
+            throw ModelFormatError.invalidTensor(path: path, tensor: view.name, reason: "is built in memory from the checkpoint (\(family.architecture.rawValue) MXFP4 experts are repacked on load), so it cannot be paged from this directory: run it without --memory/--expert-cache, or page it from the GGUF or a store (moe convert keeps MXFP4)")
         case let .store(store):
             if let found = locate(store.file) { return found }
         }
@@ -178,7 +181,7 @@ public final class ModelSource: Sendable {
         case let .huggingFace(directory):
             return directory.shards.flatMap { shard in
                 shard.entries.values.map { e in
-                    (e.name, SafetensorsFile.ggmlType(e.dtype) ?? .f32, e.shape.isEmpty ? [1] : Array(e.shape.reversed()), e.end - e.begin)
+                    (e.name, SafetensorsFile.ggmlType(e.dtype) ?? (e.dtype == "U8" ? .i8 : .f32), e.shape.isEmpty ? [1] : Array(e.shape.reversed()), e.end - e.begin)
                 }
             }.sorted { $0.name < $1.name }
         }

@@ -14,6 +14,11 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
     case expertGate(Int, Int), expertUp(Int, Int), expertDown(Int, Int)
     case sharedExpertRouter(Int), sharedGate(Int), sharedUp(Int), sharedDown(Int)
     case denseGate(Int), denseUp(Int), denseDown(Int)
+    /// GPT-OSS: the output projection's bias, one learned sink logit per query head, the
+    /// router's bias, and every expert's gate/up/down biases stacked per layer (`[ffn, experts]`,
+    /// `[hidden, experts]`; dense tensors, small next to the experts).
+    case attentionOutputBias(Int), attentionSinks(Int), routerBias(Int)
+    case expertGateBias(Int), expertUpBias(Int), expertDownBias(Int)
 
     public var ggufName: String {
         switch self {
@@ -42,6 +47,12 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .denseGate(l): return "blk.\(l).ffn_gate.weight"
         case let .denseUp(l): return "blk.\(l).ffn_up.weight"
         case let .denseDown(l): return "blk.\(l).ffn_down.weight"
+        case let .attentionOutputBias(l): return "blk.\(l).attn_output.bias"
+        case let .attentionSinks(l): return "blk.\(l).attn_sinks.weight"
+        case let .routerBias(l): return "blk.\(l).ffn_gate_inp.bias"
+        case let .expertGateBias(l): return "blk.\(l).ffn_gate_exps.bias"
+        case let .expertUpBias(l): return "blk.\(l).ffn_up_exps.bias"
+        case let .expertDownBias(l): return "blk.\(l).ffn_down_exps.bias"
         }
     }
 
@@ -83,6 +94,8 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .denseGate(l): return "model.layers.\(l).mlp.gate_proj.weight"
         case let .denseUp(l): return "model.layers.\(l).mlp.up_proj.weight"
         case let .denseDown(l): return "model.layers.\(l).mlp.down_proj.weight"
+        case let .attentionOutputBias(l): return "model.layers.\(l).self_attn.o_proj.bias"
+        case .attentionSinks, .routerBias, .expertGateBias, .expertUpBias, .expertDownBias: return nil
         }
     }
 

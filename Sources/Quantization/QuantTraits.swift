@@ -86,7 +86,7 @@ public struct QuantTraits: Sendable {
             .init(type: .iq1_m, name: "iq1_m", blockSize: 256, bytesPerBlock: 56, dequantize: nil),
             .init(type: .tq1_0, name: "tq1_0", blockSize: 256, bytesPerBlock: 54, dequantize: nil),
             .init(type: .tq2_0, name: "tq2_0", blockSize: 256, bytesPerBlock: 66, dequantize: nil),
-            .init(type: .mxfp4, name: "mxfp4", blockSize: 32, bytesPerBlock: 17, dequantize: Dequantize.mxfp4),
+            .init(type: .mxfp4, name: "mxfp4", blockSize: 32, bytesPerBlock: 17, dequantize: Dequantize.mxfp4, quantize: Quantize.mxfp4),
         ]
         var table = [QuantTraits?](repeating: nil, count: 40)
         for row in rows { table[Int(row.type.rawValue)] = row }

@@ -41,7 +41,9 @@ public struct MemoryPlan: Codable, Sendable {
         let c = source.configuration
         let inspection = try ModelInspection(source: source)
         let kvElement = options.kvCacheType == .f16 ? 2 : 4
-        let kv = 2 * c.layerCount * maxPositions * c.kvDim * kvElement
+        // Sliding-window layers keep only their window (plus one prompt chunk): KVCache's rings.
+        let kv = KVCache.plannedBytes(kvDim: c.kvDim, elementSize: kvElement, maxPositions: maxPositions,
+                                      chunk: min(promptChunk, maxPositions), windows: c.cacheWindows)
         let widest = max(c.hiddenSize, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest) + 2 * (c.hiddenSize + c.queryDim)
         // A prompt never outgrows the context, so a short context plans a shorter chunk.

@@ -137,7 +137,7 @@ public struct ModelInspection: Codable, Sendable {
         lines.append("experts      \(expertsPerLayer) per MoE layer, top-\(expertsPerToken)\(sharedExpert ? " + shared expert (ffn \(c.sharedExpertFFNSize))" : "")")
         lines.append("routing      \(c.routing.scoring.rawValue), top-k weights \(c.routing.normalizeTopK ? "renormalised" : "not renormalised")")
         lines.append("hidden       \(c.hiddenSize), expert ffn \(c.expertFFNSize)\(c.denseFFNSize > 0 ? ", dense ffn \(c.denseFFNSize)" : "")")
-        lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta), qk-norm \(c.qkNorm.rawValue)")
+        lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta)\(c.ropeScaling.map { " (\($0))" } ?? ""), qk-norm \(c.qkNorm.rawValue)")
         lines.append("vocab        \(c.vocabSize)\(c.tiedEmbeddings ? " (tied embeddings)" : "")")
         lines.append("context      \(c.contextLength)")
         // Values no tensor shape checks: from the file (which key) or whose default.

@@ -69,10 +69,12 @@ final class BadModelTests: XCTestCase {
         defer { _ = dir3 }
         assertModelError(path3) { if case let .invalidMetadata(_, key, _) = $0 { return key == "qwen3moe.block_count" } else { return false } }
 
-        // Keys llama.cpp requires, and RoPE scaling (not implemented, so not approximated).
+        // Keys llama.cpp requires, RoPE scaling SwiftMoE does not compute (not approximated), and
+        // YaRN without its factor.
         for (key, edit) in [("qwen3moe.context_length", { (w: inout GGUFWriter) in w.remove(key: "qwen3moe.context_length") }),
                             ("qwen3moe.attention.layer_norm_rms_epsilon", { w in w.remove(key: "qwen3moe.attention.layer_norm_rms_epsilon") }),
-                            ("qwen3moe.rope.scaling.type", { w in w.set("qwen3moe.rope.scaling.type", .string("yarn")) })] {
+                            ("qwen3moe.rope.scaling.type", { w in w.set("qwen3moe.rope.scaling.type", .string("longrope")) }),
+                            ("qwen3moe.rope.scaling.factor", { w in w.set("qwen3moe.rope.scaling.type", .string("yarn")) })] {
             let (dir, path) = try edited(edit)
             defer { _ = dir }
             assertModelError(path) { if case let .invalidMetadata(p, k, _) = $0 { return p == path && k == key } else { return false } }

@@ -9,7 +9,7 @@ import XCTest
 ///
 /// - F32/F16/BF16 weights keep f32 activations; only the f16 KV cache rounds: every position
 ///   within 2e-3 of the largest |logit|.
-/// - Q8_0: activations are rounded to 1/254 of their 32-block maximum, and a router near-tie
+/// - Q8_0 and MXFP4 (GPT-OSS): activations are rounded to 1/254 of their 32-block maximum, and a router near-tie
 ///   can flip an expert, which moves that position's logits a lot (llama.cpp shows the same).
 ///   So the bar is statistical: the median over positions of |Δlogit| / max|logit| is at most
 ///   1.5× llama.cpp's on the same file and sequences, and at least 95% of (token, layer)
@@ -52,7 +52,12 @@ final class FastPathTests: XCTestCase {
                 }
                 let label = "\(name)/\(entry.path)"
                 let agreement = Double(agreeing) / Double(max(slots, 1))
-                if entry.dtype == "q8_0" {
+                if entry.dtype == "mxfp4", llamacpp?.files[entry.path] == nil {
+                    // An HF MXFP4 directory has no llama.cpp run of its own (its GGUF has, with
+                    // llama.cpp's YaRN rounding); its exact path is checked by ParityTests.
+                    continue
+                }
+                if entry.dtype == "q8_0" || entry.dtype == "mxfp4" {
                     let peer = median(theirs)
                     XCTAssertFalse(theirs.isEmpty, "\(label): no llama.cpp logits; run tools/make_llamacpp_logits.py")
                     XCTAssertLessThanOrEqual(median(ours), 1.5 * peer, "\(label): median relative error vs llama.cpp's")
