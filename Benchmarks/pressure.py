@@ -18,13 +18,17 @@ Each run: one warm-up prefill + decode, then one measured prefill of --prompt-to
 process (load, warm-up and measurement), and what could not run (killed: out of memory, or timed
 out). Ratios: SwiftMoE over the best llama.cpp configuration that ran at that level.
 
-How RAM is limited: a cgroup v2 `memory.max` when the machine's cgroup v2 has the memory
-controller; otherwise (cgroup v1 machines, like the one the numbers in docs/performance.md come
-from) a locker process mmaps and mlocks anonymous memory until MemAvailable is the RAM left
-(as root; it is released when a level ends, when this script exits, and — PR_SET_PDEATHSIG and
-its stdin pipe — when this script dies). The measured process gets oom_score_adj 1000, so the
-OOM killer takes it, not the locker or anything else. The page cache is dropped before each run
-(posix_fadvise of the model file, and /proc/sys/vm/drop_caches as root).
+How RAM is limited (--limit auto): a memory cgroup of the measured process's own — cgroup v2
+`memory.max` when the machine's cgroup v2 has the memory controller, else (as root) cgroup v1
+`memory.limit_in_bytes` in a new group at the v1 memory root, removed after the run. Its RSS
+and the page cache it fills (llama.cpp's mmap) are charged there, so the limit is exact and the
+rest of the machine keeps its memory. Without either (or with --limit lock), a locker process
+mmaps and mlocks anonymous memory until MemAvailable is the RAM left (as root; released when a
+level ends, when this script exits, and — PR_SET_PDEATHSIG and its stdin pipe — when it dies);
+on a machine shared with other jobs this is approximate (their growth comes out of the RAM
+left) and it starves them, so prefer a cgroup. The measured process gets oom_score_adj 1000, so
+the OOM killer takes it, not the locker or anything else. The page cache is dropped before each
+run (posix_fadvise of the model file, and /proc/sys/vm/drop_caches as root).
 
 Usage (as root, llama-cpp-python importable; LLAMA_CPP_LIB_PATH if it was built separately):
   python3 Benchmarks/pressure.py MODEL.gguf [--moe .build/release/moe] [--levels all,100,75,50,25]
@@ -164,31 +168,52 @@ def locker_main(target):
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the benchmark
     if os.getppid() == 1:
         return
-    chunk = 64 * MiB
     chunks = []
-    while meminfo() - chunk >= target:
+    while True:
+        room = meminfo() - target
+        chunk = 256 * MiB if room > 1024 * MiB else 64 * MiB
+        if room < chunk:
+            break
         m = mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         address = ctypes.addressof(ctypes.c_char.from_buffer(m))
         if libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(chunk)) != 0:
             break  # not root, or RLIMIT_MEMLOCK: stop here (the benchmark reports what was reached)
         chunks.append(m)
-    print("LOCKED", len(chunks) * chunk, flush=True)
+    print("LOCKED", sum(len(m) for m in chunks), flush=True)
     sys.stdin.read()  # returns when the benchmark closes the pipe or dies
 
 
+CGROUP1_MEMORY = "/sys/fs/cgroup/memory"
+
+
+def cgroup1_memory_root():
+    """The cgroup v1 memory hierarchy's root if we may create a group in it (root only)."""
+    if os.geteuid() != 0 or not os.path.exists(os.path.join(CGROUP1_MEMORY, "memory.limit_in_bytes")):
+        return None
+    return CGROUP1_MEMORY
+
+
 class CgroupLimit:
-    def __init__(self, parent, limit):
+    """A memory cgroup of its own for the measured process: v2 `memory.max`, or v1
+    `memory.limit_in_bytes`. Its RSS and the page cache it fills are charged there, so the
+    limit holds exactly and nothing else on the machine loses memory."""
+
+    def __init__(self, parent, limit, version=2):
         self.dir = os.path.join(parent, f"swiftmoe-pressure-{os.getpid()}")
         self.limit = limit
+        self.version = version
 
     def __enter__(self):
         os.makedirs(self.dir, exist_ok=True)
-        for name, value in (("memory.max", str(self.limit)), ("memory.swap.max", "0")):
+        files = (("memory.max", str(self.limit)), ("memory.swap.max", "0")) if self.version == 2 else \
+            (("memory.limit_in_bytes", str(self.limit)), ("memory.swappiness", "0"))
+        for i, (name, value) in enumerate(files):
             try:
                 with open(os.path.join(self.dir, name), "w") as f:
                     f.write(value)
             except OSError:
-                if name == "memory.max":
+                if i == 0:
+                    self.__exit__()
                     raise
         return self
 
@@ -196,11 +221,31 @@ class CgroupLimit:
         with open(os.path.join(self.dir, "cgroup.procs"), "w") as f:
             f.write("0")
 
-    def __exit__(self, *exc):
+    def peak(self):
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
-            os.rmdir(self.dir)
-        except OSError:
-            pass
+            with open(os.path.join(self.dir, name)) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def reset_peak(self):
+        if self.version == 1:
+            try:
+                with open(os.path.join(self.dir, "memory.max_usage_in_bytes"), "w") as f:
+                    f.write("0")
+            except OSError:
+                pass
+
+    def __exit__(self, *exc):
+        for _ in range(20):
+            try:
+                os.rmdir(self.dir)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- one measured process
@@ -356,24 +401,28 @@ def run_level(level, args, size, cgroup_parent):
             print(json.dumps(result["runs"][-1]), flush=True)
         return result
     if cgroup_parent:
-        result["limit"] = "cgroup v2 memory.max"
-        with CgroupLimit(cgroup_parent, ram_left) as cg:
-            for c in configs:
-                result["runs"].append(run_config(c, args, ram_left, cg))
-                print(json.dumps(result["runs"][-1]), flush=True)
+        version = 1 if cgroup_parent == CGROUP1_MEMORY else 2
+        result["limit"] = "cgroup v2 memory.max" if version == 2 else "cgroup v1 memory.limit_in_bytes"
+        for c in configs:
+            with CgroupLimit(cgroup_parent, ram_left, version) as cg:
+                row = run_config(c, args, ram_left, cg)
+                row["cgroup_peak_bytes"] = cg.peak()
+            result["runs"].append(row)
+            print(json.dumps(row), flush=True)
         return result
     result["limit"] = "mlocked memory in a locker process"
-    for c in configs:
-        drop_page_cache(args.model)
-        with Locker(ram_left) as locker:
-            result.setdefault("locked_bytes", []).append(locker.locked)
+    drop_page_cache(args.model)
+    with Locker(ram_left) as locker:
+        result["locked_bytes"] = locker.locked
+        for c in configs:
+            drop_page_cache(args.model)
             available = meminfo()
             row = run_config(c, args, ram_left, None)
             row["mem_available_at_start"] = available
             if not locker.alive():
                 row["status"] += " (the locker was killed: the limit did not hold)"
-        result["runs"].append(row)
-        print(json.dumps(row), flush=True)
+            result["runs"].append(row)
+            print(json.dumps(row), flush=True)
     return result
 
 
@@ -437,6 +486,8 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run before it is killed and reported as timed out")
+    ap.add_argument("--limit", choices=["auto", "cgroup2", "lock"], default="auto",
+                    help="auto: cgroup v2, else cgroup v1 (root), else the locker; lock: always the locker")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write the Markdown table here")
     ap.add_argument("--combine", nargs="+", metavar="JSON", help="merge the runs of earlier --json files (same model) into one table")
@@ -476,13 +527,14 @@ def main():
     if any(l != "all" and not l.isdigit() for l in levels):
         ap.error("--levels: 'all' or percentages of the file")
     size = os.path.getsize(args.model)
-    cgroup_parent = cgroup2_memory_dir()
+    cgroup_parent = None if args.limit == "lock" else (cgroup2_memory_dir() or (cgroup1_memory_root() if args.limit != "cgroup2" else None))
     if cgroup_parent is None and os.geteuid() != 0 and levels != ["all"]:
         sys.exit("limiting RAM needs root (mlock) or a cgroup v2 memory controller")
     report = {"model": os.path.abspath(args.model), "model_bytes": size, "cpu": cpu_name(), "threads": args.threads,
               "moe_args": args.moe_args, "load_average": os.getloadavg()[0],
               "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "configs": args.configs,
-              "limit": "cgroup v2 memory.max" if cgroup_parent else "mlocked memory in a locker process",
+              "limit": "mlocked memory in a locker process" if not cgroup_parent else
+              ("cgroup v1 memory.limit_in_bytes" if cgroup_parent == CGROUP1_MEMORY else "cgroup v2 memory.max"),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "levels": []}
     print(f"{report['cpu']}; model {size / 1e9:.2f} GB; limit by {report['limit']}", flush=True)
     for level in levels:
