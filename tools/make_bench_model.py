@@ -3,7 +3,8 @@
 
 Usage:
     python tools/make_bench_model.py [--out DIR] [--seed N] [--threads N]
-                                     [--layers N] [--keep-f16] [--check] [--types q4_k_m,q8_0]
+                                     [--layers N] [--experts N] [--types q4_k_m,q8_0,q3_k_m,iq4_xs]
+                                     [--name PREFIX] [--keep-f16] [--check] [--layout many-experts]
 
 Writes DIR/bench-moe-f16.gguf (deleted afterwards unless --keep-f16), then quantizes it with
 llama.cpp's own quantizer (through the llama-cpp-python binding) into
@@ -12,6 +13,13 @@ llama.cpp's own quantizer (through the llama-cpp-python binding) into
     DIR/bench-moe-q8_0.gguf      (about 2.6 GB)
 
 or the file types named by --types (e.g. q3_k_m, iq4_xs: DIR/bench-moe-q3_k_m.gguf, ...).
+With --name PREFIX the files are PREFIX-f16.gguf, PREFIX-q4_k_m.gguf, ...; --types picks the
+quantized files. The memory-pressure benchmark (Benchmarks/pressure.py) uses
+
+    --layers 10 --experts 16 --direct-q4k --name bench-moe-e16     (5.8 B parameters, 3.25 GB)
+
+(--direct-q4k writes Q4_K blocks of random values directly; llama.cpp's quantizer needs about an
+hour for this model on a busy 2-core machine, so the pressure model skips it.)
 
 DIR defaults to /work/bench-models (outside git: never commit model files). With --check, each
 quantized file is loaded by llama.cpp, which greedily generates a few tokens.
@@ -119,10 +127,21 @@ def make_tensor(name: str, shape: tuple[int, ...], dtype: type, rng: np.random.G
     flat = out.reshape(-1, shape[-1])
     step = max(1, (1 << 24) // shape[-1])
     for r in range(0, flat.shape[0], step):
-        block = rng.standard_normal((min(step, flat.shape[0] - r), shape[-1]), dtype=np.float32)
+        rows = min(step, flat.shape[0] - r)
+        if FAST_POOL is not None:
+            # --fast-fill: a window of one shared normal pool at a random offset (memcpy speed).
+            n = rows * shape[-1]
+            offset = int(rng.integers(0, FAST_POOL.size - n + 1))
+            flat[r : r + rows] = FAST_POOL[offset : offset + n].reshape(rows, shape[-1])
+            continue
+        block = rng.standard_normal((rows, shape[-1]), dtype=np.float32)
         block *= WEIGHT_STD
         flat[r : r + block.shape[0]] = block
     return out
+
+
+# Set by --fast-fill: normal(0, WEIGHT_STD) values that weight tensors take windows of.
+FAST_POOL = None
 
 
 def vocabulary(n: int) -> tuple[list[bytes], list[float], list[int]]:
@@ -168,8 +187,30 @@ def vocabulary(n: int) -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_f16(path: str, d: Dims, seed: int) -> None:
-    from gguf import GGUFWriter, LlamaFileType
+# --direct-q4k: Q4_K blocks written directly (no f16 file, no quantizer). Block of 256 weights:
+# f16 d, f16 dmin, 12 bytes of packed 6-bit scales and mins, 128 bytes of 4-bit values; a weight
+# is d·scale·q − dmin·min. Random scales, mins and values with d = 1.5e-4 and dmin = 7.5·d give
+# weights of mean ~0 and std ~0.04 (the f16 model's are 0.02).
+Q4K_BLOCK, Q4K_BYTES = 256, 144
+
+
+def q4k_blocks(shape: tuple[int, ...], rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
+    blocks = int(np.prod(shape)) // Q4K_BLOCK
+    out = np.empty((blocks, Q4K_BYTES), dtype=np.uint8)
+    step = max(1, pool.size // Q4K_BYTES // 2)
+    for b in range(0, blocks, step):
+        n = min(step, blocks - b)
+        offset = int(rng.integers(0, pool.size - n * Q4K_BYTES + 1))
+        out[b : b + n] = pool[offset : offset + n * Q4K_BYTES].reshape(n, Q4K_BYTES)
+    scales = out[:, :4].view(np.float16)
+    scales[:, 0] = 1.5e-4
+    scales[:, 1] = 7.5 * 1.5e-4
+    return out
+
+
+def write_f16(path: str, d: Dims, seed: int, direct_q4k: bool = False) -> None:
+    """Writes the model in F16, or with --direct-q4k every weight matrix as Q4_K blocks."""
+    from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
     w = GGUFWriter(path, arch="llama")
     w.add_name("swiftmoe-bench-moe")
@@ -187,7 +228,7 @@ def write_f16(path: str, d: Dims, seed: int) -> None:
     w.add_expert_count(d.experts)
     w.add_expert_used_count(d.experts_used)
     w.add_vocab_size(d.vocab)
-    w.add_file_type(LlamaFileType.MOSTLY_F16)
+    w.add_file_type(LlamaFileType.MOSTLY_Q4_K_S if direct_q4k else LlamaFileType.MOSTLY_F16)
     w.add_quantization_version(2)
     tokens, scores, types = vocabulary(d.vocab)
     w.add_tokenizer_model("llama")
@@ -202,9 +243,16 @@ def write_f16(path: str, d: Dims, seed: int) -> None:
     w.add_add_eos_token(False)
 
     plan = tensor_plan(d)
+
+    def as_q4k(name: str, shape: tuple[int, ...], dtype: type) -> bool:
+        return direct_q4k and dtype == np.float16 and shape[-1] % Q4K_BLOCK == 0
+
     for name, shape, dtype in plan:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        w.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
+        if as_q4k(name, shape, dtype):
+            w.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) // Q4K_BLOCK * Q4K_BYTES, raw_dtype=GGMLQuantizationType.Q4_K)
+        else:
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            w.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
@@ -213,8 +261,14 @@ def write_f16(path: str, d: Dims, seed: int) -> None:
     done = 0
     start = time.time()
     seeds = np.random.SeedSequence(seed).spawn(len(plan))
+    pool = None
     for (name, shape, dtype), ss in zip(plan, seeds):
-        w.write_tensor_data(make_tensor(name, shape, dtype, np.random.default_rng(ss), d))
+        if as_q4k(name, shape, dtype):
+            if pool is None:
+                pool = np.random.default_rng(seed).integers(0, 256, size=64 << 20, dtype=np.uint8)
+            w.write_tensor_data(q4k_blocks(shape, np.random.default_rng(ss), pool))
+        else:
+            w.write_tensor_data(make_tensor(name, shape, dtype, np.random.default_rng(ss), d))
         done += int(np.prod(shape))
         if name.endswith("exps.weight") or name in ("token_embd.weight", "output.weight"):
             print(f"  f16 {done / total:6.1%}  {name}  ({time.time() - start:.0f} s)", flush=True)
@@ -266,6 +320,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="quantizer threads")
     ap.add_argument("--layers", type=int, default=Dims.layers)
+    ap.add_argument("--experts", type=int, default=Dims.experts, help="experts per layer (top-2 either way)")
+    ap.add_argument("--name", default="bench-moe", help="file name prefix")
+    ap.add_argument("--direct-q4k", action="store_true",
+                    help="write NAME-q4_k.gguf directly: every weight matrix Q4_K with random blocks (no f16 file, no "
+                         "quantizer: seconds instead of an hour for a 5.8 B model on a busy 2-core machine)")
+    ap.add_argument("--fast-fill", action="store_true",
+                    help="weights are windows of one 32M-value random pool at random offsets (router rows stay fresh): "
+                         "minutes less for multi-GB models; different bytes from the default")
     ap.add_argument("--keep-f16", action="store_true", help="keep the F16 intermediate file")
     ap.add_argument("--check", action="store_true", help="load each file with llama.cpp and generate")
     ap.add_argument("--types", default="q4_k_m,q8_0",
@@ -283,10 +345,22 @@ def main() -> None:
         if args.check:
             check(path, args.threads)
         return
-    d = Dims(layers=args.layers)
-    f16 = os.path.join(args.out, "bench-moe-f16.gguf")
-    targets = [(f"bench-moe-{t}.gguf", f"LLAMA_FTYPE_MOSTLY_{t.upper()}") for t in args.types.split(",") if t]
+    d = Dims(layers=args.layers, experts=args.experts)
+    if args.fast_fill:
+        global FAST_POOL
+        FAST_POOL = (np.random.default_rng(args.seed).standard_normal(1 << 25, dtype=np.float32) * WEIGHT_STD).astype(np.float16)
+    f16 = os.path.join(args.out, f"{args.name}-f16.gguf")
+    wanted = [t.strip() for t in args.types.split(",") if t.strip()]
+    if not wanted:
+        raise SystemExit("--types: name at least one llama.cpp file type (q4_k_m, q8_0, q3_k_m, iq4_xs, ...)")
+    targets = [(f"{args.name}-{t}.gguf", f"LLAMA_FTYPE_MOSTLY_{t.upper()}") for t in wanted]
     print(f"model: {d}", flush=True)
+    if args.direct_q4k:
+        path = os.path.join(args.out, f"{args.name}-q4_k.gguf")
+        write_f16(path, d, args.seed, direct_q4k=True)
+        if args.check:
+            check(path, args.threads)
+        return
     write_f16(f16, d, args.seed)
     for name, ftype in targets:
         quantize(f16, os.path.join(args.out, name), ftype, args.threads)

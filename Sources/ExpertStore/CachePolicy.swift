@@ -25,10 +25,13 @@ public protocol CachePolicy: AnyObject {
 
 /// The policies users pick with `--cache-policy`.
 public enum CachePolicyKind: String, CaseIterable, Sendable, Codable {
+    /// The default: follows whichever policy would have hit most lately (``AutoPolicy``).
+    case auto
     case lru, lfu, fifo, edgemoe
 
     public func make(layerCount: Int) -> CachePolicy {
         switch self {
+        case .auto: return AutoPolicy(layerCount: layerCount)
         case .lru: return LRUPolicy()
         case .lfu: return LFUPolicy()
         case .fifo: return FIFOPolicy()

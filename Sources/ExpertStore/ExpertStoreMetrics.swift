@@ -25,6 +25,16 @@ public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
     public var poolCapacity = 0
     public var peakPoolBytes = 0
     public var directIO = false
+    /// Reads in flight per expert load (`--read-depth`).
+    public var readDepth = 1
+    /// The disk's direct-read bandwidth at ``readDepth``, bytes/s, probed on the model file
+    /// once the store has read (nil before, or when the file is too small to probe).
+    public var diskBytesPerSecond: Double?
+
+    /// Bytes/s of the store's reads (bytes read over the seconds spent reading them).
+    public var readBytesPerSecond: Double { readSeconds > 0 ? Double(bytesRead) / readSeconds : 0 }
+    /// The reads' speed as a share of the disk's probed bandwidth (nil without a probe).
+    public var readEfficiency: Double? { diskBytesPerSecond.flatMap { $0 > 0 && readSeconds > 0 ? readBytesPerSecond / $0 : nil } }
 
     public var hitRate: Double { hits + misses == 0 ? 1 : Double(hits) / Double(hits + misses) }
 }

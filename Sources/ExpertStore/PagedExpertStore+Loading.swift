@@ -31,6 +31,21 @@ extension PagedExpertStore {
         var bytes = 0, read = 0.0, verify = 0.0, decode = 0.0
     }
 
+    /// The disk's direct-read bandwidth (bytes/s) at this store's read depth, in pieces as long
+    /// as those of its largest expert read, measured on its first file with a demand staging
+    /// buffer (no memory beyond the plan); cached per process (``DiskProbe``). Nil when the
+    /// file is smaller than one probe piece or unreadable.
+    public func probeDisk() -> Double? {
+        guard let path = catalog.files.first else { return nil }
+        let a = DirectReader.alignment
+        let piece = min(readQueue.pieces(offset: 0, length: catalog.largestRead).map(\.length).max() ?? a,
+                        bufferSizes.staging / readQueue.depth / a * a)
+        guard piece >= a else { return nil }
+        let buffers = takeDemandBuffers()
+        defer { returnDemandBuffers(buffers) }
+        return DiskProbe.bandwidth(path: path, depth: readQueue.depth, piece: piece / a * a, buffer: buffers.staging)
+    }
+
     static func stagingSize(_ catalog: ExpertCatalog) throws -> Int {
         guard let size = alignUp(catalog.largestRead, to: DirectReader.alignment) else {
             throw ExpertStoreError.cannotReserve(bytes: catalog.largestRead)
@@ -53,7 +68,7 @@ extension PagedExpertStore {
             guard readLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
                 throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
             }
-            try readers[0].read(offset: record.offset, length: readLength, into: target)
+            try readQueue.read(readers[0], offset: record.offset, length: readLength, into: target)
             cost.bytes += readLength
             cost.read += clock() - t0
             t0 = clock()
@@ -88,7 +103,7 @@ extension PagedExpertStore {
                 // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
                 while done < end {
                     let chunk = min(buffers.stagingSize, end - done)
-                    try readers[slab.file].read(offset: done, length: chunk, into: buffers.staging)
+                    try readQueue.read(readers[slab.file], offset: done, length: chunk, into: buffers.staging)
                     cost.bytes += chunk
                     let lo = max(slab.offset, done), hi = min(slab.offset + slab.length, done + chunk)
                     if lo < hi {

@@ -26,6 +26,8 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     /// Prefetched bytes that may sit in the pool unused (a cap so guesses cannot crowd out hits).
     public let maxPrefetchBytes: Int
     let readers: [DirectReader]
+    /// Several pieces of each expert read in flight (`--read-depth`).
+    let readQueue: ReadQueue
     /// Buffers for demand loads; concurrent callers each take their own (normally there is one).
     private var demandBuffers: [IOBuffers]
     let bufferSizes: (staging: Int, scratch: Int)
@@ -90,24 +92,29 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     ///   - capacity: bytes of the pool (rounded down to 4096).
     ///   - policy: which expert to evict when the pool is full.
     ///   - loaderThreads: threads that load prefetched experts (0: no prefetching).
-    public convenience init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
+    ///   - readDepth: reads in flight per expert load (``ReadQueue``).
+    public convenience init(source: ModelSource, capacity: Int, policy: CachePolicyKind = .auto, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil,
+                            readDepth: Int = ReadQueue.defaultDepth) throws {
         try self.init(catalog: ExpertCatalog(source: source), capacity: capacity, policy: policy, loaderThreads: loaderThreads,
-                      maxPrefetchBytes: maxPrefetchBytes)
+                      maxPrefetchBytes: maxPrefetchBytes, readDepth: readDepth)
     }
 
     /// The same for a catalog the caller already built (it sized the pool from it).
-    public init(catalog: ExpertCatalog, capacity: Int, policy: CachePolicyKind = .lru, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil) throws {
+    public init(catalog: ExpertCatalog, capacity: Int, policy: CachePolicyKind = .auto, loaderThreads: Int = 0, maxPrefetchBytes: Int? = nil,
+                readDepth: Int = ReadQueue.defaultDepth) throws {
         self.catalog = catalog
         pool = try ExpertPool(capacity: capacity)
         self.policy = policy.make(layerCount: catalog.layerCount)
         self.maxPrefetchBytes = maxPrefetchBytes ?? capacity / 2
         readers = try catalog.files.map { try DirectReader(path: $0) }
+        readQueue = ReadQueue(depth: readDepth)
         let sizes = (staging: try PagedExpertStore.stagingSize(catalog), scratch: PagedExpertStore.scratchSize(catalog))
         bufferSizes = sizes
         demandBuffers = [IOBuffers(stagingSize: sizes.staging, scratchSize: sizes.scratch)]
         loaderBuffers = (0..<max(0, loaderThreads)).map { _ in IOBuffers(stagingSize: sizes.staging, scratchSize: sizes.scratch) }
         stats.poolCapacity = pool.capacity
         stats.directIO = readers.allSatisfy(\.direct)
+        stats.readDepth = readQueue.depth
         for (i, buffers) in loaderBuffers.enumerated() {
             // The thread holds the store only while it handles one job, so the store can go away.
             let thread = Thread { [weak self] in
@@ -123,6 +130,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         stopping = true
         condition.broadcast()
         condition.unlock()
+        readQueue.stop()
     }
 
     /// Stops the loader threads (the store keeps serving demand loads).
@@ -137,11 +145,15 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
     /// Bytes the store allocates besides the pool (staging and decode buffers of every thread).
     public var overheadBytes: Int { (1 + loaderBuffers.count) * (bufferSizes.staging + bufferSizes.scratch) }
 
+    /// The counters so far. Once the store has read from disk, the first call also measures the
+    /// disk's direct-read bandwidth at the store's read depth (``probeDisk()``, once per process).
     public var metrics: ExpertStoreMetrics {
+        let bandwidth = locked { stats.bytesRead } > 0 ? probeDisk() : nil
         condition.lock()
         defer { condition.unlock() }
         var m = stats
         m.peakPoolBytes = pool.peakUsedBytes
+        m.diskBytesPerSecond = bandwidth
         return m
     }
 
@@ -151,6 +163,7 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         stats = ExpertStoreMetrics()
         stats.poolCapacity = capacity
         stats.directIO = direct
+        stats.readDepth = readQueue.depth
         logStart = log.count
         condition.unlock()
     }
@@ -242,6 +255,13 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
             throw error
         }
     }
+
+    /// A demand buffer set for a caller outside a load (the disk probe); give it back with ``returnDemandBuffers(_:)``.
+    func takeDemandBuffers() -> IOBuffers {
+        locked { demandBuffers.popLast() } ?? IOBuffers(stagingSize: bufferSizes.staging, scratchSize: bufferSizes.scratch)
+    }
+
+    func returnDemandBuffers(_ buffers: IOBuffers) { locked { demandBuffers.append(buffers) } }
 
     public func release(_ key: ExpertKey) {
         condition.lock()

@@ -52,8 +52,10 @@ public final class Model: Sendable {
         /// Caps the expert pool itself (with or without `budget`), as bytes or a fraction of
         /// all expert bytes.
         public var expertCache: ExpertCacheSize?
+        /// Reads in flight per expert load (`--read-depth`; pieces of one expert read at once).
+        public var readDepth = ReadQueue.defaultDepth
 
-        public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512,
+        public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .auto, maxContext: Int? = nil, promptChunk: Int = 512,
                     prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
                     loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil) {
             self.budget = budget
@@ -98,12 +100,13 @@ public final class Model: Sendable {
                 guard bytes >= minimum else { throw ExpertStoreError.poolTooSmall(needed: minimum, capacity: bytes) }
                 capacity = min(capacity, bytes)
             }
-            paged = try PagedExpertStore(catalog: catalog, capacity: capacity, policy: memory.cachePolicy, loaderThreads: loaders)
+            paged = try PagedExpertStore(catalog: catalog, capacity: capacity, policy: memory.cachePolicy, loaderThreads: loaders, readDepth: memory.readDepth)
         } else {
             memoryPlan = nil
             if case .store = source.container {
                 let catalog = try ExpertCatalog(source: source)
-                paged = try PagedExpertStore(catalog: catalog, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy)
+                paged = try PagedExpertStore(catalog: catalog, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy,
+                                             readDepth: memory.readDepth)
             }
         }
         pagedExperts = paged

@@ -27,6 +27,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var prefetchDepth: Int?
     public var prefetchWidth: Int?
     public var loaderThreads: Int?
+    public var readDepth: Int?
     public var threads: Int?
     public var kernels: KernelPath?
     public var kvCache: KVCache.ElementType?
@@ -40,7 +41,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, version, memory, threads, kernels, prefetch, context, calibration, note
         case expertCache = "expert_cache", cachePolicy = "cache_policy", prefetchDepth = "prefetch_depth", prefetchWidth = "prefetch_width"
-        case loaderThreads = "loader_threads", kvCache = "kv_cache"
+        case loaderThreads = "loader_threads", kvCache = "kv_cache", readDepth = "read_depth"
     }
 
     public init() {}
@@ -91,6 +92,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         if let prefetchDepth { a += ["--prefetch-depth", "\(prefetchDepth)"] }
         if let prefetchWidth { a += ["--prefetch-width", "\(prefetchWidth)"] }
         if let loaderThreads { a += ["--loader-threads", "\(loaderThreads)"] }
+        if let readDepth { a += ["--read-depth", "\(readDepth)"] }
         if let threads { a += ["--threads", "\(threads)"] }
         if let kernels { a += ["--kernels", kernels.rawValue] }
         if let kvCache { a += ["--kv-cache", kvCache.rawValue] }
@@ -122,7 +124,7 @@ extension RunConfiguration {
     public enum Option: String, CaseIterable, Sendable {
         case memory, expertCache = "expert_cache", cachePolicy = "cache_policy", prefetch, prefetchDepth = "prefetch_depth"
         case prefetchWidth = "prefetch_width", loaderThreads = "loader_threads", threads, kernels, kvCache = "kv_cache"
-        case context, calibration
+        case context, calibration, readDepth = "read_depth"
 
         /// The command-line flag: `--expert-cache` for `expert_cache`.
         public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
@@ -134,6 +136,7 @@ extension RunConfiguration {
             case .prefetchDepth: return Limit(1, 64)
             case .prefetchWidth, .context: return Limit(1)
             case .loaderThreads: return Limit(1, 16)
+            case .readDepth: return Limit(1, 64)
             default: return nil
             }
         }
@@ -163,7 +166,7 @@ extension RunConfiguration {
         if let m = memory, memoryBytes.map({ $0 > 0 }) != true { throw InvalidOption(option: .memory, reason: "\"\(m)\" is not a size like 2GB") }
         if let e = expertCache, expertCacheSize == nil { throw InvalidOption(option: .expertCache, reason: "\"\(e)\" is not a size, a percentage or min") }
         let numbers: [(Option, Int?)] = [(.threads, threads), (.prefetchDepth, prefetchDepth), (.prefetchWidth, prefetchWidth),
-                                         (.loaderThreads, loaderThreads), (.context, context)]
+                                         (.loaderThreads, loaderThreads), (.context, context), (.readDepth, readDepth)]
         for case let (option, value?) in numbers {
             if let limit = option.limit, !limit.contains(value) { throw InvalidOption(option: option, reason: limit.requirement) }
         }
@@ -176,6 +179,7 @@ extension RunConfiguration {
         func fill<T>(_ key: WritableKeyPath<RunConfiguration, T?>) { c[keyPath: key] = c[keyPath: key] ?? base[keyPath: key] }
         fill(\.memory); fill(\.expertCache); fill(\.cachePolicy); fill(\.prefetch); fill(\.prefetchDepth); fill(\.prefetchWidth)
         fill(\.loaderThreads); fill(\.threads); fill(\.kernels); fill(\.kvCache); fill(\.context); fill(\.calibration)
+        fill(\.readDepth)
         return c
     }
 
@@ -193,6 +197,7 @@ extension RunConfiguration {
         if let prefetch { m.prefetch = prefetch }
         if let prefetchDepth { m.prefetchDepth = prefetchDepth }
         if let loaderThreads { m.loaderThreads = loaderThreads }
+        if let readDepth { m.readDepth = readDepth }
         return m
     }
 }

@@ -123,11 +123,11 @@ final class ArgumentTests: XCTestCase {
         let path = dir.path("all.json")
         try Data(#"""
             {"format": "swiftmoe-run-config", "version": 1, "memory": "300MB", "expert_cache": "25%", "cache_policy": "fifo",
-             "prefetch": "lookahead", "prefetch_depth": 2, "prefetch_width": 5, "loader_threads": 2, "threads": 3, "kernels": "reference",
+             "prefetch": "lookahead", "prefetch_depth": 2, "prefetch_width": 5, "loader_threads": 2, "read_depth": 3, "threads": 3, "kernels": "reference",
              "kv_cache": "f32", "context": 128, "calibration": "c.json"}
             """#.utf8).write(to: URL(fileURLWithPath: path))
         let flags = ["--memory", "300MB", "--expert-cache", "25%", "--cache-policy", "fifo", "--prefetch", "lookahead", "--prefetch-depth", "2",
-                     "--prefetch-width", "5", "--loader-threads", "2", "--threads", "3", "--kernels", "reference", "--kv-cache", "f32",
+                     "--prefetch-width", "5", "--loader-threads", "2", "--read-depth", "3", "--threads", "3", "--kernels", "reference", "--kv-cache", "f32",
                      "--context", "128", "--calibration", "c.json"]
         XCTAssertEqual(Set(RunConfiguration.Option.allCases.map(\.flag)), Set(flags.filter { $0.hasPrefix("--") }))
         let fromFile = try XCTUnwrap(try Moe.parseChecked(["bench", model, "--config", path]) as? Bench).runtime.resolved
@@ -137,5 +137,6 @@ final class ArgumentTests: XCTestCase {
         XCTAssertEqual(fromFile.memoryOptions.expertCache, .fraction(0.25))
         XCTAssertEqual(fromFile.memoryOptions.maxContext, 128)
         XCTAssertEqual(fromFile.executorOptions.kvCacheType, .f32)
+        XCTAssertEqual(fromFile.memoryOptions.readDepth, 3)
     }
 }

@@ -30,7 +30,7 @@ struct RuntimeOptions: CheckedArguments {
     @Option(help: "Cap the expert pool itself: bytes (64MB), a share of the model's expert bytes (25%), or min (one layer's active experts: load on demand). Works with or without --memory; smaller means more reads.")
     var expertCache: String?
 
-    @Option(help: "Which expert to evict when the pool is full (default: \(memoryDefaults.cachePolicy.rawValue)): lru, lfu, fifo, or edgemoe (frequency over forward layer distance). moe tune measures which pays on a workload.")
+    @Option(help: "Which expert to evict when the pool is full (default: \(memoryDefaults.cachePolicy.rawValue)): auto (follows whichever of nextuse, lfu, edgemoe and lru would have hit most on the recent requests; a little bookkeeping per request), lru, lfu, fifo, or edgemoe (frequency over forward layer distance). moe tune measures which pays on a workload.")
     var cachePolicy: CachePolicyKind?
 
     @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most \(Model.MemoryOptions.defaultContextCap).")
@@ -51,6 +51,9 @@ struct RuntimeOptions: CheckedArguments {
     @Option(help: "Threads that read prefetched experts\(limit(.loaderThreads)); default \(memoryDefaults.loaderThreads). Each adds a staging buffer to the budget.")
     var loaderThreads: Int?
 
+    @Option(help: "Reads in flight per expert load\(limit(.readDepth)); default \(memoryDefaults.readDepth). Each expert read is cut into this many pieces read at once: deeper keeps a fast disk busy, 1 reads one piece at a time. No extra memory.")
+    var readDepth: Int?
+
     /// The flags over the `--config` file, checked; set by `check()`.
     var resolved = RunConfiguration()
 
@@ -60,6 +63,7 @@ struct RuntimeOptions: CheckedArguments {
         (c.memory, c.expertCache, c.cachePolicy, c.prefetch) = (memory, expertCache, cachePolicy, prefetch)
         (c.prefetchDepth, c.prefetchWidth, c.loaderThreads, c.threads) = (prefetchDepth, prefetchWidth, loaderThreads, threads)
         (c.kernels, c.kvCache, c.context, c.calibration) = (kernels, kvCache, context, calibration)
+        c.readDepth = readDepth
         return c
     }
 

@@ -42,6 +42,12 @@ func pagingSummary(_ model: Model) -> String? {
                       m.hits, m.misses, 100 * m.hitRate, Units.formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, Units.formatBytes(m.poolCapacity))
     if let plan = model.memoryPlan { line += ", budget \(Units.formatBytes(plan.budget))" }
     line += m.directIO ? ", direct I/O" : ", buffered I/O + fadvise"
+    if m.bytesRead > 0 {
+        line += String(format: "; reads %.2f GB/s at depth %d", m.readBytesPerSecond / 1e9, m.readDepth)
+        if let disk = m.diskBytesPerSecond, let share = m.readEfficiency {
+            line += String(format: " = %.0f%% of the disk's %.2f GB/s (direct, same depth)", 100 * share, disk / 1e9)
+        }
+    }
     let report = model.pagingReport()
     if let belady = report.beladyHitRate {
         line += String(format: "; Belady MIN at this capacity %.1f%%", 100 * belady)
