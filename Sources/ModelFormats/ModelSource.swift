@@ -89,7 +89,7 @@ public final class ModelSource: Sendable {
                 }
                 return try tensor.slab(expert)
             }
-            return file.tensor(name.ggufName)
+            return file.tensor(name.ggufName) ?? name.alternateGGUFName.flatMap { file.tensor($0) }
         case let .huggingFace(directory):
             return try directory.tensor(family.hfName(name))
         }

@@ -14,6 +14,12 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
     case expertGate(Int, Int), expertUp(Int, Int), expertDown(Int, Int)
     case sharedExpertRouter(Int), sharedGate(Int), sharedUp(Int), sharedDown(Int)
     case denseGate(Int), denseUp(Int), denseDown(Int)
+    /// Per-expert bias added to the router scores to choose experts, not to weight them (DeepSeek-V3).
+    case expertSelectionBias(Int)
+    /// Multi-head latent attention: the low-rank query pair and its norm, the joint KV down-projection
+    /// (latent + shared rotary key) and its norm, the latent up-projection (`kv_b`), and llama.cpp's
+    /// split of it into a per-head transposed key part (`k_b`) and value part (`v_b`).
+    case queryA(Int), queryANorm(Int), queryB(Int), kvA(Int), kvANorm(Int), kvB(Int), keyB(Int), valueB(Int)
 
     public var ggufName: String {
         switch self {
@@ -42,7 +48,31 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .denseGate(l): return "blk.\(l).ffn_gate.weight"
         case let .denseUp(l): return "blk.\(l).ffn_up.weight"
         case let .denseDown(l): return "blk.\(l).ffn_down.weight"
+        case let .expertSelectionBias(l): return "blk.\(l).exp_probs_b.bias"
+        case let .queryA(l): return "blk.\(l).attn_q_a.weight"
+        case let .queryANorm(l): return "blk.\(l).attn_q_a_norm.weight"
+        case let .queryB(l): return "blk.\(l).attn_q_b.weight"
+        case let .kvA(l): return "blk.\(l).attn_kv_a_mqa.weight"
+        case let .kvANorm(l): return "blk.\(l).attn_kv_a_norm.weight"
+        case let .kvB(l): return "blk.\(l).attn_kv_b.weight"
+        case let .keyB(l): return "blk.\(l).attn_k_b.weight"
+        case let .valueB(l): return "blk.\(l).attn_v_b.weight"
         }
+    }
+
+    /// Another GGUF name llama.cpp gives this weight in some architectures (`glm4moe` writes the FFN
+    /// norm as `post_attention_norm`).
+    public var alternateGGUFName: String? {
+        if case let .ffnNorm(l) = self { return "blk.\(l).post_attention_norm.weight" }
+        return nil
+    }
+
+    /// Every non-expert weight layer `l` can have, in any family (a `.moe` store copies those present).
+    public static func layerDenseNames(_ l: Int) -> [WeightName] {
+        [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
+         .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .expertSelectionBias(l), .sharedExpertRouter(l), .sharedGate(l),
+         .sharedUp(l), .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l),
+         .queryA(l), .queryANorm(l), .queryB(l), .kvA(l), .kvANorm(l), .kvB(l), .keyB(l), .valueB(l)]
     }
 
     /// For an expert weight: the stacked GGUF tensor holding it and the expert's index.
@@ -83,6 +113,14 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .denseGate(l): return "model.layers.\(l).mlp.gate_proj.weight"
         case let .denseUp(l): return "model.layers.\(l).mlp.up_proj.weight"
         case let .denseDown(l): return "model.layers.\(l).mlp.down_proj.weight"
+        case let .expertSelectionBias(l): return "model.layers.\(l).mlp.gate.e_score_correction_bias"
+        case let .queryA(l): return "model.layers.\(l).self_attn.q_a_proj.weight"
+        case let .queryANorm(l): return "model.layers.\(l).self_attn.q_a_layernorm.weight"
+        case let .queryB(l): return "model.layers.\(l).self_attn.q_b_proj.weight"
+        case let .kvA(l): return "model.layers.\(l).self_attn.kv_a_proj_with_mqa.weight"
+        case let .kvANorm(l): return "model.layers.\(l).self_attn.kv_a_layernorm.weight"
+        case let .kvB(l): return "model.layers.\(l).self_attn.kv_b_proj.weight"
+        case .keyB, .valueB: return nil  // llama.cpp's split of kv_b; checkpoints have kv_b_proj
         }
     }
 
