@@ -23,7 +23,7 @@ struct MoEFeedForward: FeedForwardBlock {
     init(layer l: Int, weights: WeightLoader, experts: any ExpertProvider) throws {
         let c = weights.configuration
         hiddenSize = c.hiddenSize
-        router = Router(configuration: c)
+        router = Router(configuration: c, selectionBias: c.routing.usesSelectionBias ? try weights.vector(.expertSelectionBias(l), c.expertCount) : nil)
         self.experts = experts
         gate = try weights.linear(.router(l), inputs: c.hiddenSize, outputs: c.expertCount)
         shared = c.hasSharedExpert
