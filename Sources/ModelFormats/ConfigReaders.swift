@@ -30,7 +30,7 @@ public struct HFConfigReader {
     public let values: [String: Any]
     public let path: String
     public let configClass: HFConfigClass
-    private let log = ProvenanceLog()
+    let log = ProvenanceLog()
 
     public init(_ values: [String: Any], path: String, configClass: HFConfigClass) {
         self.values = values

@@ -129,6 +129,9 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var kvHeadCount: Int
     public var headDim: Int
     public var ropeTheta: Double
+    /// RoPE scaling (YaRN, linear, llama3); nil for the default RoPE (and in stores written
+    /// before scaling was supported).
+    public var ropeScaling: RopeScaling?
     public var ropeStyle: RopeStyle
     /// Leading dimensions of each head that are rotated (the rest pass through).
     public var ropeDimensions: Int
@@ -193,7 +196,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
 
     public init(
         architecture: Architecture, vocabSize: Int, hiddenSize: Int, layerCount: Int, headCount: Int,
-        kvHeadCount: Int, headDim: Int, ropeTheta: Double, ropeStyle: RopeStyle, ropeDimensions: Int? = nil,
+        kvHeadCount: Int, headDim: Int, ropeTheta: Double, ropeScaling: RopeScaling? = nil, ropeStyle: RopeStyle, ropeDimensions: Int? = nil,
         rmsNormEpsilon: Float, contextLength: Int, qkNorm: QKNorm = .none, attentionBias: Bool = false,
         clipQKV: Float? = nil, slidingWindow: Int? = nil, expertCount: Int, expertsPerToken: Int,
         expertFFNSize: Int, sharedExpertFFNSize: Int = 0, sharedExpertGated: Bool = false,
@@ -207,6 +210,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
         self.kvHeadCount = kvHeadCount
         self.headDim = headDim
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
         self.ropeStyle = ropeStyle
         self.ropeDimensions = ropeDimensions ?? headDim
         self.rmsNormEpsilon = rmsNormEpsilon
@@ -271,6 +275,7 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
             throw fail("rotary dimensions \(ropeDimensions) must be even and at most the head dimension \(headDim)")
         }
         guard ropeTheta.isFinite, ropeTheta > 0 else { throw fail("rope theta \(ropeTheta) must be positive") }
+        try ropeScaling?.validate(fail)
         guard rmsNormEpsilon.isFinite, rmsNormEpsilon >= 0 else { throw fail("RMS norm epsilon \(rmsNormEpsilon) must be non-negative") }
         guard layerKinds.count == layerCount else {
             throw fail("\(layerKinds.count) layer kinds for \(layerCount) layers")

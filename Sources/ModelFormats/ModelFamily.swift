@@ -47,10 +47,8 @@ extension ModelFamily {
         if checkValueLength, let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
             throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).attention.value_length", reason: "value length \(valueLength) differs from key length \(headDim); not supported")
         }
-        if let scaling = g.value("rope.scaling.type"), scaling.string != "none" {
-            throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).rope.scaling.type", reason: "RoPE scaling \(ModelFormatError.shown(scaling.string ?? "\(scaling)")) is not supported yet")
-        }
-        var provenance: [ModelConfiguration.Provenance] = []
+        let (ropeScaling, ropeNotes) = try g.ropeScaling()
+        var provenance = ropeNotes
         func note<T>(_ setting: String, _ suffix: String, _ value: T, read: Bool) -> T {
             provenance.append(.init(setting: setting, value: (value as? Double).map(HFConfigReader.show) ?? "\(value)",
                                     origin: read ? .file : .default, source: read ? "\(g.architecture).\(suffix)" : "llama.cpp"))
@@ -73,6 +71,7 @@ extension ModelFamily {
             expertFFNSize: try g.optionalInt(expertFFNKey) ?? (try g.optionalInt("feed_forward_length") ?? 0),
             routing: .init(normalizeTopK: note("top-k renormalised", "expert_weights_norm", norm ?? normalizeTopK, read: norm != nil)),
             tiedEmbeddings: tied)
+        config.ropeScaling = ropeScaling
         config.provenance = provenance
         return config
     }

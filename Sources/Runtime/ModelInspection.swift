@@ -156,7 +156,7 @@ public struct ModelInspection: Codable, Sendable {
         if c.routing.scale != 1 { routing += ", × \(c.routing.scale)" }
         lines.append("routing      \(routing)")
         lines.append("hidden       \(c.hiddenSize), expert ffn \(c.expertFFNSize)\(c.denseFFNSize > 0 ? ", dense ffn \(c.denseFFNSize)" : "")")
-        lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta), qk-norm \(c.qkNorm.rawValue)")
+        lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta)\(c.ropeScaling.map { " (\($0))" } ?? ""), qk-norm \(c.qkNorm.rawValue)")
         if let m = c.latentAttention {
             lines.append("latent attn  kv_lora_rank \(m.kvRank), q_lora_rank \(m.queryRank == 0 ? "none" : "\(m.queryRank)"), qk nope \(m.nopeHeadDim) + rope \(m.ropeHeadDim), v \(m.valueHeadDim); absorbed up-projections \(Units.formatBytes(absorbedAttentionBytes ?? 0)) f32")
         }

@@ -67,13 +67,14 @@ final class ConfigVariantTests: XCTestCase {
         _ = try assertMatchesReference(model, case: "qwen3moe", manifest: manifest, reference: XCTUnwrap(manifest.references["f32"]), label: "qwen3moe (defaults)")
     }
 
-    func testYarnIsRefusedNamingTheKey() throws {
+    /// RoPE types SwiftMoE does not compute (YaRN, linear and llama3 are: RopeScalingTests).
+    func testUnsupportedRopeTypesAreRefusedNamingTheKey() throws {
         let dir = TemporaryDirectory()
         for (name, edit, key) in [
-            ("qwen3moe", { (c: inout [String: Any]) in c["rope_parameters"] = ["rope_type": "yarn", "factor": 4.0, "rope_theta": 5e5, "original_max_position_embeddings": 1024] }, "rope_parameters.rope_type"),
-            ("qwen2moe", { (c: inout [String: Any]) in c["rope_scaling"] = ["type": "yarn", "factor": 4.0] }, "rope_scaling.type"),
-            ("mixtral", { (c: inout [String: Any]) in c["rope_scaling"] = ["rope_type": "linear", "factor": 2.0] }, "rope_scaling.rope_type"),
-            ("olmoe", { (c: inout [String: Any]) in c["rope_parameters"] = ["rope_type": "llama3", "factor": 8.0] }, "rope_parameters.rope_type"),
+            ("qwen3moe", { (c: inout [String: Any]) in c["rope_parameters"] = ["rope_type": "dynamic", "factor": 4.0, "rope_theta": 5e5, "original_max_position_embeddings": 1024] }, "rope_parameters.rope_type"),
+            ("qwen2moe", { (c: inout [String: Any]) in c["rope_scaling"] = ["type": "longrope", "factor": 4.0] }, "rope_scaling.type"),
+            ("mixtral", { (c: inout [String: Any]) in c["rope_scaling"] = ["rope_type": "dynamic", "factor": 2.0] }, "rope_scaling.rope_type"),
+            ("olmoe", { (c: inout [String: Any]) in c["rope_parameters"] = ["rope_type": "longrope", "factor": 8.0] }, "rope_parameters.rope_type"),
         ] {
             var config = try json("\(name)/config-v5.json")
             edit(&config)

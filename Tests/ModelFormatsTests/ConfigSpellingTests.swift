@@ -101,12 +101,12 @@ final class ConfigSpellingTests: XCTestCase {
 
     func testRefusedNamingTheKey() throws {
         let cases: [(String, (inout [String: Any]) -> Void)] = [
-            ("rope_parameters.rope_type", { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 4.0] }),
+            ("rope_parameters.rope_type", { $0["rope_parameters"] = ["rope_type": "dynamic", "factor": 4.0] }),
             ("rope_scaling.type", { $0["rope_scaling"] = ["type": "dynamic", "factor": 2.0] }),
             ("rope_scaling.rope_type", { $0["rope_scaling"] = ["rope_type": "longrope"] }),
             ("rope_parameters.sliding_attention.rope_type", {
                 $0["layer_types"] = ["full_attention", "sliding_attention"]
-                $0["rope_parameters"] = ["full_attention": ["rope_type": "default"], "sliding_attention": ["rope_type": "yarn"]]
+                $0["rope_parameters"] = ["full_attention": ["rope_type": "default"], "sliding_attention": ["rope_type": "yarn", "factor": 4.0]]
             }),
             ("rope_parameters.full_attention.rope_theta", {
                 $0["layer_types"] = ["full_attention", "sliding_attention"]

@@ -137,8 +137,8 @@ final class HuggingFaceTests: XCTestCase {
         try editConfig(dir) { $0["num_hidden_layers"] = 2; $0["hidden_size"] = "sixty-four" }
         assertSourceError(dir.url.path) { if case let .invalidConfig(_, reason) = $0 { return reason.contains("hidden_size") } else { return false } }
 
-        try editConfig(dir) { $0["hidden_size"] = 64; $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4] }
-        assertSourceError(dir.url.path) { if case let .invalidConfig(_, reason) = $0 { return reason.contains("yarn") } else { return false } }
+        try editConfig(dir) { $0["hidden_size"] = 64; $0["rope_scaling"] = ["rope_type": "dynamic", "factor": 4] }
+        assertSourceError(dir.url.path) { if case let .invalidConfig(_, reason) = $0 { return reason.contains("dynamic") } else { return false } }
     }
 
     func testDenseLayerPatternsFromConfig() throws {

@@ -18,11 +18,12 @@ public enum MixtralFamily: ModelFamily {
         let heads = try hf.int("num_attention_heads")
         let layers = try hf.int("num_hidden_layers")
         _ = try hf.layerTypes(layers: layers)  // checked as 5.x checks it; this attention ignores it
+        let rope = try hf.rope(defaultTheta: 1e6)
         return ModelConfiguration(
             architecture: .mixtral, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden, layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: 8, heads: heads),
             headDim: try hf.optionalInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),  // null too: `head_dim or hidden // heads`
-            ropeTheta: try hf.ropeTheta(default: 1e6), ropeStyle: .halfSplit,  // MixtralConfig.default_theta
+            ropeTheta: rope.theta, ropeScaling: rope.scaling, ropeStyle: .halfSplit,  // MixtralConfig.default_theta
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: 4096 * 32, as: "context"),
             slidingWindow: try hf.optionalInt("sliding_window", default: nil, as: "sliding window"),

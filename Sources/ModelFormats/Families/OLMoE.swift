@@ -32,12 +32,13 @@ public enum OLMoEFamily: ModelFamily {
         guard try hf.optionalBool("attention_bias") != true else {
             throw hf.invalid("attention_bias true (biases on q, k, v and o projections) is not supported yet")
         }
+        let rope = try hf.rope(defaultTheta: 10_000)
         return ModelConfiguration(
             architecture: .olmoe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden,
             layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: heads, heads: heads),  // OlmoeConfig: None = heads
             headDim: headDim,
-            ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: .halfSplit,
+            ropeTheta: rope.theta, ropeScaling: rope.scaling, ropeStyle: .halfSplit,
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: 4096, as: "context"),
             qkNorm: .wholeProjection,

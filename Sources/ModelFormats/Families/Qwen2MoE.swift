@@ -21,12 +21,13 @@ public enum Qwen2MoEFamily: ModelFamily {
         let layers = try hf.int("num_hidden_layers")
         let experts = try hf.int("num_experts", default: 60, as: "experts")
         let kinds = try qwenLayerKinds(hf, layers: layers, experts: experts)
+        let rope = try hf.rope(defaultTheta: 10_000)
         return ModelConfiguration(
             architecture: .qwen2moe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden, layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: 16, heads: heads),
             // Qwen2MoeAttention: getattr(config, "head_dim", hidden_size // num_attention_heads)
             headDim: try hf.optionalInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
-            ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: .halfSplit,
+            ropeTheta: rope.theta, ropeScaling: rope.scaling, ropeStyle: .halfSplit,
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-6, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: 32_768, as: "context"),
             attentionBias: try hf.bool("qkv_bias", default: true, as: "qkv bias"),

@@ -28,12 +28,13 @@ public enum Qwen3MoEFamily: ModelFamily {
         let useWindow = try hf.optionalBool("use_sliding_window")
         if useWindow != true { hf.record("sliding window", "none", key: useWindow == nil ? nil : "use_sliding_window") }
         let window = useWindow == true ? try hf.optionalInt("sliding_window", default: 4096, as: "sliding window") : nil
+        let rope = try hf.rope(defaultTheta: 10_000)
         return ModelConfiguration(
             architecture: .qwen3moe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden, layerCount: layers,
             headCount: heads, kvHeadCount: try hf.kvHeads(default: 4, heads: heads),
             // Qwen3MoeAttention: getattr(config, "head_dim", hidden_size // num_attention_heads)
             headDim: try hf.optionalInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
-            ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: .halfSplit,
+            ropeTheta: rope.theta, ropeScaling: rope.scaling, ropeStyle: .halfSplit,
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-6, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: 32_768, as: "context"),
             qkNorm: .perHead, slidingWindow: window,
