@@ -58,6 +58,14 @@ public enum DeepSeekV2Family: ModelFamily {
             queryRank: try g.optionalInt("attention.q_lora_rank") ?? 0, kvRank: try g.int("attention.kv_lora_rank"),
             nopeHeadDim: nopeRope - rope, ropeHeadDim: rope, valueHeadDim: try g.int("attention.value_length_mla"),
             normEpsilon: config.rmsNormEpsilon)
+        if var scaling = config.ropeScaling, scaling.kind == .yarn, let all = scaling.mscaleAllDim {
+            // llama.cpp's deepseek2 graph: kq_scale = mscale² / sqrt(d) with mscale from
+            // yarn_log_multiplier (= 0.1 · mscale_all_dim), and the rope's own magnitude correction
+            // cancelled, i.e. mscale = mscale_all_dim (attention factor 1), as the released configs have.
+            scaling.mscale = all
+            config.ropeScaling = scaling
+            config.latentAttention?.softmaxScaleFactor = Float(scaling.softmaxScaleMultiplier)
+        }
         try readGGUFMoE(g, into: &config, defaultScoring: .softmax)
         return config
     }
@@ -151,19 +159,28 @@ enum DeepSeekHF {
             throw hf.invalid("num_key_value_heads \(kv) differs from num_attention_heads \(heads); latent attention expands one key per head")
         }
         let nope = try hf.int("qk_nope_head_dim"), rope = try hf.int("qk_rope_head_dim")
-        let latent = ModelConfiguration.LatentAttention(
+        let (theta, scaling) = try hf.rope(defaultTheta: 10_000)
+        // DeepSeek's attention multiplies its softmax scale by yarn_get_mscale(factor, mscale_all_dim)²:
+        // V3 in 4.57 and 5.x, V2 only from 5.x on (4.57's DeepseekV2Attention does not), so for V2
+        // the file's transformers_version decides, else the newer.
+        let appliesMscale = architecture != .deepseek2 || (hf.transformersMajorVersion ?? 5) >= 5
+        let softmaxFactor = appliesMscale ? Float(scaling?.softmaxScaleMultiplier ?? 1) : 1
+        if scaling?.kind == .yarn { hf.record("softmax scale × mscale²", "\(softmaxFactor)", key: appliesMscale ? "rope_scaling.mscale_all_dim" : "transformers_version") }
+        var latent = ModelConfiguration.LatentAttention(
             queryRank: try hf.optionalInt("q_lora_rank", default: d.queryRank, as: "q_lora_rank") ?? 0,
             kvRank: try hf.int("kv_lora_rank"), nopeHeadDim: nope, ropeHeadDim: rope, valueHeadDim: try hf.int("v_head_dim"),
             normEpsilon: 1e-6)  // q_a_layernorm and kv_a_layernorm take RMSNorm's default eps, not rms_norm_eps
+        latent.softmaxScaleFactor = softmaxFactor
         var config = ModelConfiguration(
             architecture: architecture, vocabSize: try hf.int("vocab_size"), hiddenSize: try hf.int("hidden_size"),
             layerCount: try hf.int("num_hidden_layers"), headCount: heads, kvHeadCount: heads, headDim: nope + rope,
-            ropeTheta: try hf.ropeTheta(default: 10_000), ropeStyle: ropeStyle, ropeDimensions: rope,
+            ropeTheta: theta, ropeStyle: ropeStyle, ropeDimensions: rope,
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-6, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: d.context, as: "context"),
             expertCount: 0, expertsPerToken: 0, expertFFNSize: 0, routing: routing,
             tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false, as: "tied embeddings"))
         config.latentAttention = latent
+        config.ropeScaling = scaling
         try readMoE(hf, into: &config, defaults: d)
         return config
     }

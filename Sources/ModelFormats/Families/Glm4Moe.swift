@@ -29,10 +29,11 @@ public enum Glm4MoeFamily: ModelFamily {
         let factor = try hf.partialRotaryFactor(default: 0.5)
         // transformers' default RoPE: dim = int(head_dim * partial_rotary_factor)
         let rotary = Int(Double(headDim) * factor)
+        let rope = try hf.rope(defaultTheta: 10_000, partialRotary: true)
         var config = ModelConfiguration(
             architecture: .glm4moe, vocabSize: try hf.int("vocab_size"), hiddenSize: hidden,
             layerCount: try hf.int("num_hidden_layers"), headCount: heads, kvHeadCount: try hf.kvHeads(default: 8, heads: heads),
-            headDim: headDim, ropeTheta: try hf.ropeTheta(default: 10_000, partialRotary: true), ropeStyle: .halfSplit, ropeDimensions: rotary,
+            headDim: headDim, ropeTheta: rope.theta, ropeStyle: .halfSplit, ropeDimensions: rotary,
             rmsNormEpsilon: Float(try hf.double("rms_norm_eps", default: 1e-5, as: "rms eps")),
             contextLength: try hf.int("max_position_embeddings", default: 131_072, as: "context"),
             qkNorm: try hf.bool("use_qk_norm", default: false, as: "qk norm") ? .perHead : .none,
@@ -40,6 +41,7 @@ public enum Glm4MoeFamily: ModelFamily {
             expertCount: 0, expertsPerToken: 0, expertFFNSize: 0,
             routing: try DeepSeekV3Family.sigmoidRouting(hf, groups: 1, used: 1, normalize: true, scale: 1),
             tiedEmbeddings: try hf.bool("tie_word_embeddings", default: false, as: "tied embeddings"))
+        config.ropeScaling = rope.scaling
         try DeepSeekHF.readMoE(hf, into: &config, defaults: .init(experts: 128, topK: 8, shared: 1, firstDense: 1, context: 131_072, queryRank: 0))
         return config
     }
