@@ -427,13 +427,63 @@ def build_case(case: dict, out_root: Path, converter: Path, cache: Path) -> None
     (cdir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=mf._json_default) + "\n")
 
 
+YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16, beta_fast=8.0, beta_slow=1.0,
+            mscale=1.0, mscale_all_dim=0.8)
+
+
+def build_yarn(out_root: Path) -> None:
+    """``rope-deepseek/``: each case's committed weights under a YaRN config (positions past the
+    original 16), with transformers' logits. V3 and GLM scale as their classes do; the V2 config is
+    saved by transformers 4.57, whose DeepseekV2Attention leaves the softmax scale alone."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    rdir = out_root / "rope-deepseek"
+    shutil.rmtree(rdir, ignore_errors=True)
+    rdir.mkdir()
+    record = {"generator": "tools/make_deepseek_fixtures.py --yarn", "scaling": YARN, "variants": {}}
+    for case in CASES:
+        name = case["name"]
+        if name == "deepseek-v2-lite":
+            continue
+        manifest = json.loads((out_root / name / "manifest.json").read_text())
+        seqs = manifest["sequences"][1:]
+        cfg = AutoConfig.from_pretrained(str(out_root / name / "hf"))
+        base = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32).eval()
+        base.load_state_dict(mf.load_hf_weights(out_root / name / "hf", base), strict=True)
+        cfg.rope_scaling = dict(YARN)
+        # transformers 4.57 derives YaRN's attention factor from max_position_embeddings /
+        # original_max_position_embeddings when the latter is given; released DeepSeek configs keep
+        # that ratio equal to `factor`, and so does this one.
+        cfg.max_position_embeddings = int(YARN["factor"] * YARN["original_max_position_embeddings"])
+        scaled = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32).eval()
+        scaled.load_state_dict(base.state_dict(), strict=True)
+        vname = f"{name}-yarn"
+        (rdir / vname).mkdir()
+        cfg.save_pretrained(str(rdir / vname))
+        files, moved = [], 0.0
+        for i, seq in enumerate(seqs):
+            with torch.no_grad():
+                a = scaled(input_ids=torch.tensor([seq]), use_cache=False).logits[0].numpy().astype(np.float32)
+                b = base(input_ids=torch.tensor([seq]), use_cache=False).logits[0].numpy().astype(np.float32)
+            moved = max(moved, float(np.abs(a - b).max()))
+            fn = f"{vname}-seq{i}.npy"
+            np.save(rdir / fn, a, allow_pickle=False)
+            files.append(fn)
+        record["variants"][vname] = {"family": name, "sequences": seqs, "logits": files, "moved_by_scaling": moved}
+        log(f"  {vname}: YaRN moves transformers' logits by {moved:.3g}")
+    (rdir / "rope.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--converter", default=mf.DEFAULT_CONVERTER)
     ap.add_argument("--out", default=str(mf.REPO / "Tests" / "Fixtures"))
     ap.add_argument("--cases", default="")
     ap.add_argument("--cache", default="/tmp/swiftmoe-fixture-cache")
+    ap.add_argument("--yarn", action="store_true", help="only (re)write rope-deepseek/ from the committed cases")
     a = ap.parse_args()
+    if a.yarn:
+        build_yarn(Path(a.out))
+        return
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
     wanted = set(filter(None, a.cases.split(",")))
