@@ -46,6 +46,7 @@ FROM_LLAMA_CPP = {
     "llama-3.1-instruct": "meta-llama-Llama-3.1-8B-Instruct.jinja",
     "deepseek-v3.1": "deepseek-ai-DeepSeek-V3.1.jinja",
     "deepseek-r1": "llama-cpp-deepseek-r1.jinja",
+    "glm-4.6": "GLM-4.6.jinja",
     "gpt-oss": "openai-gpt-oss-120b.jinja",
     "mistral-nemo-instruct": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
     "phi-3.5-mini-instruct": "microsoft-Phi-3.5-mini-instruct.jinja",
@@ -64,6 +65,7 @@ SPECIAL = {
     "llama-3.1-instruct": ("<|begin_of_text|>", "<|eot_id|>"),
     "deepseek-v3.1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
     "deepseek-r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "glm-4.6": ("", "<|endoftext|>"),
     "gpt-oss": ("<|startoftext|>", "<|return|>"),
     "phi-3.5-mini-instruct": ("<s>", "<|endoftext|>"),
     "gemma-2-it": ("<bos>", "<eos>"),
@@ -193,8 +195,10 @@ def main():
         compiled = _compile_jinja_template(source)
         bos, eos = SPECIAL[name]
         variants = [{}]
-        if name == "qwen3":
+        if name in ("qwen3", "glm-4.6"):
             variants += [{"enable_thinking": False}, {"enable_thinking": True}]
+        if name == "deepseek-v3.1":
+            variants += [{"thinking": True}, {"thinking": False}]
         for conv_name, messages in CONVERSATIONS.items():
             for add_gen in (True, False):
                 for variables in variants:

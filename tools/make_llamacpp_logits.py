@@ -41,6 +41,13 @@ def main():
                 continue
             path = os.path.join(args.fixtures, case, entry["path"])
             outputs = []
+            try:
+                Llama(model_path=path, n_ctx=64, verbose=False)
+            except ValueError as e:
+                # e.g. llama.cpp's deepseek2 requires q_lora_rank unless the layer count is V2-Lite's
+                record.setdefault("unloadable", {})[entry["path"]] = str(e).replace(os.path.abspath(args.fixtures), "Tests/Fixtures")
+                print(f"{case}/{entry['path']}: llama.cpp refuses it ({e})")
+                continue
             for i, tokens in enumerate(manifest["sequences"]):
                 llm = Llama(model_path=path, n_ctx=max(64, len(tokens) + 8), n_batch=64, logits_all=True,
                             n_threads=args.threads, n_threads_batch=args.threads, verbose=False, seed=0)
@@ -52,7 +59,7 @@ def main():
                 del llm
             record["files"][entry["path"]] = outputs
             print(f"{case}/{entry['path']}: {len(outputs)} sequences")
-        if record["files"]:
+        if record["files"] or record.get("unloadable"):
             with open(os.path.join(args.fixtures, case, "llamacpp.json"), "w") as f:
                 json.dump(record, f, indent=1)
 

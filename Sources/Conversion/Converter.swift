@@ -94,12 +94,7 @@ public struct Converter {
         let c = source.configuration
         // Dense tensors, as stored in the source.
         var denseNames: [WeightName] = [.tokenEmbedding, .outputNorm, .output]
-        for l in 0..<c.layerCount {
-            denseNames += [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
-                           .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .sharedExpertRouter(l), .sharedGate(l), .sharedUp(l),
-                           .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l),
-                           .attentionOutputBias(l), .attentionSinks(l), .routerBias(l), .expertGateBias(l), .expertUpBias(l), .expertDownBias(l)]
-        }
+        for l in 0..<c.layerCount { denseNames += WeightName.layerDenseNames(l) }
         var denseCount = 0, denseBytes = 0
         for name in denseNames {
             guard let view = try source.weight(name) else { continue }

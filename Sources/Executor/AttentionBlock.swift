@@ -23,6 +23,7 @@ enum AttentionBlocks {
     /// The block of `layer`, chosen from the configuration. A new variant adds one line here,
     /// before the default, keyed on the configuration field that selects it.
     static func make(layer: Int, weights: WeightLoader) throws -> any AttentionBlock {
-        try GroupedQueryAttention(layer: layer, weights: weights)
+        if weights.configuration.latentAttention != nil { return try MultiHeadLatentAttention(layer: layer, weights: weights) }
+        return try GroupedQueryAttention(layer: layer, weights: weights)
     }
 }

@@ -3,7 +3,9 @@ import Quantization
 /// Keys and values of every past position, per layer, in f32 or f16.
 ///
 /// ### Layout
-/// Per layer, slot-major: element `slot * kvDim + kvHead * headDim + d`. A full-attention
+/// Per layer, slot-major: element `slot * kvDim + kvHead * headDim + d`; values the same with
+/// `valueDim`. Multi-head latent attention keeps one row of `kvDim` = latent + rotary key per
+/// position in the key table and no value table (`valueDim` 0). A full-attention
 /// layer's slot is the position; its storage grows in chunks as positions are appended, up to
 /// `maxPositions`. A sliding-window layer (`windows[l]` = w) is a ring: slot = position mod
 /// its capacity, which is `w - 1` (the older keys the next token still sees) plus the tokens of
@@ -23,25 +25,30 @@ public final class KVCache: Sendable {
 
     public let layerCount: Int
     public let kvDim: Int
+    /// Width of a value row; 0 when the layer keeps no values (latent attention).
+    public let valueDim: Int
     public let maxPositions: Int
     public let elementType: ElementType
     private let storage: Locked<Storage>
 
     /// - Parameter windows: per layer, the sliding window whose keys alone are kept (nil: all).
-    public init(layerCount: Int, kvDim: Int, maxPositions: Int, elementType: ElementType = .f16, windows: [Int?]? = nil) {
+    /// - Parameter valueDim: width of a value row (nil: `kvDim`; 0: no value table).
+    public init(layerCount: Int, kvDim: Int, valueDim: Int? = nil, maxPositions: Int, elementType: ElementType = .f16,
+                windows: [Int?]? = nil) {
         self.layerCount = layerCount
         self.kvDim = kvDim
+        self.valueDim = valueDim ?? kvDim
         self.maxPositions = maxPositions
         self.elementType = elementType
-        storage = Locked(Storage(layerCount: layerCount, kvDim: kvDim, maxPositions: maxPositions, elementType: elementType,
+        storage = Locked(Storage(layerCount: layerCount, kvDim: kvDim, valueDim: valueDim ?? kvDim, maxPositions: maxPositions, elementType: elementType,
                                  windows: windows ?? Array(repeating: nil, count: layerCount)))
     }
 
     /// Bytes a cache of `maxPositions` holds at most when passes append up to `chunk` tokens:
     /// full layers hold every position, sliding layers `window + chunk - 1` (what `--memory` plans).
-    public static func plannedBytes(kvDim: Int, elementSize: Int, maxPositions: Int, chunk: Int, windows: [Int?]) -> Int {
+    public static func plannedBytes(kvDim: Int, valueDim: Int? = nil, elementSize: Int, maxPositions: Int, chunk: Int, windows: [Int?]) -> Int {
         windows.reduce(0) { sum, window in
-            sum + 2 * kvDim * elementSize * (window.map { min(maxPositions, $0 + max(chunk, 1) - 1) } ?? maxPositions)
+            sum + (kvDim + (valueDim ?? kvDim)) * elementSize * (window.map { min(maxPositions, $0 + max(chunk, 1) - 1) } ?? maxPositions)
         }
     }
 
@@ -58,7 +65,7 @@ public final class KVCache: Sendable {
     public func truncate(to n: Int) { storage.withLock { $0.truncate(to: n) } }
 
     /// Bytes held by the cache.
-    public var byteCount: Int { storage.withLock { 2 * $0.capacities.reduce(0, +) * kvDim * elementType.size } }
+    public var byteCount: Int { storage.withLock { $0.capacities.reduce(0, +) * (kvDim + valueDim) * elementType.size } }
 
     /// Runs `body` with the storage locked (one forward pass).
     func withStorage<R>(_ body: (inout Storage) throws -> R) rethrows -> R {
@@ -68,6 +75,7 @@ public final class KVCache: Sendable {
     /// The cache's memory. Only a forward pass holding the cache's lock uses it.
     struct Storage {
         let kvDim: Int
+        let valueDim: Int
         let maxPositions: Int
         let elementType: ElementType
         /// Positions stored.
@@ -79,8 +87,9 @@ public final class KVCache: Sendable {
         private var keys: [UnsafeMutableRawPointer?]
         private var values: [UnsafeMutableRawPointer?]
 
-        init(layerCount: Int, kvDim: Int, maxPositions: Int, elementType: ElementType, windows: [Int?]) {
+        init(layerCount: Int, kvDim: Int, valueDim: Int, maxPositions: Int, elementType: ElementType, windows: [Int?]) {
             self.kvDim = kvDim
+            self.valueDim = valueDim
             self.maxPositions = maxPositions
             self.elementType = elementType
             self.windows = windows.count == layerCount ? windows : Array(repeating: nil, count: layerCount)
@@ -121,11 +130,11 @@ public final class KVCache: Sendable {
                     guard needed > old else { continue }
                     wanted = min(maxPositions, max(needed, old * 2, 64))
                 }
-                let bytes = wanted * kvDim * elementType.size
-                let row = kvDim * elementType.size
                 // Positions to carry over: all of them, or the ring's last window - 1.
                 let kept = windows[l].map { max(0, count - ($0 - 1)) } ?? 0
-                for table in [0, 1] {
+                for table in valueDim > 0 ? [0, 1] : [0] {
+                    let row = (table == 0 ? kvDim : valueDim) * elementType.size
+                    let bytes = wanted * row
                     let fresh = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
                     fresh.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 1))
                     if let source = table == 0 ? keys[l] : values[l] {
@@ -154,14 +163,33 @@ public final class KVCache: Sendable {
 
         /// Stores one position's keys and values (kvDim floats each) for a layer.
         func store(layer: Int, position: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>) {
-            let offset = slot(layer: layer, position: position) * kvDim
+            let s = slot(layer: layer, position: position)
+            let offset = s * kvDim, valueOffset = s * valueDim
             switch elementType {
             case .f32:
                 (keys[layer]!.assumingMemoryBound(to: Float.self) + offset).update(from: k, count: kvDim)
-                (values[layer]!.assumingMemoryBound(to: Float.self) + offset).update(from: v, count: kvDim)
+                (values[layer]!.assumingMemoryBound(to: Float.self) + valueOffset).update(from: v, count: valueDim)
             case .f16:
                 Kernels.toHalf(k, keys[layer]!.assumingMemoryBound(to: UInt16.self) + offset, count: kvDim)
-                Kernels.toHalf(v, values[layer]!.assumingMemoryBound(to: UInt16.self) + offset, count: kvDim)
+                Kernels.toHalf(v, values[layer]!.assumingMemoryBound(to: UInt16.self) + valueOffset, count: valueDim)
+            }
+        }
+
+        /// Stores one position's key row (kvDim floats) for a layer that keeps no values (latent attention).
+        func store(layer: Int, position: Int, keys k: UnsafePointer<Float>) {
+            let offset = slot(layer: layer, position: position) * kvDim
+            switch elementType {
+            case .f32: (keys[layer]!.assumingMemoryBound(to: Float.self) + offset).update(from: k, count: kvDim)
+            case .f16: Kernels.toHalf(k, keys[layer]!.assumingMemoryBound(to: UInt16.self) + offset, count: kvDim)
+            }
+        }
+
+        /// `out += weight * key(position)[offset ..< offset + count]` (latent attention's values are its keys' latent part).
+        @inline(__always) func addKey(layer: Int, position: Int, offset: Int, weight: Float, into out: UnsafeMutablePointer<Float>, count: Int) {
+            let index = slot(layer: layer, position: position) * kvDim + offset
+            switch elementType {
+            case .f32: Kernels.axpy(weight, keys[layer]!.assumingMemoryBound(to: Float.self) + index, out, count: count)
+            case .f16: Kernels.axpy(weight, half: keys[layer]!.assumingMemoryBound(to: UInt16.self) + index, out, count: count)
             }
         }
 
@@ -176,7 +204,7 @@ public final class KVCache: Sendable {
 
         /// `out += weight * value(position)[offset ..< offset + count]`.
         @inline(__always) func addValue(layer: Int, position: Int, offset: Int, weight: Float, into out: UnsafeMutablePointer<Float>, count: Int) {
-            let index = slot(layer: layer, position: position) * kvDim + offset
+            let index = slot(layer: layer, position: position) * valueDim + offset
             switch elementType {
             case .f32: Kernels.axpy(weight, values[layer]!.assumingMemoryBound(to: Float.self) + index, out, count: count)
             case .f16: Kernels.axpy(weight, half: values[layer]!.assumingMemoryBound(to: UInt16.self) + index, out, count: count)

@@ -26,7 +26,7 @@ struct MoEFeedForward: FeedForwardBlock {
     init(layer l: Int, weights: WeightLoader, experts: any ExpertProvider) throws {
         let c = weights.configuration
         hiddenSize = c.hiddenSize
-        router = Router(configuration: c)
+        router = Router(configuration: c, selectionBias: c.routing.usesSelectionBias ? try weights.vector(.expertSelectionBias(l), c.expertCount) : nil)
         self.experts = experts
         gate = try weights.linear(.router(l), inputs: c.hiddenSize, outputs: c.expertCount, bias: c.expertBiases ? .routerBias(l) : nil)
         if c.expertBiases, gate.bias == nil { throw ModelFormatError.missingTensor(weights.fileName(of: .routerBias(l)), model: weights.source.path) }

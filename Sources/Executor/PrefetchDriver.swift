@@ -14,6 +14,8 @@ final class PrefetchDriver {
     struct Gate {
         let gate: Linear
         let norm: [Float]
+        /// The layer's router, whose scoring (softmax, or sigmoid plus selection bias and groups) ranks the guesses.
+        let router: Router
     }
 
     var predictor: ExpertPredictor?
@@ -79,8 +81,6 @@ final class PrefetchDriver {
         } catch {
             return nil
         }
-        var probabilities = [Float](repeating: 0, count: logits.count)
-        logits.withUnsafeBufferPointer { Router.softmax($0, into: &probabilities) }
-        return probabilities
+        return logits.withUnsafeBufferPointer { g.router.selectionProbabilities(logits: $0) }
     }
 }

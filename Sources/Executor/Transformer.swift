@@ -90,7 +90,7 @@ public final class Transformer: Sendable {
 
         var gates: [Int: PrefetchDriver.Gate] = [:]
         for (l, layer) in layers.enumerated() {
-            if let moe = layer.ffn as? MoEFeedForward { gates[l] = PrefetchDriver.Gate(gate: moe.gate, norm: layer.ffnNorm) }
+            if let moe = layer.ffn as? MoEFeedForward { gates[l] = PrefetchDriver.Gate(gate: moe.gate, norm: layer.ffnNorm, router: moe.router) }
         }
         state = Locked(PassState(workspace: Workspace(configuration: c, threads: pool.threads),
                                  prefetch: PrefetchDriver(configuration: c, gates: gates, experts: experts)))
@@ -98,7 +98,7 @@ public final class Transformer: Sendable {
 
     /// A cache for one sequence of at most `maxPositions` tokens (default: the model's context).
     public func makeCache(maxPositions: Int? = nil) -> KVCache {
-        KVCache(layerCount: configuration.layerCount, kvDim: configuration.kvDim,
+        KVCache(layerCount: configuration.layerCount, kvDim: configuration.kvDim, valueDim: configuration.valueCacheDim,
                 maxPositions: min(maxPositions ?? configuration.contextLength, configuration.contextLength),
                 elementType: options.kvCacheType, windows: configuration.cacheWindows)
     }

@@ -73,6 +73,9 @@ final class Workspace {
     let ffnOutput = Buffer()
     /// Router logits (`expertCount` per token), or the shared expert's gate logit.
     let routerLogits = Buffer()
+    /// Latent attention: per token and head, the query absorbed into latent space and the
+    /// attention-weighted latent (`kvRank` each).
+    let latentQuery = Buffer(), latentOutput = Buffer()
     /// The normalized residual: the attention input, and at the end the output norm's result.
     let normed: BatchSlot
     /// Attention's per-head results, the input of its output projection.
@@ -99,11 +102,11 @@ final class Workspace {
         configuration = c
         let h = c.hiddenSize
         normed = BatchSlot(width: h)
-        attended = BatchSlot(width: c.queryDim)
+        attended = BatchSlot(width: c.attentionOutputDim)
         ffnInput = BatchSlot(width: h)
         gathered = BatchSlot(width: h)
         lookaheadInput = BatchSlot(width: h)
-        scratchWidth = max(h, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize, 1)
+        scratchWidth = max(h, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize, 1)
         scratchBase = .allocate(capacity: scratchWidth * threads)
         scratchBase.initialize(repeating: 0, count: scratchWidth * threads)
         softmax = (0..<threads).map { _ in SoftmaxState(group: c.headCount / max(c.kvHeadCount, 1)) }

@@ -31,7 +31,8 @@ extension HFConfigReader {
     /// its defaults, recorded as such); `dynamic`, `longrope` and anything else throw naming the
     /// key, as does a `partial_rotary_factor` other than 1.
     /// - Parameter defaultTheta: the config class's `default_theta` (5.x) / `rope_theta` default (4.57).
-    public func rope(defaultTheta value: Double) throws -> (theta: Double, scaling: ModelConfiguration.RopeScaling?) {
+    /// - Parameter partialRotary: the family reads `partial_rotary_factor` itself (GLM-4.5's `partialRotaryFactor(default:)`).
+    public func rope(defaultTheta value: Double, partialRotary: Bool = false) throws -> (theta: Double, scaling: ModelConfiguration.RopeScaling?) {
         var objects: [(key: String, object: [String: Any])] = []
         for key in ["rope_scaling", "rope_parameters"] where !isNull(key) {
             guard let object = values[key] as? [String: Any] else {
@@ -67,7 +68,7 @@ extension HFConfigReader {
             if let factor = object["partial_rotary_factor"], !(factor is NSNull) { factors.append((factor, "\(key).partial_rotary_factor")) }
         }
         if let top = try optionalDouble("rope_theta") { thetas.append((top, "rope_theta")) }
-        for (factor, key) in factors where (factor as? NSNumber)?.doubleValue != 1 {
+        for (factor, key) in factors where !partialRotary && (factor as? NSNumber)?.doubleValue != 1 {
             throw invalid("\(key) \(ModelFormatError.shown("\(factor)")) is not supported (RoPE on part of each head)")
         }
         if let first = thetas.first, let other = thetas.first(where: { $0.value != first.value }) {

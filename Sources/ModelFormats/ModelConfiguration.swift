@@ -5,7 +5,7 @@
 /// values are consistent before anything is allocated from them.
 public struct ModelConfiguration: Codable, Sendable, Equatable {
     public enum Architecture: String, Codable, Sendable, CaseIterable {
-        case mixtral, qwen2moe, qwen3moe, olmoe, gptoss
+        case mixtral, qwen2moe, qwen3moe, olmoe, gptoss, deepseek2, deepseek3, glm4moe
     }
 
     /// How rotary embeddings pair the dimensions of a head.
@@ -32,18 +32,93 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
 
     /// How the gate's logits become expert choices and weights (docs/design.md §2).
     public struct Routing: Codable, Sendable, Equatable {
-        public enum Scoring: String, Codable, Sendable { case softmax }
+        public enum Scoring: String, Codable, Sendable {
+            /// Softmax over all experts (Mixtral, Qwen, OLMoE, DeepSeek-V2).
+            case softmax
+            /// An independent sigmoid per expert (DeepSeek-V3, GLM-4.5).
+            case sigmoid
+        }
         public var scoring: Scoring
         /// Renormalise the top-k probabilities to sum to one.
         public var normalizeTopK: Bool
-        /// Factor applied to the final weights.
+        /// Factor applied to the final weights (`routed_scaling_factor`).
         public var scale: Float
+        /// Experts are picked only inside the best groups (DeepSeek's group-limited top-k); nil: all experts.
+        public var groups: Groups?
+        /// A per-expert bias (the layer's ``WeightName/expertSelectionBias(_:)``) is added to the scores
+        /// to choose experts, never to weight them (DeepSeek-V3's `e_score_correction_bias`).
+        public var selectionBias: Bool?
 
-        public init(scoring: Scoring = .softmax, normalizeTopK: Bool, scale: Float = 1) {
+        /// Group-limited selection: the experts split into `count` equal groups in index order, the
+        /// `used` best groups by `score` stay, then top-k among their experts.
+        public struct Groups: Codable, Sendable, Equatable {
+            public enum Score: String, Codable, Sendable {
+                /// The group's best expert score (transformers' DeepSeek-V2 `group_limited_greedy`).
+                case max
+                /// The sum of the group's two best selection scores (DeepSeek-V3, GLM-4.5, and llama.cpp for every family).
+                case topTwoSum
+            }
+            /// What the experts of dropped groups score in the final top-k.
+            public enum Masking: String, Codable, Sendable {
+                /// 0, as transformers' `masked_fill(~mask, 0.0)` does: a dropped expert can still win
+                /// over kept experts whose (biased) score is negative.
+                case zero
+                /// Never chosen (llama.cpp fills -inf).
+                case exclude
+            }
+            public var count: Int
+            public var used: Int
+            public var score: Score
+            public var masking: Masking
+
+            public init(count: Int, used: Int, score: Score, masking: Masking) {
+                self.count = count
+                self.used = used
+                self.score = score
+                self.masking = masking
+            }
+        }
+
+        public init(scoring: Scoring = .softmax, normalizeTopK: Bool, scale: Float = 1, groups: Groups? = nil, selectionBias: Bool = false) {
             self.scoring = scoring
             self.normalizeTopK = normalizeTopK
             self.scale = scale
+            self.groups = groups
+            self.selectionBias = selectionBias ? true : nil
         }
+
+        public var usesSelectionBias: Bool { selectionBias ?? false }
+    }
+
+    /// DeepSeek's multi-head latent attention: queries (optionally through a low-rank `q_a`/`q_b`
+    /// pair), one compressed latent `c_kv` (`kvRank`) plus one shared rotary key (`ropeHeadDim`)
+    /// per position, expanded per head by `kv_b` (docs/design.md §3, *MLA cache*).
+    public struct LatentAttention: Codable, Sendable, Equatable {
+        /// `q_lora_rank`; 0 when queries come from one projection (`q_proj`, DeepSeek-V2-Lite).
+        public var queryRank: Int
+        /// `kv_lora_rank`: the latent's width.
+        public var kvRank: Int
+        /// `qk_nope_head_dim`, `qk_rope_head_dim`, `v_head_dim`.
+        public var nopeHeadDim: Int
+        public var ropeHeadDim: Int
+        public var valueHeadDim: Int
+        /// Epsilon of the `q_a`/`kv_a` RMSNorms (transformers: the class default 1e-6; llama.cpp: the model's).
+        public var normEpsilon: Float
+        /// Multiplies the softmax scale `1/sqrt(nope + rope)` (YaRN's mscale², 1 without scaling).
+        public var softmaxScaleFactor: Float
+
+        public init(queryRank: Int, kvRank: Int, nopeHeadDim: Int, ropeHeadDim: Int, valueHeadDim: Int, normEpsilon: Float, softmaxScaleFactor: Float = 1) {
+            self.queryRank = queryRank
+            self.kvRank = kvRank
+            self.nopeHeadDim = nopeHeadDim
+            self.ropeHeadDim = ropeHeadDim
+            self.valueHeadDim = valueHeadDim
+            self.normEpsilon = normEpsilon
+            self.softmaxScaleFactor = softmaxScaleFactor
+        }
+
+        /// Floats cached per position and layer: the latent and the shared rotary key.
+        public var cachedWidth: Int { kvRank + ropeHeadDim }
     }
 
     public var architecture: Architecture
@@ -132,6 +207,11 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     public var layerKinds: [LayerKind]
     public var routing: Routing
     public var tiedEmbeddings: Bool
+    /// Multi-head latent attention (DeepSeek-V2/V3); nil: grouped-query attention.
+    public var latentAttention: LatentAttention?
+    /// How many routed experts' worth the shared expert is (`n_shared_experts`; its FFN size is
+    /// this times the expert FFN size); nil where the family states the size directly.
+    public var sharedExpertCount: Int?
     /// Where the values no tensor shape can check came from (file key or class default), in
     /// the order the family read them; `moe inspect` prints them. Nil in stores written before
     /// this was kept.
@@ -204,7 +284,19 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     }
 
     public var queryDim: Int { headCount * headDim }
-    public var kvDim: Int { kvHeadCount * headDim }
+    /// Floats per position of one layer's key cache: a key per kv head, or MLA's latent and rotary key.
+    public var kvDim: Int { latentAttention?.cachedWidth ?? kvHeadCount * headDim }
+    /// Floats per position of one layer's value cache (0 with MLA: values come from the latent).
+    public var valueCacheDim: Int { latentAttention == nil ? kvHeadCount * headDim : 0 }
+    /// Width of the attention heads' output, the input of the output projection.
+    public var attentionOutputDim: Int { latentAttention.map { headCount * $0.valueHeadDim } ?? queryDim }
+    /// KV-cache bytes per position over all layers at `elementSize` bytes per float.
+    public func kvBytesPerPosition(elementSize: Int) -> Int { layerCount * (kvDim + valueCacheDim) * elementSize }
+    /// What a plain (uncompressed) cache would hold per position: full keys and values of every head.
+    public func uncompressedKVBytesPerPosition(elementSize: Int) -> Int {
+        guard let m = latentAttention else { return kvBytesPerPosition(elementSize: elementSize) }
+        return layerCount * headCount * (m.nopeHeadDim + m.ropeHeadDim + m.valueHeadDim) * elementSize
+    }
     public var moeLayerCount: Int { layerKinds.filter { $0 == .moe }.count }
     /// Indices of the MoE layers, in order.
     public var moeLayers: [Int] { layerKinds.indices.filter { layerKinds[$0] == .moe } }
@@ -257,5 +349,33 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
             throw fail("clamped SwiGLU alpha \(a.alpha) and limit \(a.limit) must be finite, the limit positive")
         }
         if let clipQKV, !(clipQKV > 0) { throw fail("clip_qkv \(clipQKV) must be positive") }
+        guard routing.scale.isFinite, routing.scale > 0 else { throw fail("routed scaling factor \(routing.scale) must be positive") }
+        if let g = routing.groups, layerKinds.contains(.moe) {
+            guard g.count >= 1, expertCount % g.count == 0 else {
+                throw fail("\(expertCount) experts cannot be split into \(g.count) equal groups")
+            }
+            guard (1...g.count).contains(g.used) else { throw fail("\(g.used) expert groups used out of \(g.count)") }
+            guard g.used * (expertCount / g.count) >= expertsPerToken else {
+                throw fail("\(g.used) groups of \(expertCount / g.count) experts cannot hold top-\(expertsPerToken)")
+            }
+            if g.score == .topTwoSum, expertCount / g.count < 2 {
+                throw fail("groups of one expert cannot be scored by their two best experts")
+            }
+        }
+        if let m = latentAttention {
+            try check(m.kvRank, "kv_lora_rank", 1...l.hidden)
+            try check(m.queryRank, "q_lora_rank", 0...l.hidden)
+            try check(m.nopeHeadDim, "qk_nope_head_dim", 1...4096)
+            try check(m.valueHeadDim, "v_head_dim", 1...4096)
+            guard m.ropeHeadDim >= 2, m.ropeHeadDim % 2 == 0, m.ropeHeadDim <= 4096 else {
+                throw fail("qk_rope_head_dim \(m.ropeHeadDim) must be even and at least 2")
+            }
+            guard headDim == m.nopeHeadDim + m.ropeHeadDim, ropeDimensions == m.ropeHeadDim else {
+                throw fail("latent attention head dim \(headDim) must be qk_nope_head_dim + qk_rope_head_dim")
+            }
+            guard m.normEpsilon.isFinite, m.normEpsilon >= 0, m.softmaxScaleFactor.isFinite, m.softmaxScaleFactor > 0 else {
+                throw fail("latent attention epsilon or softmax scale is out of range")
+            }
+        }
     }
 }

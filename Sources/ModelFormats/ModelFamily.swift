@@ -48,12 +48,12 @@ extension ModelFamily {
     /// default (`normalizeTopK`: its value for the architecture), recorded in `provenance`.
     static func commonGGUFConfiguration(
         _ g: GGUFMetadataReader, vocabSize: Int, tied: Bool, ropeStyle: ModelConfiguration.RopeStyle,
-        normalizeTopK: Bool, expertFFNKey: String
+        normalizeTopK: Bool, expertFFNKey: String, checkValueLength: Bool = true
     ) throws -> ModelConfiguration {
         let hidden = try g.int("embedding_length")
         let heads = try g.int("attention.head_count")
         let headDim = try g.optionalInt("attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
-        if let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
+        if checkValueLength, let valueLength = try g.optionalInt("attention.value_length"), valueLength != headDim {
             throw ModelFormatError.invalidMetadata(path: g.file.path, key: "\(g.architecture).attention.value_length", reason: "value length \(valueLength) differs from key length \(headDim); not supported")
         }
         let (ropeScaling, ropeNotes) = try g.ropeScaling()
@@ -94,6 +94,9 @@ public enum ModelFamilies {
         Qwen3MoEFamily.self,
         OLMoEFamily.self,
         GptOssFamily.self,
+        DeepSeekV2Family.self,
+        DeepSeekV3Family.self,
+        Glm4MoeFamily.self,
     ]
 
     public static func family(for architecture: ModelConfiguration.Architecture) -> any ModelFamily.Type {

@@ -89,7 +89,7 @@ public final class ModelSource: Sendable {
                 }
                 return try tensor.slab(expert)
             }
-            return file.tensor(family.ggufName(name))
+            return file.tensor(family.ggufName(name)) ?? name.alternateGGUFName.flatMap { file.tensor($0) }
         case let .huggingFace(directory):
             if let built = try family.hfTensor(name, in: directory) { return built }
             return try directory.tensor(family.hfName(name))

@@ -19,6 +19,12 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
     /// `[hidden, experts]`; dense tensors, small next to the experts).
     case attentionOutputBias(Int), attentionSinks(Int), routerBias(Int)
     case expertGateBias(Int), expertUpBias(Int), expertDownBias(Int)
+    /// Per-expert bias added to the router scores to choose experts, not to weight them (DeepSeek-V3).
+    case expertSelectionBias(Int)
+    /// Multi-head latent attention: the low-rank query pair and its norm, the joint KV down-projection
+    /// (latent + shared rotary key) and its norm, the latent up-projection (`kv_b`), and llama.cpp's
+    /// split of it into a per-head transposed key part (`k_b`) and value part (`v_b`).
+    case queryA(Int), queryANorm(Int), queryB(Int), kvA(Int), kvANorm(Int), kvB(Int), keyB(Int), valueB(Int)
 
     public var ggufName: String {
         switch self {
@@ -53,7 +59,32 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .expertGateBias(l): return "blk.\(l).ffn_gate_exps.bias"
         case let .expertUpBias(l): return "blk.\(l).ffn_up_exps.bias"
         case let .expertDownBias(l): return "blk.\(l).ffn_down_exps.bias"
+        case let .expertSelectionBias(l): return "blk.\(l).exp_probs_b.bias"
+        case let .queryA(l): return "blk.\(l).attn_q_a.weight"
+        case let .queryANorm(l): return "blk.\(l).attn_q_a_norm.weight"
+        case let .queryB(l): return "blk.\(l).attn_q_b.weight"
+        case let .kvA(l): return "blk.\(l).attn_kv_a_mqa.weight"
+        case let .kvANorm(l): return "blk.\(l).attn_kv_a_norm.weight"
+        case let .kvB(l): return "blk.\(l).attn_kv_b.weight"
+        case let .keyB(l): return "blk.\(l).attn_k_b.weight"
+        case let .valueB(l): return "blk.\(l).attn_v_b.weight"
         }
+    }
+
+    /// Another GGUF name llama.cpp gives this weight in some architectures (`glm4moe` writes the FFN
+    /// norm as `post_attention_norm`).
+    public var alternateGGUFName: String? {
+        if case let .ffnNorm(l) = self { return "blk.\(l).post_attention_norm.weight" }
+        return nil
+    }
+
+    /// Every non-expert weight layer `l` can have, in any family (a `.moe` store copies those present).
+    public static func layerDenseNames(_ l: Int) -> [WeightName] {
+        [.attentionNorm(l), .query(l), .key(l), .value(l), .attentionOutput(l), .queryBias(l), .keyBias(l), .valueBias(l),
+         .queryNorm(l), .keyNorm(l), .ffnNorm(l), .router(l), .expertSelectionBias(l), .sharedExpertRouter(l), .sharedGate(l),
+         .sharedUp(l), .sharedDown(l), .denseGate(l), .denseUp(l), .denseDown(l),
+         .queryA(l), .queryANorm(l), .queryB(l), .kvA(l), .kvANorm(l), .kvB(l), .keyB(l), .valueB(l),
+         .attentionOutputBias(l), .attentionSinks(l), .routerBias(l), .expertGateBias(l), .expertUpBias(l), .expertDownBias(l)]
     }
 
     /// For an expert weight: the stacked GGUF tensor holding it and the expert's index.
@@ -96,6 +127,14 @@ public enum WeightName: Hashable, Sendable, CustomStringConvertible {
         case let .denseDown(l): return "model.layers.\(l).mlp.down_proj.weight"
         case let .attentionOutputBias(l): return "model.layers.\(l).self_attn.o_proj.bias"
         case .attentionSinks, .routerBias, .expertGateBias, .expertUpBias, .expertDownBias: return nil
+        case let .expertSelectionBias(l): return "model.layers.\(l).mlp.gate.e_score_correction_bias"
+        case let .queryA(l): return "model.layers.\(l).self_attn.q_a_proj.weight"
+        case let .queryANorm(l): return "model.layers.\(l).self_attn.q_a_layernorm.weight"
+        case let .queryB(l): return "model.layers.\(l).self_attn.q_b_proj.weight"
+        case let .kvA(l): return "model.layers.\(l).self_attn.kv_a_proj_with_mqa.weight"
+        case let .kvANorm(l): return "model.layers.\(l).self_attn.kv_a_layernorm.weight"
+        case let .kvB(l): return "model.layers.\(l).self_attn.kv_b_proj.weight"
+        case .keyB, .valueB: return nil  // llama.cpp's split of kv_b; checkpoints have kv_b_proj
         }
     }
 

@@ -42,16 +42,20 @@ public struct MemoryPlan: Codable, Sendable {
         let inspection = try ModelInspection(source: source)
         let kvElement = options.kvCacheType == .f16 ? 2 : 4
         // Sliding-window layers keep only their window (plus one prompt chunk): KVCache's rings.
-        let kv = KVCache.plannedBytes(kvDim: c.kvDim, elementSize: kvElement, maxPositions: maxPositions,
-                                      chunk: min(promptChunk, maxPositions), windows: c.cacheWindows)
-        let widest = max(c.hiddenSize, c.queryDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
-        let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest) + 2 * (c.hiddenSize + c.queryDim)
+        // Latent attention caches its compressed row (latent + rotary key), not per-head keys and values.
+        let kv = c.latentAttention == nil
+            ? KVCache.plannedBytes(kvDim: c.kvDim, elementSize: kvElement, maxPositions: maxPositions,
+                                   chunk: min(promptChunk, maxPositions), windows: c.cacheWindows)
+            : maxPositions * c.kvBytesPerPosition(elementSize: kvElement)
+        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
+        let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
         // A prompt never outgrows the context, so a short context plans a shorter chunk.
         let scratch = min(promptChunk, maxPositions) * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
         // Each loading thread (the caller, and every prefetch loader) has a staging and a decode buffer.
         let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1))
         var plan = MemoryPlan(
-            budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes, kvCache: kv,
+            budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes + (inspection.absorbedAttentionBytes ?? 0), kvCache: kv,
             scratch: scratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
             minimumPool: catalog.minimumPool(k: c.expertsPerToken))
         plan.pool = budget - plan.baseline - plan.denseWeights - plan.kvCache - plan.scratch - plan.staging - plan.margin

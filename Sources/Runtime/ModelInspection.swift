@@ -1,3 +1,4 @@
+import Foundation
 import Executor
 import ExpertStore
 import ModelFormats
@@ -30,6 +31,15 @@ public struct ModelInspection: Codable, Sendable {
     public var bytesPerExpert: [Int]
     /// Bytes a decode step reads from experts if every token routes to `expertsPerToken` experts.
     public var activeExpertBytesPerToken: Int
+    /// KV-cache bytes one position takes over all layers with the default f16 cache: latent
+    /// attention's compressed row (latent + rotary key), else keys and values of every kv head.
+    public var kvBytesPerPosition: Int?
+    /// What a plain cache of full per-head keys and values would take per position (f16); equal to
+    /// ``kvBytesPerPosition`` without latent attention.
+    public var uncompressedKVBytesPerPosition: Int?
+    /// Latent attention's absorbed up-projections (`W_UKᵀ`, `W_UV`), kept in f32 beside the mapped
+    /// weights; 0 without latent attention. The memory plan counts them with the dense weights.
+    public var absorbedAttentionBytes: Int?
 
     /// The tokenizer the model ships, as `moe tokenize`/`run` would load it.
     public struct TokenizerSummary: Codable, Sendable {
@@ -94,6 +104,9 @@ public struct ModelInspection: Codable, Sendable {
         expertBytes = expertTotal
         denseBytes = totalBytes - expertTotal
         activeExpertBytesPerToken = perExpert.reduce(0, +) * c.expertsPerToken
+        kvBytesPerPosition = c.kvBytesPerPosition(elementSize: 2)
+        uncompressedKVBytesPerPosition = c.uncompressedKVBytesPerPosition(elementSize: 2)
+        absorbedAttentionBytes = c.latentAttention.map { c.layerCount * c.headCount * $0.kvRank * ($0.nopeHeadDim + $0.valueHeadDim) * 4 } ?? 0
     }
 
     /// Checks the model as loading it for a run would: every tensor the executor uses exists
@@ -134,10 +147,22 @@ public struct ModelInspection: Codable, Sendable {
         lines.append("format       \(format)")
         lines.append("architecture \(architecture)")
         lines.append("layers       \(layers) (\(moeLayers) MoE, \(denseLayers) dense)")
-        lines.append("experts      \(expertsPerLayer) per MoE layer, top-\(expertsPerToken)\(sharedExpert ? " + shared expert (ffn \(c.sharedExpertFFNSize))" : "")")
-        lines.append("routing      \(c.routing.scoring.rawValue), top-k weights \(c.routing.normalizeTopK ? "renormalised" : "not renormalised")")
+        let sharedCount = c.sharedExpertCount.map { "\($0) shared experts as one MLP" } ?? "shared expert"
+        lines.append("experts      \(expertsPerLayer) per MoE layer, top-\(expertsPerToken)\(sharedExpert ? " + \(sharedCount) (ffn \(c.sharedExpertFFNSize), always resident)" : "")")
+        var routing = "\(c.routing.scoring.rawValue)"
+        if c.routing.usesSelectionBias { routing += " + selection bias" }
+        if let g = c.routing.groups, g.count > 1 { routing += ", best \(g.used) of \(g.count) groups (\(g.score == .max ? "best expert" : "sum of best two"))" }
+        routing += ", top-k weights \(c.routing.normalizeTopK ? "renormalised" : "not renormalised")"
+        if c.routing.scale != 1 { routing += ", × \(c.routing.scale)" }
+        lines.append("routing      \(routing)")
         lines.append("hidden       \(c.hiddenSize), expert ffn \(c.expertFFNSize)\(c.denseFFNSize > 0 ? ", dense ffn \(c.denseFFNSize)" : "")")
         lines.append("attention    \(c.headCount) heads, \(c.kvHeadCount) kv heads, head dim \(c.headDim), rope \(c.ropeStyle.rawValue) theta \(c.ropeTheta)\(c.ropeScaling.map { " (\($0))" } ?? ""), qk-norm \(c.qkNorm.rawValue)")
+        if let m = c.latentAttention {
+            lines.append("latent attn  kv_lora_rank \(m.kvRank), q_lora_rank \(m.queryRank == 0 ? "none" : "\(m.queryRank)"), qk nope \(m.nopeHeadDim) + rope \(m.ropeHeadDim), v \(m.valueHeadDim); absorbed up-projections \(Units.formatBytes(absorbedAttentionBytes ?? 0)) f32")
+        }
+        if let kv = kvBytesPerPosition, let plain = uncompressedKVBytesPerPosition {
+            lines.append("kv cache     \(Units.formatBytes(kv)) per position (f16)" + (kv == plain ? "" : "; a plain cache would take \(Units.formatBytes(plain)) (\(String(format: "%.1f", Double(plain) / Double(max(kv, 1))))× more)"))
+        }
         lines.append("vocab        \(c.vocabSize)\(c.tiedEmbeddings ? " (tied embeddings)" : "")")
         lines.append("context      \(c.contextLength)")
         // Values no tensor shape checks: from the file (which key) or whose default.

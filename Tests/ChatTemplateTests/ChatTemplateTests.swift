@@ -51,7 +51,7 @@ final class ChatTemplateGoldenTests: XCTestCase {
             }
             checked.insert(c.template)
         }
-        XCTAssertEqual(checked.count, 14)
+        XCTAssertEqual(checked.count, 15)
     }
 }
 
