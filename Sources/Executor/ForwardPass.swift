@@ -12,6 +12,8 @@ struct ForwardPass {
     let start: Int
     let observer: RoutingObserver?
     let prefetch: PrefetchDriver
+    /// Missing experts a prefill wave reads ahead (``ExecutorOptions/readAhead``).
+    var readAhead = ExecutorOptions.defaultReadAhead
 
     /// Runs several linear layers over the same input in one parallel region, split by rows:
     /// `outputs[i][t * rows_i + r] = layers[i].W[r] · input[t]` (+ bias).
