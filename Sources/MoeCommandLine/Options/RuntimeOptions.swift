@@ -51,6 +51,15 @@ struct RuntimeOptions: CheckedArguments {
     @Option(help: "Threads that read prefetched experts\(limit(.loaderThreads)); default \(memoryDefaults.loaderThreads). Each adds a staging buffer to the budget.")
     var loaderThreads: Int?
 
+    @Option(help: "On an expert miss during decode (default: \(memoryDefaults.onMiss.rawValue)): exact waits for the expert's read; lowbit computes it from the store's low-bit copy (moe convert --miss-copy), read in a fraction of the time, while the exact one loads for later tokens. lowbit is faster under tight memory and LOSSY (docs/quality.md).")
+    var onMiss: MissPolicy?
+
+    @Option(help: "Prompt tokens per forward pass\(limit(.promptChunk)); default \(memoryDefaults.promptChunk), less when --memory leaves the expert pool too small for a prefill wave. Larger reads each expert once for more tokens but takes more scratch memory from the pool; results do not depend on it.")
+    var promptChunk: Int?
+
+    @Option(help: "Missing experts a prefill wave reads ahead of the one computing\(limit(.readAhead)); default \(ExecutorOptions.defaultReadAhead). 0 reads each on demand; more keeps the disk busier and takes pool room earlier.")
+    var readAhead: Int?
+
     /// The flags over the `--config` file, checked; set by `check()`.
     var resolved = RunConfiguration()
 
@@ -60,6 +69,7 @@ struct RuntimeOptions: CheckedArguments {
         (c.memory, c.expertCache, c.cachePolicy, c.prefetch) = (memory, expertCache, cachePolicy, prefetch)
         (c.prefetchDepth, c.prefetchWidth, c.loaderThreads, c.threads) = (prefetchDepth, prefetchWidth, loaderThreads, threads)
         (c.kernels, c.kvCache, c.context, c.calibration) = (kernels, kvCache, context, calibration)
+        (c.onMiss, c.promptChunk, c.readAhead) = (onMiss, promptChunk, readAhead)
         return c
     }
 

@@ -42,10 +42,12 @@ func pagingSummary(_ model: Model) -> String? {
                       m.hits, m.misses, 100 * m.hitRate, Units.formatBytes(m.bytesRead), m.readSeconds, m.verifySeconds, m.decodeSeconds, m.stallSeconds, Units.formatBytes(m.poolCapacity))
     if let plan = model.memoryPlan { line += ", budget \(Units.formatBytes(plan.budget))" }
     line += m.directIO ? ", direct I/O" : ", buffered I/O + fadvise"
+    if let label = model.lossyLabel { line += "; \(label)" }
     let report = model.pagingReport()
     if let belady = report.beladyHitRate {
         line += String(format: "; Belady MIN at this capacity %.1f%%", 100 * belady)
     }
+    if let status = model.transformer.prefetchAutoStatus { line += "; prefetch \(status)" }
     if let predictor = model.transformer.predictor, predictor.kind != .none {
         let p = model.transformer.predictionStats
         line += String(format: "; prefetch %@: %d issued, %d used, %d wasted, %d late, precision %.1f%%, recall %.1f%%",
