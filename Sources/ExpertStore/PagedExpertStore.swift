@@ -262,8 +262,15 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
         stats.misses += 1
         stats.lowbitMisses += 1
         eventSink?(.access(key: key, outcome: .miss, prefetched: false, requested: PagedExpertStore.now, stall: 0))
+        // The exact expert's read, for later tokens: wanted, not a guess, so outside the prefetch
+        // cap; like a prefetch it evicts no expert of this layer and no unused guess.
+        if let entry = catalog.entry(key), !loaderBuffers.isEmpty, !stopping,
+           let offset = try? makeRoom(for: entry.decodedLength, layer: key.layer, protecting: [], forPrefetch: true) {
+            resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 0, weights: nil, loading: true, prefetched: false, used: true)
+            queue.append((key, offset))
+            condition.broadcast()
+        }
         condition.unlock()
-        prefetch([key], currentLayer: key.layer)
         return nil
     }
 

@@ -59,11 +59,12 @@ public final class Model: Sendable {
         public var expertCache: ExpertCacheSize?
         /// What a decode step does on a miss: wait for the exact expert, or compute it from the
         /// store's low-bit copy while the exact one loads (lossy).
-        public var onMiss: MissPolicy = .exact
+        public var onMiss: MissPolicy
 
         public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .lru, maxContext: Int? = nil, promptChunk: Int = 512,
                     prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
-                    loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil) {
+                    loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil, onMiss: MissPolicy = .exact) {
+            self.onMiss = onMiss
             self.budget = budget
             self.cachePolicy = cachePolicy
             self.maxContext = maxContext

@@ -114,7 +114,7 @@ final class MissCopyTests: XCTestCase {
 
         // The exact experts were queued for the loader thread; the next step finds them (waiting
         // for any still in flight) and is exact.
-        XCTAssertEqual(m.prefetchIssued, steps)
+        XCTAssertEqual(store.residentKeys.count, steps)
         XCTAssertTrue(try model.forward(tokens: [token], cache: model.makeCache(1)) == expectedExact, "the step after the loads is not exact")
         XCTAssertEqual(store.metrics.lowbitMisses, steps, "no further lowbit misses once the exact experts are in")
 
