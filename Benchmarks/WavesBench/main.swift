@@ -31,7 +31,7 @@ while !args.isEmpty {
         positional.append(a)
     }
 }
-func int(_ key: String, _ fallback: Int) -> Int {
+func int(_ key: String, _ fallback: Int, in named: [String: String]) -> Int {
     guard let v = named[key] else { return fallback }
     guard let i = Int(v) else { fail("--\(key) \(v) is not a number") }
     return i
@@ -59,7 +59,7 @@ do {
     case "bench":
         let m = try Model(path: model, options: run.executorOptions, memory: run.memoryOptions)
         m.pagedExperts?.recordsAccesses = true
-        let r = try m.benchmark(promptTokens: int("prompt", 128), genTokens: int("gen", 32), repetitions: int("reps", 3))
+        let r = try m.benchmark(promptTokens: int("prompt", 128, in: named), genTokens: int("gen", 32, in: named), repetitions: int("reps", 3, in: named))
         print(json(r))
         if let plan = m.memoryPlan { print("plan: \(plan.breakdown)") }
         if let label = m.lossyLabel { print(label) }
@@ -75,7 +75,7 @@ do {
         let tokenizer = try Tokenizer(path: model)
         let tokens = tokenizer.encode(content)
         let bos = tokens.first == tokenizer.bosTokenId ? tokenizer.bosTokenId : nil
-        let r = try ours.klDivergence(from: reference, tokens: tokens, context: int("ctx", 512), bos: bos, maxWindows: named["chunks"].flatMap(Int.init))
+        let r = try ours.klDivergence(from: reference, tokens: tokens, context: int("ctx", 512, in: named), bos: bos, maxWindows: named["chunks"].flatMap(Int.init))
         print(json(r))
         print(String(format: "mean KLD %.6f ± %.6f, top-1 %.2f%%, PPL %.4f (base %.4f), ratio %+.3f%%", r.meanKLD, r.standardError,
                      100 * r.top1Agreement, r.perplexity, r.basePerplexity, 100 * (exp(r.meanDeltaNLL) - 1)))
