@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SwiftMoE", targets: ["SwiftMoE"]),
         .executable(name: "moe", targets: ["moe"]),
         .executable(name: "tokenizer-bench", targets: ["TokenizerBench"]),
+        .executable(name: "waves-bench", targets: ["WavesBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -94,6 +95,8 @@ let package = Package(
         .executableTarget(name: "moe", dependencies: ["MoeCommandLine"], swiftSettings: v6),
         // Encode throughput on ~1 MB of text (build with -c release).
         .executableTarget(name: "TokenizerBench", dependencies: ["Tokenizer", "ModelFormats"], path: "Benchmarks/TokenizerBench", swiftSettings: v6),
+        // Paging under a memory limit: bench, kld and convert --miss-copy without the server's packages (build with -c release).
+        .executableTarget(name: "WavesBench", dependencies: ["SwiftMoE"], path: "Benchmarks/WavesBench", swiftSettings: v6),
         // Fixture locations and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport", swiftSettings: v6),
         // No test target depends on the `moe` executable to get it built: `swift build --build-tests`

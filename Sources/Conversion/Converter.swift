@@ -19,10 +19,15 @@ public struct Converter {
         /// Per-expert column importance from `moe calibrate` (activation-aware quantization);
         /// experts without an entry are quantized with the reference encoding.
         public var importance: [ExpertKey: ExpertImportance]?
+        /// Also store a small copy of every expert at this type, for `--on-miss lowbit`
+        /// (docs/store-format.md, *Miss copies*; the store becomes version 2).
+        public var missCopy: GGMLType?
 
         public init(plan: BitPlan = BitPlan(default: "keep"), compression: StoreWriter.CompressionMode = .auto,
-                    calibration: TransitionTable? = nil, diskBandwidth: Double? = nil, importance: [ExpertKey: ExpertImportance]? = nil) {
+                    calibration: TransitionTable? = nil, diskBandwidth: Double? = nil, importance: [ExpertKey: ExpertImportance]? = nil,
+                    missCopy: GGMLType? = nil) {
             self.importance = importance
+            self.missCopy = missCopy
             self.plan = plan
             self.compression = compression
             self.calibration = calibration
@@ -53,13 +58,18 @@ public struct Converter {
         public var diskBandwidth: Double?
         /// Bytes of the whole store file.
         public var fileSize: Int
+        /// The miss copies' type and bytes, when written.
+        public var missCopyType: String? = nil
+        public var missCopyBytes = 0
     }
 
     public static func convert(input: String, output: String, options: Options, progress: ((Progress) -> Void)? = nil) throws -> Report {
         let start = Date()
         let source = try ModelSource(path: input)
-        if case .store = source.container {
-            throw ModelFormatError.notAModel(path: input, reason: "already a .moe store; convert from the original GGUF or Hugging Face model")
+        var options = options
+        if case let .store(store) = source.container, options.calibration == nil, let data = try store.section(TransitionTable.storeSection) {
+            // Re-storing a store (e.g. to add miss copies) keeps its path statistics.
+            options.calibration = try TransitionTable.decode(data, path: "\(input) (calibration section)")
         }
         let types = try options.plan.resolve(for: source.configuration)
         let writer = try StoreWriter(outputPath: output)
@@ -107,8 +117,9 @@ public struct Converter {
         // Experts, one record each, at their planned types.
         var fallbacks: [String: Int] = [:], typeCounts: [String: Int] = [:]
         let keys = types.keys.sorted { ($0.layer, $0.expert) < ($1.layer, $1.expert) }
+        let experts = try ExpertSourceReader(source)
         for (i, key) in keys.enumerated() {
-            let views = try source.expertTensors(layer: key.layer, expert: key.expert)
+            let views = try experts.shapes(key)
             let planned = types[key] ?? nil
             let layout = try StoreLayout.record(of: views.map { ($0.type, $0.shape) }, at: planned, expert: "\(input): expert \(key.expert) of layer \(key.layer)")
             for (view, t) in zip(views, layout.tensors) {
@@ -120,11 +131,25 @@ public struct Converter {
                 continue
             }
             // The same requantization the calibration measured (RequantizedExpert), copied out.
-            let expert = try RequantizedExpert(ExpertWeights(gate: views[0], up: views[1], down: views[2]), to: planned,
-                                               importance: options.importance?[key])
+            let expert = try experts.requantized(key, to: planned, importance: options.importance?[key])
             let tensors = [expert.weights.gate, expert.weights.up, expert.weights.down].map { (type: $0.type, shape: $0.shape, bytes: Array($0.data)) }
             try writer.addExpert(layer: key.layer, expert: key.expert, tensors: tensors, compression: options.compression)
             progress?(Progress(expertsDone: i + 1, expertsTotal: keys.count, bytesWritten: writer.storedExpertBytes + denseBytes))
+        }
+        if let type = options.missCopy {
+            // After every exact record, so the exact experts stay contiguous.
+            for key in keys {
+                let views = try experts.shapes(key)
+                if writer.isMeasuring {
+                    let layout = try StoreLayout.record(of: views.map { ($0.type, $0.shape) }, at: type, expert: "\(input): expert \(key.expert) of layer \(key.layer)")
+                    try writer.addMissCopy(layer: key.layer, expert: key.expert, planned: type,
+                                           tensors: layout.tensors.map { (type: $0.type, shape: $0.shape, bytes: [UInt8](repeating: 0, count: $0.length)) })
+                    continue
+                }
+                let copy = try experts.requantized(key, to: type)
+                try writer.addMissCopy(layer: key.layer, expert: key.expert, planned: type,
+                                       tensors: [copy.weights.gate, copy.weights.up, copy.weights.down].map { (type: $0.type, shape: $0.shape, bytes: Array($0.data)) })
+            }
         }
         if let calibration = options.calibration {
             let moeLayers = c.moeLayers
@@ -141,7 +166,8 @@ public struct Converter {
             output: writer.outputPath, experts: keys.count, denseTensors: denseCount, denseBytes: denseBytes,
             expertBytesDecoded: writer.rawExpertBytes, expertBytesStored: writer.storedExpertBytes,
             compressedRecords: writer.compressedRecords, fallbacks: fallbacks, typeCounts: typeCounts,
-            seconds: 0, diskBandwidth: options.compression == .auto ? writer.diskBandwidth : nil, fileSize: writer.fileSize)
+            seconds: 0, diskBandwidth: options.compression == .auto ? writer.diskBandwidth : nil, fileSize: writer.fileSize,
+            missCopyType: writer.missCopyType?.description, missCopyBytes: writer.missCopyBytes)
     }
 
     /// O_DIRECT read bandwidth of the source's first file (up to 256 MiB in 8 MiB reads), the
@@ -183,9 +209,50 @@ public struct Converter {
                     writer.set(Tokenizer.embeddedFilePrefix + name, .string(String(decoding: data, as: UTF8.self)))
                 }
             }
-        case .store:
-            break
+        case let .store(store):
+            if let gguf = try store.tokenizerGGUF() {
+                for key in gguf.metadataKeys { if let value = gguf.metadata[key] { writer.set(key, value) } }
+            }
         }
         return writer
+    }
+}
+
+/// The experts of a conversion's source: views into a GGUF or Hugging Face file, or, for a
+/// `.moe` store (re-stored, e.g. to add miss copies), its records read one at a time through a
+/// paged store of one expert.
+struct ExpertSourceReader {
+    let source: ModelSource
+    let catalog: ExpertCatalog?
+    let paged: PagedExpertStore?
+
+    init(_ source: ModelSource) throws {
+        self.source = source
+        if case .store = source.container {
+            let catalog = try ExpertCatalog(source: source)
+            self.catalog = catalog
+            paged = try PagedExpertStore(catalog: catalog, capacity: catalog.largestActiveSet(k: 1) + ExpertPool.alignment)
+        } else {
+            catalog = nil
+            paged = nil
+        }
+    }
+
+    /// Types and ggml shapes of gate, up and down.
+    func shapes(_ key: ExpertKey) throws -> [(type: GGMLType, shape: [Int])] {
+        if let catalog {
+            guard let entry = catalog.entry(key) else { throw ExpertStoreError.noSuchExpert(layer: key.layer, expert: key.expert) }
+            return entry.tensors.map { ($0.type, $0.shape) }
+        }
+        return try source.expertTensors(layer: key.layer, expert: key.expert).map { ($0.type, $0.shape) }
+    }
+
+    /// The expert at `type` (nil: its bytes unchanged), in memory the result owns.
+    func requantized(_ key: ExpertKey, to type: GGMLType?, importance: ExpertImportance? = nil) throws -> RequantizedExpert {
+        if let paged {
+            return try paged.withExpert(layer: key.layer, expert: key.expert) { try RequantizedExpert($0, to: type, importance: importance) }
+        }
+        let views = try source.expertTensors(layer: key.layer, expert: key.expert)
+        return try RequantizedExpert(ExpertWeights(gate: views[0], up: views[1], down: views[2]), to: type, importance: importance)
     }
 }

@@ -163,6 +163,33 @@ public final class StoreWriter {
         storedExpertBytes += stored.count
     }
 
+    /// The type miss copies were asked at, once the first is added (the store becomes version 2).
+    public private(set) var missCopyType: GGMLType?
+    public private(set) var missCopyBytes = 0
+
+    /// Appends the low-bit copy of an expert already added (`moe convert --miss-copy TYPE`): an
+    /// uncompressed record laid out as ``ExpertRecordLayout`` says, 4096-aligned and padded.
+    /// `planned` is the type asked for (tensors may have fallen back to another).
+    public func addMissCopy(layer: Int, expert: Int, planned: GGMLType, tensors: [(type: GGMLType, shape: [Int], bytes: [UInt8])]) throws {
+        let name = "miss copy of expert \(expert) of layer \(layer)"
+        guard let i = experts.lastIndex(where: { $0.layer == layer && $0.expert == expert }), experts[i].missCopy == nil,
+              let layout = ExpertRecordLayout(tensors.map { ($0.type, $0.shape) }),
+              zip(layout.tensors, tensors).allSatisfy({ $0.length == $1.bytes.count }) else {
+            throw ModelFormatError.invalidTensor(path: partialPath, tensor: name, reason: "no such expert written yet, a second copy, or tensors that do not form a record")
+        }
+        var decoded = [UInt8](repeating: 0, count: layout.decodedLength)
+        for (t, source) in zip(layout.tensors, tensors) {
+            decoded.replaceSubrange(t.offset..<(t.offset + t.length), with: source.bytes)
+        }
+        try pad(to: ExpertRecordLayout.recordAlignment)
+        let checksum = isMeasuring ? UInt64.max : decoded.withUnsafeBytes { XXH64.hash($0) }
+        experts[i].missCopy = .init(offset: position, length: decoded.count, checksum: checksum, tensors: layout.manifestEntries)
+        try write(decoded)
+        try pad(to: ExpertRecordLayout.recordAlignment)
+        missCopyType = planned
+        missCopyBytes += decoded.count
+    }
+
     /// Counts one uncompressed expert record laid out as `layout` without any bytes (measuring writers).
     public func addExpertPlaceholder(layer: Int, expert: Int, layout: ExpertRecordLayout) throws {
         precondition(isMeasuring, "placeholders are for measuring writers")
@@ -193,9 +220,11 @@ public final class StoreWriter {
     /// Writes the manifest and the header, syncs, and renames the file into place.
     public func finish(configuration: ModelConfiguration, source: String) throws {
         let manifest = MoEStoreFile.Manifest(
-            format: "swiftmoe-store", version: Int(MoEStoreFile.version), configuration: configuration, source: source,
+            format: "swiftmoe-store", version: Int(missCopyType == nil ? MoEStoreFile.version : MoEStoreFile.missCopyVersion), configuration: configuration, source: source,
             createdBy: "SwiftMoE moe convert", tokenizer: tokenizer, dense: dense, experts: experts,
-            sections: sections.isEmpty ? nil : sections)
+            sections: sections.isEmpty ? nil : sections, missCopyType: missCopyType?.description)
+        // Miss copies make it a version 2 store, which readers that predate them refuse.
+        let version = missCopyType == nil ? MoEStoreFile.version : MoEStoreFile.missCopyVersion
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try encoder.encode(manifest)
@@ -204,7 +233,7 @@ public final class StoreWriter {
         try json.withUnsafeBytes { try write($0) }
         let header = MoEStoreFile.Header(
             manifestOffset: manifestOffset, manifestLength: json.count,
-            manifestChecksum: json.withUnsafeBytes { XXH64.hash($0) }, fileSize: position)
+            manifestChecksum: json.withUnsafeBytes { XXH64.hash($0) }, fileSize: position, version: version)
         guard let handle else {
             finished = true
             return

@@ -84,12 +84,24 @@ public struct ExecutorOptions: Sendable {
     public var concurrentUse: ConcurrentUse
     /// Sees every routed expert's activations (``ExpertActivationObserver``); nil in normal runs.
     public var expertActivations: ExpertActivationObserver?
+    /// The most tokens one forward pass computes at once: a longer prompt runs in chunks of this
+    /// many (nil: any length in one pass). `Model` sets it from its memory plan, whose scratch
+    /// is sized for one chunk (docs/design.md §5, *Prefill in waves*). Logits do not depend on it.
+    public var promptChunk: Int?
+    /// Missing experts a prefill wave reads ahead of the one computing (0: none; each is read
+    /// on demand when its turn comes). More keeps the disk busy and takes pool room earlier.
+    public var readAhead: Int
+
+    /// The default ``readAhead``: the next expert while one computes, and one more.
+    public static let defaultReadAhead = 2
 
     public init(threads: Int = ThreadPool.defaultThreadCount, kernels: KernelPath = .fast, kvCacheType: KVCache.ElementType = .f16,
-                concurrentUse: ConcurrentUse = .wait) {
+                concurrentUse: ConcurrentUse = .wait, promptChunk: Int? = nil, readAhead: Int = ExecutorOptions.defaultReadAhead) {
+        self.readAhead = max(0, readAhead)
         self.threads = max(1, threads)
         self.kernels = kernels
         self.kvCacheType = kvCacheType
         self.concurrentUse = concurrentUse
+        self.promptChunk = promptChunk.map { max(1, $0) }
     }
 }

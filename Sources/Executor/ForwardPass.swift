@@ -14,6 +14,8 @@ struct ForwardPass {
     let prefetch: PrefetchDriver
     /// ``ExecutorOptions/expertActivations``.
     var expertActivations: ExpertActivationObserver? = nil
+    /// Missing experts a prefill wave reads ahead (``ExecutorOptions/readAhead``).
+    var readAhead = ExecutorOptions.defaultReadAhead
 
     /// Runs several linear layers over the same input in one parallel region, split by rows:
     /// `outputs[i][t * rows_i + r] = layers[i].W[r] · input[t]` (+ bias).

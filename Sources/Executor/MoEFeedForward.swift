@@ -9,7 +9,8 @@ import Router
 ///
 /// A decode step (one token) runs all active experts in one fused pass
 /// (``runActiveExperts(_:routerWeights:input:pass:)``); prefill groups the tokens routed to each
-/// expert and runs them through it together.
+/// expert and runs them through it together, one expert after the other with the next reads in
+/// flight (``ExpertWave``).
 struct MoEFeedForward: FeedForwardBlock {
     /// The gate: `expertCount` logits per token.
     let gate: Linear
@@ -53,17 +54,16 @@ struct MoEFeedForward: FeedForwardBlock {
         let active = (0..<expertCount).filter { !assignments[$0].isEmpty }
         if n == 1 && pass.expertActivations == nil {
             pass.prefetch.predictAhead(layer: l, chosen: active, pass: pass)
-            try experts.withExperts(layer: l, experts: active) { weights in
+            try experts.withTokenExperts(layer: l, experts: active) { weights in
                 try runActiveExperts(weights, ids: active, routerWeights: active.map { assignments[$0][0].weight }, input: input, pass: pass)
             }
         } else {
-            for e in active {
-                try experts.withExpert(layer: l, expert: e) { expert in
-                    let mlp = SwiGLU(gate: try Linear(expert.gate, bias: biases?.gate(of: e)), up: try Linear(expert.up, bias: biases?.up(of: e)),
-                                     down: try Linear(expert.down, bias: biases?.down(of: e)), activation: activation)
-                    try mlp.run(input: input, tokens: assignments[e].map(\.token), weights: assignments[e].map(\.weight), pass: pass,
-                                observe: pass.expertActivations.map { observer in { var a = $0; a.layer = l; a.expert = e; observer(a) } })
-                }
+            // Prefill in waves: each expert once, for all its tokens, next reads in flight.
+            try ExpertWave(layer: l, experts: active, provider: experts, readAhead: pass.readAhead).run(provider: experts) { e, expert in
+                let mlp = SwiGLU(gate: try Linear(expert.gate, bias: biases?.gate(of: e)), up: try Linear(expert.up, bias: biases?.up(of: e)),
+                                 down: try Linear(expert.down, bias: biases?.down(of: e)), activation: activation)
+                try mlp.run(input: input, tokens: assignments[e].map(\.token), weights: assignments[e].map(\.weight), pass: pass,
+                            observe: pass.expertActivations.map { observer in { var a = $0; a.layer = l; a.expert = e; observer(a) } })
             }
         }
         if let shared {

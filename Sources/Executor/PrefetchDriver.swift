@@ -1,4 +1,5 @@
 import ExpertStore
+import Foundation
 import ModelFormats
 import Quantization
 import Router
@@ -20,6 +21,11 @@ final class PrefetchDriver {
 
     var predictor: ExpertPredictor?
     private(set) var stats = PredictionStats()
+    /// `--prefetch auto`'s measurements and decision.
+    private(set) var governor = PrefetchGovernor()
+    /// The store's counters for the governor (nil: nothing is paged, auto stays off).
+    private let ioSample: (@Sendable () -> PrefetchGovernor.IOSample)?
+    private let topK: Int
     /// Predictions made for layers not yet reached in the current decode step.
     private var pending: [Int: [Int]] = [:]
     /// Experts chosen so far in the current decode step, by layer.
@@ -29,14 +35,24 @@ final class PrefetchDriver {
     private let experts: any ExpertProvider
     private let epsilon: Float
 
-    init(configuration: ModelConfiguration, gates: [Int: Gate], experts: any ExpertProvider) {
+    init(configuration: ModelConfiguration, gates: [Int: Gate], experts: any ExpertProvider,
+         ioSample: (@Sendable () -> PrefetchGovernor.IOSample)? = nil) {
         moeLayers = configuration.moeLayers
         epsilon = configuration.rmsNormEpsilon
+        topK = configuration.expertsPerToken
         self.gates = gates
         self.experts = experts
+        self.ioSample = ioSample
     }
 
     func resetStats() { stats = PredictionStats() }
+
+    /// `auto`'s state for summaries: on or off, and the two times it compares.
+    var autoStatus: String? {
+        guard predictor?.kind == .auto else { return nil }
+        let ms = { (s: Double?) in s.map { String(format: "%.3f ms", $0 * 1e3) } ?? "unmeasured" }
+        return "auto \(governor.enabled ? "on" : "off"): layer compute \(ms(governor.layerSeconds)) vs reads of its likely misses \(ms(governor.missSeconds))"
+    }
 
     /// Scores the last prediction for layer `l` against what the router chose, then predicts the
     /// next `depth` MoE layers and asks the store to prefetch them (nearest layer first). The
@@ -50,15 +66,35 @@ final class PrefetchDriver {
         routedThisStep[l] = chosen
         guard let position = moeLayers.firstIndex(of: l) else { return }
         let previous = position > 0 ? routedThisStep[moeLayers[position - 1]] : nil
+        let auto = predictor.kind == .auto
+        var headroom = Int.max, expertBytes = 0
+        if auto {
+            guard let ioSample else { return }
+            let sample = ioSample()
+            expertBytes = sample.expertBytes
+            let on = governor.observe(layer: l, previous: position > 0 ? moeLayers[position - 1] : nil, time: DispatchTime.now().uptimeNanoseconds,
+                                      sample: sample)
+            guard on else { return }
+            headroom = max(0, governor.headroomBytes)
+        }
         var keys: [ExpertKey] = []
         for target in moeLayers.dropFirst(position + 1).prefix(predictor.depth) {
             var lookahead: [Float]? = nil
-            if predictor.kind == .lookahead || predictor.kind == .hybrid, let gate = gates[target] {
+            if predictor.guessing == .lookahead || predictor.guessing == .hybrid, let gate = gates[target] {
                 lookahead = probabilities(gate, workspace: pass.workspace)
             }
-            let predicted = predictor.predict(target: target, currentLayer: l, current: chosen, previous: previous, lookahead: lookahead)
+            let ranked = predictor.ranked(target: target, currentLayer: l, current: chosen, previous: previous, lookahead: lookahead)
+            var predicted = ranked.experts
+            if auto {
+                let scores = ranked.scores
+                predicted = PrefetchGovernor.uncertain(predicted, score: { $0 < scores.count ? scores[$0] : 0 }, k: topK, width: predictor.width)
+            }
             pending[target] = predicted
             keys += predicted.map { ExpertKey(layer: target, expert: $0) }
+        }
+        if auto {
+            // Guesses already resident cost nothing; the rest may take the disk's headroom only.
+            keys = PrefetchGovernor.capped(experts.notResident(keys), size: { _ in expertBytes }, budget: headroom)
         }
         experts.prefetch(keys, currentLayer: l)
     }

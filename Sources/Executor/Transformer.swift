@@ -57,6 +57,22 @@ public final class Transformer: Sendable {
 
     public func resetPredictionStats() { state.withLock { $0.prefetch.resetStats() } }
 
+    /// `--prefetch auto`: whether it is on and the times it compares (nil for other predictors).
+    public var prefetchAutoStatus: String? { state.withLock { $0.prefetch.autoStatus } }
+
+    /// The paged store's counters for `--prefetch auto`, if experts are paged.
+    static func ioSample(_ experts: any ExpertProvider) -> (@Sendable () -> PrefetchGovernor.IOSample)? {
+        guard let store = (experts as? PagedExpertStore) ?? (experts as? LowBitOnMiss)?.store else { return nil }
+        let count = (0..<store.catalog.layerCount).reduce(0) { n, l in
+            n + (0..<store.catalog.expertCount).filter { store.catalog.entry(ExpertKey(layer: l, expert: $0)) != nil }.count
+        }
+        let expertBytes = store.catalog.totalBytes / max(1, count)
+        return {
+            let m = store.metrics
+            return PrefetchGovernor.IOSample(bytesRead: m.bytesRead, readSeconds: m.readSeconds, wouldMiss: m.misses + m.prefetchUseful, expertBytes: expertBytes)
+        }
+    }
+
     /// Receives every layer's attention and FFN times (nil: nothing is timed), on the thread
     /// running the pass.
     public var layerTimingObserver: (@Sendable (LayerTiming) -> Void)? {
@@ -93,7 +109,7 @@ public final class Transformer: Sendable {
             if let moe = layer.ffn as? MoEFeedForward { gates[l] = PrefetchDriver.Gate(gate: moe.gate, norm: layer.ffnNorm, router: moe.router) }
         }
         state = Locked(PassState(workspace: Workspace(configuration: c, threads: pool.threads),
-                                 prefetch: PrefetchDriver(configuration: c, gates: gates, experts: experts)))
+                                 prefetch: PrefetchDriver(configuration: c, gates: gates, experts: experts, ioSample: Transformer.ioSample(experts))))
     }
 
     /// A cache for one sequence of at most `maxPositions` tokens (default: the model's context).
@@ -115,9 +131,26 @@ public final class Transformer: Sendable {
         tokens: [Int], cache: KVCache, logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
     ) throws -> [Float] {
         guard !tokens.isEmpty else { throw ExecutorError.emptyInput }
+        // A long prompt runs in chunks of at most `promptChunk` tokens (the scratch the memory
+        // plan reserved); chunking changes no logit (decode and prefill share per-token arithmetic).
+        let chunk = options.promptChunk ?? tokens.count
         let body = { (state: inout PassState) throws -> [Float] in
             try cache.withStorage { storage in
-                try self.run(tokens, cache: &storage, state: state, selection: selection, observer: observer)
+                guard chunk < tokens.count else {
+                    return try self.run(tokens, cache: &storage, state: state, selection: selection, observer: observer)
+                }
+                // Everything a chunk would refuse is refused before the first one runs.
+                try self.check(tokens, start: storage.count)
+                try storage.reserve(tokens.count)
+                var logits: [Float] = []
+                var start = 0
+                while start < tokens.count {
+                    let end = min(tokens.count, start + max(1, chunk))
+                    let out = try self.run(Array(tokens[start..<end]), cache: &storage, state: state, selection: selection, observer: observer)
+                    if selection == .all { logits += out } else { logits = out }
+                    start = end
+                }
+                return logits
             }
         }
         switch options.concurrentUse {
@@ -129,15 +162,20 @@ public final class Transformer: Sendable {
         }
     }
 
+    /// Throws for the first token id outside the vocabulary (`start`: the first one's position).
+    private func check(_ tokens: [Int], start: Int) throws {
+        for (i, t) in tokens.enumerated() where t < 0 || t >= configuration.vocabSize {
+            throw ExecutorError.tokenOutOfRange(token: t, position: start + i, vocabSize: configuration.vocabSize)
+        }
+    }
+
     /// One forward pass, with the transformer's and the cache's locks held.
     private func run(
         _ tokens: [Int], cache: inout KVCache.Storage, state: PassState, selection: LogitsSelection, observer: RoutingObserver?
     ) throws -> [Float] {
         let c = configuration
         let n = tokens.count
-        for (i, t) in tokens.enumerated() where t < 0 || t >= c.vocabSize {
-            throw ExecutorError.tokenOutOfRange(token: t, position: cache.count + i, vocabSize: c.vocabSize)
-        }
+        try check(tokens, start: cache.count)
         try cache.reserve(n)
         let start = cache.count
         let h = c.hiddenSize
@@ -145,6 +183,7 @@ public final class Transformer: Sendable {
         ws.reserve(tokens: n)
         var pass = ForwardPass(pool: pool, kernels: options.kernels, workspace: ws, tokens: n, start: start, observer: observer, prefetch: state.prefetch)
         pass.expertActivations = options.expertActivations
+        pass.readAhead = options.readAhead
         let storage = cache
 
         let x = ws.residual.pointer

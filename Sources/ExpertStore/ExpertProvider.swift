@@ -25,11 +25,24 @@ public protocol ExpertProvider: AnyObject, Sendable {
     /// that keep every expert resident do nothing.
     @discardableResult
     func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey]
+    /// Which of `keys` are neither resident nor loading now (a request would read them), in the
+    /// order given. Providers that keep every expert resident return none.
+    func notResident(_ keys: [ExpertKey]) -> [ExpertKey]
+    /// One decode token's experts of a layer, pinned together for `body`, in the order given. A
+    /// provider may serve a missing one from a substitute (``LowBitOnMiss``: its low-bit copy);
+    /// the others serve ``withExperts(layer:experts:_:)``.
+    func withTokenExperts<R>(layer: Int, experts: [Int], _ body: ([ExpertWeights]) throws -> R) throws -> R
 }
 
 extension ExpertProvider {
     @discardableResult
     public func prefetch(_ keys: [ExpertKey], currentLayer: Int) -> [ExpertKey] { [] }
+
+    public func notResident(_ keys: [ExpertKey]) -> [ExpertKey] { [] }
+
+    public func withTokenExperts<R>(layer: Int, experts: [Int], _ body: ([ExpertWeights]) throws -> R) throws -> R {
+        try withExperts(layer: layer, experts: experts, body)
+    }
 
     /// Several experts of one layer at once (all pinned for the call), in the order given.
     public func withExperts<R>(layer: Int, experts: [Int], _ body: ([ExpertWeights]) throws -> R) throws -> R {

@@ -22,6 +22,10 @@ public struct ExpertStoreMetrics: Codable, Sendable, Equatable {
     public var prefetchBytes = 0
     /// Requests that found their expert still loading (the prefetch was late).
     public var prefetchLate = 0
+    /// Misses computed from the expert's low-bit copy (`--on-miss lowbit`, lossy), and the bytes
+    /// those copies took to read (also in ``bytesRead``).
+    public var lowbitMisses = 0
+    public var lowbitBytesRead = 0
     public var poolCapacity = 0
     public var peakPoolBytes = 0
     public var directIO = false

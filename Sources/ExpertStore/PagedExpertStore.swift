@@ -263,6 +263,47 @@ public final class PagedExpertStore: ExpertProvider, @unchecked Sendable {
 
     func returnDemandBuffers(_ buffers: IOBuffers) { locked { demandBuffers.append(buffers) } }
 
+    /// `--on-miss lowbit` (``LowBitOnMiss``): pins `key` and returns its weights if it is
+    /// resident (waiting for a read in flight, as ``acquire(_:)`` does); otherwise counts a miss
+    /// served from a low-bit copy (``ExpertStoreMetrics/lowbitMisses``), queues the exact
+    /// expert's read for later tokens on a loader thread, and returns nil with nothing pinned.
+    public func acquireIfResident(_ key: ExpertKey) throws -> ExpertWeights? {
+        condition.lock()
+        guard resident[key] == nil else {
+            condition.unlock()
+            return try acquire(key)
+        }
+        guard catalog.entry(key) != nil else {
+            condition.unlock()
+            throw ExpertStoreError.noSuchExpert(layer: key.layer, expert: key.expert)
+        }
+        policy.recordAccess(key)
+        if logging { log.append(key) }
+        stats.misses += 1
+        stats.lowbitMisses += 1
+        eventSink?(.access(key: key, outcome: .miss, prefetched: false, requested: PagedExpertStore.now, stall: 0))
+        // The exact expert's read, for later tokens: wanted, not a guess, so outside the prefetch
+        // cap; like a prefetch it evicts no expert of this layer and no unused guess.
+        if let entry = catalog.entry(key), !loaderBuffers.isEmpty, !stopping,
+           let offset = try? makeRoom(for: entry.decodedLength, layer: key.layer, protecting: [], forPrefetch: true) {
+            resident[key] = Resident(offset: offset, size: entry.decodedLength, pins: 0, weights: nil, loading: true, prefetched: false, used: true)
+            queue.append((key, offset))
+            condition.broadcast()
+        }
+        condition.unlock()
+        return nil
+    }
+
+    /// Counts a low-bit copy's read (bytes from disk, seconds the pass waited for it).
+    public func recordLowbitRead(bytes: Int, seconds: Double) {
+        locked {
+            stats.lowbitBytesRead += bytes
+            stats.bytesRead += bytes
+            stats.readSeconds += seconds
+            stats.stallSeconds += seconds
+        }
+    }
+
     public func release(_ key: ExpertKey) {
         condition.lock()
         if var r = resident[key] {

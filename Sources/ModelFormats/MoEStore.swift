@@ -16,7 +16,12 @@ import Quantization
 /// The header is written last, so a file whose writer was interrupted has no valid magic.
 public final class MoEStoreFile: Sendable {
     public static let magic: [UInt8] = Array("MOESTORE".utf8)
+    /// The version a store without miss copies is written at (readers of version 1 read it).
     public static let version: UInt32 = 1
+    /// The version of a store with miss copies: readers that predate them refuse it by its
+    /// version instead of silently ignoring the copies. This build reads both.
+    public static let missCopyVersion: UInt32 = 2
+    public static let readableVersions: ClosedRange<UInt32> = 1...2
     public static let headerSize = 4096
     /// Dense tensors, the tokenizer, sections and the manifest start at multiples of this.
     /// (Expert records: ``ExpertRecordLayout/recordAlignment``.)
@@ -33,8 +38,11 @@ public final class MoEStoreFile: Sendable {
         public var manifestLength: Int
         public var manifestChecksum: UInt64
         public var fileSize: Int
+        /// 1, or ``MoEStoreFile/missCopyVersion`` when the store has miss copies.
+        public var version: UInt32
 
-        public init(manifestOffset: Int, manifestLength: Int, manifestChecksum: UInt64, fileSize: Int) {
+        public init(manifestOffset: Int, manifestLength: Int, manifestChecksum: UInt64, fileSize: Int, version: UInt32 = MoEStoreFile.version) {
+            self.version = version
             self.manifestOffset = manifestOffset
             self.manifestLength = manifestLength
             self.manifestChecksum = manifestChecksum
@@ -47,7 +55,7 @@ public final class MoEStoreFile: Sendable {
             func put<T: FixedWidthInteger>(_ v: T, at o: Int) {
                 withUnsafeBytes(of: v.littleEndian) { out.replaceSubrange(o..<(o + MemoryLayout<T>.size), with: $0) }
             }
-            put(MoEStoreFile.version, at: 8)
+            put(version, at: 8)
             put(UInt32(MoEStoreFile.headerSize), at: 12)
             put(UInt64(manifestOffset), at: 16)
             put(UInt64(manifestLength), at: 24)
@@ -106,8 +114,12 @@ public final class MoEStoreFile: Sendable {
         public var checksum: UInt64
         /// gate, up, down: offsets relative to the decoded record, as ``ExpertRecordLayout`` puts them.
         public var tensors: [TensorEntry]
+        /// The expert's small copy for `--on-miss lowbit` (version 2 stores written with
+        /// `moe convert --miss-copy TYPE`).
+        public var missCopy: MissCopyRecord?
 
-        public init(layer: Int, expert: Int, offset: Int, storedLength: Int, decodedLength: Int, compression: Compression, checksum: UInt64, tensors: [TensorEntry]) {
+        public init(layer: Int, expert: Int, offset: Int, storedLength: Int, decodedLength: Int, compression: Compression, checksum: UInt64,
+                    tensors: [TensorEntry], missCopy: MissCopyRecord? = nil) {
             self.layer = layer
             self.expert = expert
             self.offset = offset
@@ -116,11 +128,35 @@ public final class MoEStoreFile: Sendable {
             self.compression = compression
             self.checksum = checksum
             self.tensors = tensors
+            self.missCopy = missCopy
         }
 
         /// Bytes read from disk for this record: ``storedLength`` padded to the record alignment
         /// (nil if the manifest's length is negative or absurd; the reader refuses such stores).
         public var paddedLength: Int? { ExpertRecordLayout.paddedLength(storedLength: storedLength) }
+    }
+
+    /// A low-bit copy of an expert, read instead of the expert on a miss with `--on-miss lowbit`:
+    /// an uncompressed record laid out like any other (``ExpertRecordLayout``), 4096-aligned and
+    /// padded, its checksum over the `length` record bytes.
+    public struct MissCopyRecord: Codable, Sendable, Equatable {
+        public var offset: Int
+        public var length: Int
+        public var checksum: UInt64
+        public var tensors: [TensorEntry]
+
+        public init(offset: Int, length: Int, checksum: UInt64, tensors: [TensorEntry]) {
+            self.offset = offset
+            self.length = length
+            self.checksum = checksum
+            self.tensors = tensors
+        }
+
+        /// The record as an uncompressed expert record, for the shared layout checks.
+        func asRecord(layer: Int, expert: Int) -> ExpertRecord {
+            ExpertRecord(layer: layer, expert: expert, offset: offset, storedLength: length, decodedLength: length, compression: .none,
+                         checksum: checksum, tensors: tensors)
+        }
     }
 
     public struct Blob: Codable, Sendable, Equatable {
@@ -148,9 +184,13 @@ public final class MoEStoreFile: Sendable {
         public var experts: [ExpertRecord]
         /// Free-form extra sections (e.g. predictor tables), name → blob.
         public var sections: [String: Blob]?
+        /// The type every expert's miss copy was asked at (`q2_K`), when the store has them
+        /// (version 2); a tensor whose rows its blocks do not divide falls back as `--bits` does.
+        public var missCopyType: String?
 
         public init(format: String, version: Int, configuration: ModelConfiguration, source: String, createdBy: String,
-                    tokenizer: Blob?, dense: [TensorEntry], experts: [ExpertRecord], sections: [String: Blob]?) {
+                    tokenizer: Blob?, dense: [TensorEntry], experts: [ExpertRecord], sections: [String: Blob]?, missCopyType: String? = nil) {
+            self.missCopyType = missCopyType
             self.format = format
             self.version = version
             self.configuration = configuration
@@ -165,6 +205,8 @@ public final class MoEStoreFile: Sendable {
 
     public let path: String
     public let file: MappedFile
+    /// The header's format version (1, or 2 with miss copies).
+    public let version: UInt32
     public let header: Header
     public let manifest: Manifest
     private let denseIndex: [String: Int]
@@ -184,9 +226,10 @@ public final class MoEStoreFile: Sendable {
             throw ModelFormatError.badMagic(path: path, found: String(decoding: magic.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: ".") }, as: UTF8.self), expected: "MOESTORE")
         }
         let version = try reader.read(UInt32.self, "the store version")
-        guard version == MoEStoreFile.version else {
-            throw ModelFormatError.notAModel(path: path, reason: "store format version \(version); this build reads version \(MoEStoreFile.version) (re-run moe convert)")
+        guard MoEStoreFile.readableVersions.contains(version) else {
+            throw ModelFormatError.notAModel(path: path, reason: "store format version \(version); this build reads versions \(MoEStoreFile.readableVersions.lowerBound)–\(MoEStoreFile.readableVersions.upperBound) (re-run moe convert, or use a newer SwiftMoE)")
         }
+        self.version = version
         let headerSize = try reader.read(UInt32.self, "the header size")
         let manifestOffset = try reader.read(UInt64.self, "the manifest offset")
         let manifestLength = try reader.read(UInt64.self, "the manifest length")
@@ -208,7 +251,7 @@ public final class MoEStoreFile: Sendable {
               manifestOffset <= UInt64(file.size) - manifestLength else {
             throw ModelFormatError.implausible(path: path, what: "manifest location", value: "\(manifestOffset)+\(manifestLength)", offset: 16)
         }
-        header = Header(manifestOffset: Int(manifestOffset), manifestLength: Int(manifestLength), manifestChecksum: manifestChecksum, fileSize: Int(fileSize))
+        header = Header(manifestOffset: Int(manifestOffset), manifestLength: Int(manifestLength), manifestChecksum: manifestChecksum, fileSize: Int(fileSize), version: version)
         let manifestBytes = UnsafeRawBufferPointer(rebasing: file.bytes[Int(manifestOffset)..<Int(manifestOffset + manifestLength)])
         guard XXH64.hash(manifestBytes) == manifestChecksum else {
             throw ModelFormatError.invalidMetadata(path: path, key: "manifest", reason: "checksum mismatch at offset \(manifestOffset); the file is damaged, re-run moe convert")
@@ -284,6 +327,13 @@ public final class MoEStoreFile: Sendable {
             for (t, kind) in zip(r.tensors, ExpertTensor.allCases) where t.shape != kind.shape(c) {
                 throw ModelFormatError.shapeMismatch(tensor: "\(name) \(t.name)", expected: kind.shape(c), found: t.shape)
             }
+            if let copy = r.missCopy { try validate(missCopy: copy, of: r, name: name, checkRange: checkRange, checkTensor: checkTensor) }
+        }
+        let copies = manifest.experts.filter { $0.missCopy != nil }.count
+        guard copies == 0 || (version >= MoEStoreFile.missCopyVersion && copies == manifest.experts.count && manifest.missCopyType != nil) else {
+            throw ModelFormatError.invalidMetadata(path: path, key: "missCopy", reason: version < MoEStoreFile.missCopyVersion
+                ? "miss copies in a version \(version) store (they need version \(MoEStoreFile.missCopyVersion))"
+                : "\(copies) of \(manifest.experts.count) experts have a miss copy (all or none must, with missCopyType)")
         }
         for l in 0..<c.layerCount where c.layerKinds[l] == .moe {
             for e in 0..<c.expertCount where expertIndex[l << 20 | e] == nil {
@@ -291,6 +341,25 @@ public final class MoEStoreFile: Sendable {
             }
         }
         if let t = manifest.tokenizer { try checkRange(t.offset, t.length, "tokenizer") }
+    }
+
+    /// A miss copy is checked as an uncompressed expert record with the expert's shapes.
+    private func validate(missCopy copy: MissCopyRecord, of r: ExpertRecord, name: String, checkRange: (Int, Int, String) throws -> Void,
+                          checkTensor: (TensorEntry, Int?) throws -> Void) throws {
+        let what = "miss copy of \(name)"
+        let record = copy.asRecord(layer: r.layer, expert: r.expert)
+        guard copy.offset % ExpertRecordLayout.recordAlignment == 0, let padded = record.paddedLength, copy.length <= 1 << 36,
+              copy.tensors.count == ExpertTensor.allCases.count else {
+            throw ModelFormatError.invalidTensor(path: path, tensor: what, reason: "offset \(copy.offset) or length \(copy.length) is not a record's")
+        }
+        try checkRange(copy.offset, padded, what)
+        for t in copy.tensors { try checkTensor(t, copy.length) }
+        guard ExpertRecordLayout(record: record) != nil else {
+            throw ModelFormatError.invalidTensor(path: path, tensor: what, reason: "tensors are not gate, up and down laid out as docs/store-format.md says")
+        }
+        for (t, e) in zip(copy.tensors, r.tensors) where t.shape != e.shape {
+            throw ModelFormatError.shapeMismatch(tensor: "\(what) \(t.name)", expected: e.shape, found: t.shape)
+        }
     }
 
     /// A view of a dense tensor (checked against its checksum on first use by ``verifyDense(_:)``).

@@ -113,7 +113,7 @@ extension Model {
         let kinds = [PredictorKind.none] + options.prefetchKinds.filter { $0 != .none }
         if let budget = options.budget {
             for kind in kinds {
-                let loaders = kind == .none ? 0 : max(1, options.memory.loaderThreads)
+                let loaders = options.memory.pagingLoaderThreads
                 let p: MemoryPlan
                 do {
                     p = try MemoryPlan.make(budget: budget, source: modelSource, catalog: catalog, options: options.executor, maxPositions: maxContext,

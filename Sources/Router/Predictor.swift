@@ -12,6 +12,10 @@ public enum PredictorKind: String, CaseIterable, Sendable, Codable {
     case path
     /// Lookahead probabilities plus path statistics.
     case hybrid
+    /// Lookahead (hybrid when path statistics exist), on only while a layer's measured compute
+    /// outlasts the reads of its likely misses; beyond the top-k only uncertain candidates, and
+    /// no more bytes per layer than the disk's measured headroom (docs/design.md §5).
+    case auto
 }
 
 /// Expert-to-expert statistics of one model on a calibration text (`moe calibrate`).
@@ -103,6 +107,9 @@ public enum PredictorError: Error, CustomStringConvertible, Equatable {
 /// Scores experts of the layers ahead and picks the likeliest.
 public final class ExpertPredictor: Sendable {
     public let kind: PredictorKind
+    /// How guesses are made: ``kind``, except that `auto` guesses with lookahead, or hybrid
+    /// when there are path statistics.
+    public let guessing: PredictorKind
     /// Layers ahead to predict (1 = the next MoE layer only).
     public let depth: Int
     /// Experts to predict per layer (top-k plus a margin).
@@ -112,6 +119,7 @@ public final class ExpertPredictor: Sendable {
     public init(kind: PredictorKind, depth: Int, width: Int, table: TransitionTable?) throws {
         if (kind == .path || kind == .hybrid) && table == nil { throw PredictorError.needsCalibration(kind) }
         self.kind = kind
+        guessing = kind == .auto ? (table == nil ? .lookahead : .hybrid) : kind
         self.depth = max(1, depth)
         self.width = max(1, width)
         self.table = table
@@ -123,22 +131,29 @@ public final class ExpertPredictor: Sendable {
     ///   - current: experts chosen at `currentLayer`; `previous`: at the MoE layer before it.
     ///   - lookahead: `target`'s gate probabilities on the current hidden state, if computed.
     public func predict(target: Int, currentLayer: Int, current: [Int], previous: [Int]?, lookahead: [Float]?) -> [Int] {
+        ranked(target: target, currentLayer: currentLayer, current: current, previous: previous, lookahead: lookahead).experts
+    }
+
+    /// ``predict(target:currentLayer:current:previous:lookahead:)`` with every expert's score
+    /// (a distribution over the target's experts; empty when there is nothing to go on).
+    public func ranked(target: Int, currentLayer: Int, current: [Int], previous: [Int]?, lookahead: [Float]?) -> (experts: [Int], scores: [Double]) {
         var scores: [Double]
-        switch kind {
-        case .none:
-            return []
+        switch guessing {
+        case .none, .auto:
+            return ([], [])
         case .lookahead:
-            guard let lookahead else { return [] }
+            guard let lookahead else { return ([], []) }
             scores = lookahead.map(Double.init)
         case .path, .hybrid:
             scores = pathScores(target: target, currentLayer: currentLayer, current: current, previous: previous)
-            if kind == .hybrid, let lookahead {
+            if guessing == .hybrid, let lookahead {
                 // Both are distributions over the target's experts; lookahead sees this token's
                 // own hidden state, so it gets the larger weight.
                 for e in scores.indices where e < lookahead.count { scores[e] = 0.35 * scores[e] + 0.65 * Double(lookahead[e]) }
             }
         }
-        return scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }.prefix(width).map { $0 }
+        let experts = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }.prefix(width).map { $0 }
+        return (experts, scores)
     }
 
     /// EdgeMoE's conditional statistics as a distribution over the target layer's experts.

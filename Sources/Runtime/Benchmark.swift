@@ -38,6 +38,8 @@ public struct BenchmarkResult: Codable, Sendable {
     public var memory_plan: MemoryPlan?
     /// Belady's MIN on the same accesses and the predictor's precision/recall (when paging).
     public var paging: Model.PagingReport?
+    /// `exact`, or `lowbit (LOSSY, q2_K copies)` under `--on-miss lowbit`.
+    public var on_miss: String = MissPolicy.exact.rawValue
 }
 
 extension Model {
@@ -79,12 +81,14 @@ extension Model {
             if genTokens > 0 { decode.append(Double(genTokens) / decodeSeconds) }
             progress?(run)
         }
-        return BenchmarkResult(
+        var result = BenchmarkResult(
             model: source.path, threads: transformer.options.threads, prompt_tokens: promptTokens, gen_tokens: genTokens,
             repetitions: repetitions, kernels: transformer.options.kernels.rawValue, kv_cache: transformer.options.kvCacheType.rawValue,
             isa: Kernels.isa, prefill: .init(tokens_per_second: .init(prefill)), decode: .init(tokens_per_second: .init(decode)),
             peak_rss_bytes: ProcessStats.peakResidentBytes, expert_store: pagedExperts?.metrics, memory_plan: memoryPlan,
             paging: pagedExperts == nil ? nil : pagingReport())
+        if let copies = missCopies { result.on_miss = "lowbit (LOSSY, \(copies.type) copies)" }
+        return result
     }
 }
 

@@ -18,6 +18,10 @@ public struct MemoryPlan: Codable, Sendable {
     public var pool: Int
     /// The smallest pool that can hold one layer's active experts at once.
     public var minimumPool: Int
+    /// Prompt tokens per forward pass the scratch is planned for (docs/design.md §5, *Prefill in
+    /// waves*): the requested chunk, or less when that would leave the pool too small for a
+    /// prefill wave.
+    public var promptChunk: Int
 
     /// The smallest budget that would work (the margin grows with the budget, so this solves
     /// budget = fixed needs + minimum pool + margin(budget)).
@@ -36,7 +40,7 @@ public struct MemoryPlan: Codable, Sendable {
     /// of up to `promptChunk` tokens per forward pass.
     public static func make(
         budget: Int, source: ModelSource, catalog: ExpertCatalog, options: ExecutorOptions, maxPositions: Int, promptChunk: Int,
-        loaderThreads: Int = 0
+        loaderThreads: Int = 0, missCopyBuffers: Int = 0
     ) throws -> MemoryPlan {
         let c = source.configuration
         let inspection = try ModelInspection(source: source)
@@ -50,22 +54,40 @@ public struct MemoryPlan: Codable, Sendable {
         let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
         let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
-        // A prompt never outgrows the context, so a short context plans a shorter chunk.
-        let scratch = min(promptChunk, maxPositions) * perToken + 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
+        let fixedScratch = 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
         // Each loading thread (the caller, and every prefetch loader) has a staging and a decode buffer.
-        let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1))
+        // `--on-miss lowbit` adds one buffer per top-k slot for the low-bit copies.
+        let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1)) + missCopyBuffers
         var plan = MemoryPlan(
             budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes + (inspection.absorbedAttentionBytes ?? 0), kvCache: kv,
-            scratch: scratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
-            minimumPool: catalog.minimumPool(k: c.expertsPerToken))
-        plan.pool = budget - plan.baseline - plan.denseWeights - plan.kvCache - plan.scratch - plan.staging - plan.margin
+            scratch: fixedScratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
+            minimumPool: catalog.minimumPool(k: c.expertsPerToken), promptChunk: 1)
+        let rest = budget - plan.baseline - plan.denseWeights - plan.kvCache - fixedScratch - plan.staging - plan.margin
+        // A prompt never outgrows the context, so a short context plans a shorter chunk.
+        plan.promptChunk = chunk(requested: min(promptChunk, maxPositions), perToken: perToken, available: rest,
+                                 wave: max(plan.minimumPool, catalog.largestActiveSet(k: 1 + options.readAhead)), minimumPool: plan.minimumPool)
+        plan.scratch = fixedScratch + plan.promptChunk * perToken
+        plan.pool = rest - plan.promptChunk * perToken
         guard plan.pool >= plan.minimumPool else {
             throw ExpertStoreError.budgetTooSmall(budget: budget, minimum: plan.minimumBudget, detail: plan.breakdown)
         }
         return plan
     }
 
+    /// The prompt chunk (docs/design.md §5, *Prefill in waves*): `requested` tokens if the pool
+    /// left beside their scratch (`available − chunk × perToken`) holds a wave's working set
+    /// (`wave`: the expert computing and the reads in flight, at least `minimumPool`); else the
+    /// largest chunk that leaves it that; else the largest that leaves `minimumPool`; at least 1.
+    public static func chunk(requested: Int, perToken: Int, available: Int, wave: Int, minimumPool: Int) -> Int {
+        let requested = max(1, requested)
+        for pool in [wave, minimumPool] {
+            let fits = (available - pool) / max(1, perToken)
+            if fits >= 1 { return min(requested, fits) }
+        }
+        return 1
+    }
+
     public var breakdown: String {
-        "baseline \(Units.formatBytes(baseline)) + dense weights \(Units.formatBytes(denseWeights)) + KV cache \(Units.formatBytes(kvCache)) + scratch \(Units.formatBytes(scratch)) + staging \(Units.formatBytes(staging)) + margin \(Units.formatBytes(margin)) + at least \(Units.formatBytes(minimumPool)) of experts for one layer"
+        "baseline \(Units.formatBytes(baseline)) + dense weights \(Units.formatBytes(denseWeights)) + KV cache \(Units.formatBytes(kvCache)) + scratch \(Units.formatBytes(scratch)) (\(promptChunk)-token prompt chunks) + staging \(Units.formatBytes(staging)) + margin \(Units.formatBytes(margin)) + at least \(Units.formatBytes(minimumPool)) of experts for one layer"
     }
 }

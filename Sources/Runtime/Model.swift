@@ -27,6 +27,8 @@ public final class Model: Sendable {
     public let maxContext: Int
     /// The paging settings it was opened with.
     public let memoryOptions: MemoryOptions
+    /// The low-bit copies decode misses are computed from (`--on-miss lowbit`), if in use.
+    public let missCopies: MissCopies?
     /// Serializes this model's operations (``withExclusiveAccess(_:)``).
     private let operations = OperationLock()
 
@@ -49,15 +51,22 @@ public final class Model: Sendable {
         public var calibration: String?
         /// Threads that load prefetched experts.
         public var loaderThreads: Int
+        /// Loader threads a paging store gets: at least one whatever the predictor, because prefill
+        /// waves read the next experts ahead on it (docs/design.md §5).
+        public var pagingLoaderThreads: Int { max(1, loaderThreads) }
         /// Caps the expert pool itself (with or without `budget`), as bytes or a fraction of
         /// all expert bytes.
         public var expertCache: ExpertCacheSize?
         /// Reads in flight per expert load (`--read-depth`; pieces of one expert read at once).
         public var readDepth = ReadQueue.defaultDepth
+        /// What a decode step does on a miss: wait for the exact expert, or compute it from the
+        /// store's low-bit copy while the exact one loads (lossy).
+        public var onMiss: MissPolicy
 
         public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .auto, maxContext: Int? = nil, promptChunk: Int = 512,
                     prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
-                    loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil) {
+                    loaderThreads: Int = 1, expertCache: ExpertCacheSize? = nil, onMiss: MissPolicy = .exact) {
+            self.onMiss = onMiss
             self.budget = budget
             self.cachePolicy = cachePolicy
             self.maxContext = maxContext
@@ -76,21 +85,33 @@ public final class Model: Sendable {
     /// with the minimum if it cannot); without, GGUF and Hugging Face experts stay mapped and a
     /// `.moe` store pages into a pool that holds all of them.
     public init(path: String, options: ExecutorOptions = ExecutorOptions(), memory: MemoryOptions = MemoryOptions()) throws {
+        var options = options
+        options.promptChunk = options.promptChunk ?? memory.promptChunk
         let paging = memory.budget != nil || memory.expertCache != nil
         memoryOptions = memory
         source = try ModelSource(path: path, randomAccess: paging)
         let c = source.configuration
         maxContext = memory.context(for: c)
         var paged: PagedExpertStore? = nil
+        var copies: MissCopies? = nil
+        if memory.onMiss == .lowbit {
+            guard case let .store(store) = source.container, let found = try MissCopies(store: store, slots: c.expertsPerToken) else {
+                throw ModelFormatError.notAModel(path: path, reason: "--on-miss lowbit needs a store with miss copies (moe convert MODEL -o OUT.moe --miss-copy q2_K)")
+            }
+            copies = found
+        }
+        missCopies = copies
         if paging {
             let catalog = try ExpertCatalog(source: source)
-            let loaders = memory.prefetch == .none ? 0 : max(1, memory.loaderThreads)
+            let loaders = memory.pagingLoaderThreads
             var capacity = catalog.totalBytes + ExpertPool.alignment
             if let budget = memory.budget {
                 let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext,
-                                               promptChunk: memory.promptChunk, loaderThreads: loaders)
+                                               promptChunk: memory.promptChunk, loaderThreads: loaders,
+                                               missCopyBuffers: (copies?.slotSize ?? 0) * (copies?.slotCount ?? 0))
                 memoryPlan = plan
                 capacity = plan.pool
+                options.promptChunk = plan.promptChunk
             } else {
                 memoryPlan = nil
             }
@@ -105,32 +126,49 @@ public final class Model: Sendable {
             memoryPlan = nil
             if case .store = source.container {
                 let catalog = try ExpertCatalog(source: source)
+                // Lowbit misses load the exact expert on a loader thread.
                 paged = try PagedExpertStore(catalog: catalog, capacity: catalog.totalBytes + ExpertPool.alignment, policy: memory.cachePolicy,
-                                             readDepth: memory.readDepth)
+                                             loaderThreads: copies == nil ? 0 : 1, readDepth: memory.readDepth)
             }
         }
         pagedExperts = paged
-        transformer = try Transformer(source: source, experts: paged, options: options)
-        if memory.prefetch != .none, paged != nil {
-            var table: TransitionTable? = nil
-            var origin = path
-            let sidecar = Model.calibrationPath(for: path)
-            // The store's own statistics first (validated like a file), then --calibration or the sidecar.
-            if memory.calibration == nil, case let .store(store) = source.container, let data = try store.section(TransitionTable.storeSection) {
-                table = try TransitionTable.decode(data, path: "\(path) (calibration section)")
-            } else if let file = memory.calibration ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
-                table = try TransitionTable.load(path: file)
-                origin = file
-            }
-            if let loaded = table {
-                let moeLayers = c.moeLayers
-                guard loaded.layers == moeLayers, loaded.expertCount == c.expertCount else {
-                    throw PredictorError.mismatch(path: origin, reason: "it has \(loaded.layers.count) MoE layers × \(loaded.expertCount) experts, the model \(moeLayers.count) × \(c.expertCount)")
-                }
-            }
-            transformer.predictor = try ExpertPredictor(kind: memory.prefetch, depth: memory.prefetchDepth,
+        var provider: (any ExpertProvider)? = paged
+        if let paged, let copies { provider = LowBitOnMiss(store: paged, copies: copies) }
+        transformer = try Transformer(source: source, experts: provider, options: options)
+        if memory.prefetch == .auto, memory.calibration == nil, paged != nil {
+            // The default: guesses with lookahead, and with the model's path statistics when they
+            // load and match; a stale or foreign statistics file is ignored rather than fatal.
+            let table = try? Model.pathStatistics(path: path, source: source, explicit: nil)
+            transformer.predictor = try ExpertPredictor(kind: .auto, depth: memory.prefetchDepth,
                                                         width: memory.prefetchWidth ?? c.expertsPerToken + 1, table: table)
+        } else if memory.prefetch != .none, paged != nil {
+            transformer.predictor = try ExpertPredictor(kind: memory.prefetch, depth: memory.prefetchDepth,
+                                                        width: memory.prefetchWidth ?? c.expertsPerToken + 1,
+                                                        table: Model.pathStatistics(path: path, source: source, explicit: memory.calibration))
         }
+    }
+
+    /// The path statistics for a predictor: the store's own (validated like a file), else
+    /// `explicit` or the sidecar `MODEL.calibration.json`; nil when there are none. Throws when
+    /// they cannot be read or are for another model.
+    static func pathStatistics(path: String, source: ModelSource, explicit: String?) throws -> TransitionTable? {
+        let c = source.configuration
+        var table: TransitionTable? = nil
+        var origin = path
+        let sidecar = Model.calibrationPath(for: path)
+        if explicit == nil, case let .store(store) = source.container, let data = try store.section(TransitionTable.storeSection) {
+            table = try TransitionTable.decode(data, path: "\(path) (calibration section)")
+        } else if let file = explicit ?? (FileManager.default.fileExists(atPath: sidecar) ? sidecar : nil) {
+            table = try TransitionTable.load(path: file)
+            origin = file
+        }
+        if let loaded = table {
+            let moeLayers = c.moeLayers
+            guard loaded.layers == moeLayers, loaded.expertCount == c.expertCount else {
+                throw PredictorError.mismatch(path: origin, reason: "it has \(loaded.layers.count) MoE layers × \(loaded.expertCount) experts, the model \(moeLayers.count) × \(c.expertCount)")
+            }
+        }
+        return table
     }
 
     /// Paging figures of the run so far: the store's counters, the predictor's accuracy, and
@@ -215,6 +253,13 @@ public final class Model: Sendable {
     }
 
     public var configuration: ModelConfiguration { source.configuration }
+
+    /// The words every summary carries when a run is lossy (`--on-miss lowbit`), nil otherwise:
+    /// "LOSSY: --on-miss lowbit, 12 of 40 misses computed from q2_K copies (1.2 MiB read)".
+    public var lossyLabel: String? {
+        guard let copies = missCopies, let m = pagedExperts?.metrics else { return nil }
+        return "LOSSY: --on-miss lowbit, \(m.lowbitMisses) of \(m.misses) misses computed from \(copies.type) copies (\(Units.formatBytes(m.lowbitBytesRead)) read)"
+    }
 
     /// Runs `body` while no other operation on this model runs. Every forward pass of
     /// ``forward(tokens:cache:logits:observer:)`` (so every call of `Model`, `Session`,

@@ -33,6 +33,9 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var kvCache: KVCache.ElementType?
     public var context: Int?
     public var calibration: String?
+    public var onMiss: MissPolicy?
+    public var promptChunk: Int?
+    public var readAhead: Int?
     /// Free text (what wrote the file and why); ignored when reading.
     public var note: String?
 
@@ -41,7 +44,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, version, memory, threads, kernels, prefetch, context, calibration, note
         case expertCache = "expert_cache", cachePolicy = "cache_policy", prefetchDepth = "prefetch_depth", prefetchWidth = "prefetch_width"
-        case loaderThreads = "loader_threads", kvCache = "kv_cache", readDepth = "read_depth"
+        case loaderThreads = "loader_threads", kvCache = "kv_cache", readDepth = "read_depth", onMiss = "on_miss", promptChunk = "prompt_chunk", readAhead = "read_ahead"
     }
 
     public init() {}
@@ -98,6 +101,9 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         if let kvCache { a += ["--kv-cache", kvCache.rawValue] }
         if let context { a += ["--context", "\(context)"] }
         if let calibration { a += ["--calibration", calibration] }
+        if let onMiss { a += ["--on-miss", onMiss.rawValue] }
+        if let promptChunk { a += ["--prompt-chunk", "\(promptChunk)"] }
+        if let readAhead { a += ["--read-ahead", "\(readAhead)"] }
         return a
     }
 }
@@ -124,7 +130,7 @@ extension RunConfiguration {
     public enum Option: String, CaseIterable, Sendable {
         case memory, expertCache = "expert_cache", cachePolicy = "cache_policy", prefetch, prefetchDepth = "prefetch_depth"
         case prefetchWidth = "prefetch_width", loaderThreads = "loader_threads", threads, kernels, kvCache = "kv_cache"
-        case context, calibration, readDepth = "read_depth"
+        case context, calibration, readDepth = "read_depth", onMiss = "on_miss", promptChunk = "prompt_chunk", readAhead = "read_ahead"
 
         /// The command-line flag: `--expert-cache` for `expert_cache`.
         public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
@@ -135,6 +141,8 @@ extension RunConfiguration {
             case .threads: return Limit(1, 1024)
             case .prefetchDepth: return Limit(1, 64)
             case .prefetchWidth, .context: return Limit(1)
+            case .promptChunk: return Limit(1, 1 << 16)
+            case .readAhead: return Limit(0, 16)
             case .loaderThreads: return Limit(1, 16)
             case .readDepth: return Limit(1, 64)
             default: return nil
@@ -166,7 +174,7 @@ extension RunConfiguration {
         if let m = memory, memoryBytes.map({ $0 > 0 }) != true { throw InvalidOption(option: .memory, reason: "\"\(m)\" is not a size like 2GB") }
         if let e = expertCache, expertCacheSize == nil { throw InvalidOption(option: .expertCache, reason: "\"\(e)\" is not a size, a percentage or min") }
         let numbers: [(Option, Int?)] = [(.threads, threads), (.prefetchDepth, prefetchDepth), (.prefetchWidth, prefetchWidth),
-                                         (.loaderThreads, loaderThreads), (.context, context), (.readDepth, readDepth)]
+                                         (.loaderThreads, loaderThreads), (.context, context), (.readDepth, readDepth), (.promptChunk, promptChunk), (.readAhead, readAhead)]
         for case let (option, value?) in numbers {
             if let limit = option.limit, !limit.contains(value) { throw InvalidOption(option: option, reason: limit.requirement) }
         }
@@ -180,13 +188,15 @@ extension RunConfiguration {
         fill(\.memory); fill(\.expertCache); fill(\.cachePolicy); fill(\.prefetch); fill(\.prefetchDepth); fill(\.prefetchWidth)
         fill(\.loaderThreads); fill(\.threads); fill(\.kernels); fill(\.kvCache); fill(\.context); fill(\.calibration)
         fill(\.readDepth)
+        fill(\.onMiss); fill(\.promptChunk); fill(\.readAhead)
         return c
     }
 
     /// The executor options: the values set here, `ExecutorOptions`' defaults for the rest.
     public var executorOptions: ExecutorOptions {
         let defaults = ExecutorOptions()
-        return ExecutorOptions(threads: threads ?? defaults.threads, kernels: kernels ?? defaults.kernels, kvCacheType: kvCache ?? defaults.kvCacheType)
+        return ExecutorOptions(threads: threads ?? defaults.threads, kernels: kernels ?? defaults.kernels, kvCacheType: kvCache ?? defaults.kvCacheType,
+                               readAhead: readAhead ?? defaults.readAhead)
     }
 
     /// The memory options: the values set here, `Model.MemoryOptions`' defaults for the rest.
@@ -198,6 +208,8 @@ extension RunConfiguration {
         if let prefetchDepth { m.prefetchDepth = prefetchDepth }
         if let loaderThreads { m.loaderThreads = loaderThreads }
         if let readDepth { m.readDepth = readDepth }
+        if let onMiss { m.onMiss = onMiss }
+        if let promptChunk { m.promptChunk = promptChunk }
         return m
     }
 }

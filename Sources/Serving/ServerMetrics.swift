@@ -21,6 +21,8 @@ public final class ServerMetrics: Sendable {
     private let expertMisses: Counter
     private let expertBytesRead: Counter
     private let expertStallSeconds: Counter
+    private let expertLowbitMisses: Counter
+    private let lossy: Gauge
     private let poolBytes: Gauge
     private let poolPeakBytes: Gauge
     private let peakRSS: Gauge
@@ -49,6 +51,8 @@ public final class ServerMetrics: Sendable {
         expertMisses = r.makeCounter(descriptor: Self.name("expert_cache_misses_total", "Expert requests that had to be read from disk."))
         expertBytesRead = r.makeCounter(descriptor: Self.name("expert_bytes_read_total", "Bytes of expert weights read from disk (demand and prefetch)."))
         expertStallSeconds = r.makeCounter(descriptor: Self.name("expert_stall_seconds_total", "Seconds the forward pass waited for experts to arrive."))
+        expertLowbitMisses = r.makeCounter(descriptor: Self.name("expert_lowbit_misses_total", "Expert misses computed from the expert's low-bit copy (--on-miss lowbit; lossy)."))
+        lossy = r.makeGauge(descriptor: Self.name("lossy_on_miss", "1 when decode misses are computed from low-bit copies (--on-miss lowbit): outputs are not the model's exact ones."))
         poolBytes = r.makeGauge(descriptor: Self.name("expert_pool_bytes", "Capacity of the expert pool in bytes (0 when experts are not paged)."))
         poolPeakBytes = r.makeGauge(descriptor: Self.name("expert_pool_peak_bytes", "Most expert pool bytes in use at once."))
         peakRSS = r.makeGauge(descriptor: Self.name("peak_resident_bytes", "Peak resident set size of the process (VmHWM)."))
@@ -96,9 +100,11 @@ public final class ServerMetrics: Sendable {
             expertMisses.increment(by: Int64(max(0, now.misses - (last?.misses ?? 0))))
             expertBytesRead.increment(by: Int64(max(0, now.bytesRead - (last?.bytesRead ?? 0))))
             expertStallSeconds.increment(by: max(0, now.stallSeconds - (last?.stallSeconds ?? 0)))
+            expertLowbitMisses.increment(by: Int64(max(0, now.lowbitMisses - (last?.lowbitMisses ?? 0))))
             poolBytes.set(to: Double(now.poolCapacity))
             poolPeakBytes.set(to: Double(now.peakPoolBytes))
         }
+        lossy.set(to: model.missCopies == nil ? 0 : 1)
         peakRSS.set(to: Double(ProcessStats.peakResidentBytes))
         if let bytes = ProcessStats.residentBytes { rss.set(to: Double(bytes)) }
         return registry.emitToString()

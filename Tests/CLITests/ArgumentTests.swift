@@ -124,11 +124,11 @@ final class ArgumentTests: XCTestCase {
         try Data(#"""
             {"format": "swiftmoe-run-config", "version": 1, "memory": "300MB", "expert_cache": "25%", "cache_policy": "fifo",
              "prefetch": "lookahead", "prefetch_depth": 2, "prefetch_width": 5, "loader_threads": 2, "read_depth": 3, "threads": 3, "kernels": "reference",
-             "kv_cache": "f32", "context": 128, "calibration": "c.json"}
+             "kv_cache": "f32", "context": 128, "calibration": "c.json", "on_miss": "lowbit", "prompt_chunk": 64, "read_ahead": 1}
             """#.utf8).write(to: URL(fileURLWithPath: path))
         let flags = ["--memory", "300MB", "--expert-cache", "25%", "--cache-policy", "fifo", "--prefetch", "lookahead", "--prefetch-depth", "2",
                      "--prefetch-width", "5", "--loader-threads", "2", "--read-depth", "3", "--threads", "3", "--kernels", "reference", "--kv-cache", "f32",
-                     "--context", "128", "--calibration", "c.json"]
+                     "--context", "128", "--calibration", "c.json", "--on-miss", "lowbit", "--prompt-chunk", "64", "--read-ahead", "1"]
         XCTAssertEqual(Set(RunConfiguration.Option.allCases.map(\.flag)), Set(flags.filter { $0.hasPrefix("--") }))
         let fromFile = try XCTUnwrap(try Moe.parseChecked(["bench", model, "--config", path]) as? Bench).runtime.resolved
         let fromFlags = try XCTUnwrap(try Moe.parseChecked(["bench", model] + flags) as? Bench).runtime.resolved

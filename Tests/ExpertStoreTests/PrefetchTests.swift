@@ -87,7 +87,7 @@ final class PrefetchTests: XCTestCase {
             XCTAssertTrue(logits == expected, "\(kind): logits differ with prefetching")
             let m = store.metrics
             XCTAssertLessThanOrEqual(m.peakPoolBytes, store.pool.capacity, "\(kind)")
-            if kind != .none {
+            if kind != .none && kind != .auto {  // auto prefetches only where it measures that it pays
                 XCTAssertGreaterThan(m.prefetchIssued, 0, "\(kind)")
                 XCTAssertLessThanOrEqual(m.prefetchUseful + m.prefetchWasted, m.prefetchIssued, "\(kind)")
                 XCTAssertGreaterThan(transformer.predictionStats.recall(), 0, "\(kind)")

@@ -26,7 +26,8 @@ final class ReplayAgreementTests: XCTestCase {
     func record(experts: Int, policy: CachePolicyKind, workload: TraceWorkload) throws -> (Trace, ExpertStoreMetrics, Int) {
         let probe = try ExpertCatalog(source: try ModelSource(path: Self.demo))
         let size = ExpertPool.rounded(try XCTUnwrap(probe.entry(ExpertKey(layer: 0, expert: 0))).decodedLength)
-        let model = try Model(path: Self.demo, options: ExecutorOptions(threads: 2),
+        // No read-ahead in prefill waves: the replay models demand paging only.
+        let model = try Model(path: Self.demo, options: ExecutorOptions(threads: 2, readAhead: 0),
                               memory: .init(cachePolicy: policy, expertCache: .bytes(experts * size)))
         let store = try XCTUnwrap(model.pagedExperts)
         XCTAssertEqual(store.pool.capacity / size, experts, "the pool holds exactly the experts asked for")

@@ -55,7 +55,7 @@ struct Bench: ParsableCommand, CheckedArguments {
                     String(format: "%-8@ %6d tokens  %9.2f t/s  (min %.2f, max %.2f)", name, tokens, s.median, s.min, s.max)
                 }
                 print("model    \(result.model)")
-                print("threads  \(result.threads), kernels \(result.kernels) (\(result.isa)), kv cache \(result.kv_cache)")
+                print("threads  \(result.threads), kernels \(result.kernels) (\(result.isa)), kv cache \(result.kv_cache), on miss \(result.on_miss)")
                 print(row("prefill", prompt, result.prefill.tokens_per_second))
                 print(row("decode", gen, result.decode.tokens_per_second))
                 print("peak RSS \(Units.formatBytes(result.peak_rss_bytes))")

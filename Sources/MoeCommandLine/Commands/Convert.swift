@@ -44,6 +44,8 @@ struct Convert: ParsableCommand, CheckedArguments {
     @Option(help: "Calibration text for --max-ppl-increase (default: the text the calibration was measured on).") var text: String?
     @Option(help: "Worker threads for --max-ppl-increase's evaluations (default: the cores available). More threads help until memory bandwidth is the limit.")
     var threads: Int?
+    @Option(name: .customLong("miss-copy"), help: "Also store a small copy of every expert at this type (q2_K, or another of \(BitPlan.writableTypeNames)) for --on-miss lowbit: a decode miss computes from it, read in a fraction of the time, while the exact expert loads (lossy; docs/quality.md). Adds its bytes to the store (version 2, which older SwiftMoE refuses).")
+    var missCopy: String?
     @Flag(help: "Print the report as JSON.") var json = false
 
     /// --threads as a run option: checked, and defaulted, as every command's.
@@ -61,6 +63,9 @@ struct Convert: ParsableCommand, CheckedArguments {
         if planOnly, !planning { throw ValidationError("--plan-only needs --target-size or --max-ppl-increase") }
         do { try runOptions.validate() } catch { throw ValidationError(error.flagDescription) }
         if noImatrix, imatrix != nil { throw ValidationError("give --imatrix or --no-imatrix, not both") }
+        if let missCopy, (BitPlan.storableType(missCopy) ?? nil) == nil {
+            throw ValidationError("--miss-copy \(missCopy) is not a type the store can write (\(BitPlan.writableTypeNames), not keep)")
+        }
         if let bits, BitPlan.storableType(bits) == nil {
             throw ValidationError("--bits \(bits) is not a type the store can write (\(BitPlan.writableTypeNames))")
         }
@@ -99,7 +104,7 @@ struct Convert: ParsableCommand, CheckedArguments {
             }
             let start = Date()
             var lastPrint = Date.distantPast
-            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) }, importance: importance)) { p in
+            let report = try Converter.convert(input: input, output: output, options: .init(plan: plan, compression: compression, calibration: table, diskBandwidth: diskBandwidth.map { Double($0.bytes) }, importance: importance, missCopy: missCopy.flatMap { BitPlan.storableType($0) ?? nil })) { p in
                 let now = Date()
                 guard p.expertsDone == p.expertsTotal || now.timeIntervalSince(lastPrint) > 0.25 else { return }
                 lastPrint = now
@@ -118,6 +123,9 @@ struct Convert: ParsableCommand, CheckedArguments {
                 print("experts: \(Units.formatBytes(report.expertBytesDecoded)) decoded, \(Units.formatBytes(report.expertBytesStored)) stored, \(report.compressedRecords) records LZ4-compressed"
                       + (report.diskBandwidth.map { String(format: " (decided against %.2f GB/s direct reads)", $0 / 1e9) } ?? ""))
                 print("types: " + report.typeCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " (tensors)")
+                if let type = report.missCopyType {
+                    print("miss copies: \(type), \(Units.formatBytes(report.missCopyBytes)) (for --on-miss lowbit; store format version 2)")
+                }
                 if !report.fallbacks.isEmpty {
                     print("note: rows not divisible by the planned block size were stored as: " + report.fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
                 }

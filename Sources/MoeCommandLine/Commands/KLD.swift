@@ -24,7 +24,10 @@ struct KLD: ParsableCommand, CheckedArguments {
         try reportingErrors {
             let content = try readText(text)
             let ours = try window.open(model.model, with: runtime.resolved)
-            let reference = try window.open(base, with: runtime.resolved)
+            // The reference is exact whatever MODEL's --on-miss (a lossy base would measure nothing).
+            var baseOptions = runtime.resolved
+            baseOptions.onMiss = nil
+            let reference = try window.open(base, with: baseOptions)
             let context = try window.resolve(for: ours, reference)
             let tokenizer = try Tokenizer(path: ours.source.path)
             let tokens = tokenizer.encode(content)
@@ -33,6 +36,7 @@ struct KLD: ParsableCommand, CheckedArguments {
                 FileHandle.standardError.write(Data(String(format: "\r[%d/%d] mean KLD %.6f", done, total, running).utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
+            if let line = pagingSummary(ours) { Terminal.note(line) }
             if json {
                 print(try prettyJSON(r))
             } else {

@@ -54,6 +54,15 @@ struct RuntimeOptions: CheckedArguments {
     @Option(help: "Reads in flight per expert load\(limit(.readDepth)); default \(memoryDefaults.readDepth). Each expert read is cut into this many pieces read at once: deeper keeps a fast disk busy, 1 reads one piece at a time. No extra memory.")
     var readDepth: Int?
 
+    @Option(help: "On an expert miss during decode (default: \(memoryDefaults.onMiss.rawValue)): exact waits for the expert's read; lowbit computes it from the store's low-bit copy (moe convert --miss-copy), read in a fraction of the time, while the exact one loads for later tokens. lowbit is faster under tight memory and LOSSY (docs/quality.md).")
+    var onMiss: MissPolicy?
+
+    @Option(help: "Prompt tokens per forward pass\(limit(.promptChunk)); default \(memoryDefaults.promptChunk), less when --memory leaves the expert pool too small for a prefill wave. Larger reads each expert once for more tokens but takes more scratch memory from the pool; results do not depend on it.")
+    var promptChunk: Int?
+
+    @Option(help: "Missing experts a prefill wave reads ahead of the one computing\(limit(.readAhead)); default \(ExecutorOptions.defaultReadAhead). 0 reads each on demand; more keeps the disk busier and takes pool room earlier.")
+    var readAhead: Int?
+
     /// The flags over the `--config` file, checked; set by `check()`.
     var resolved = RunConfiguration()
 
@@ -64,6 +73,7 @@ struct RuntimeOptions: CheckedArguments {
         (c.prefetchDepth, c.prefetchWidth, c.loaderThreads, c.threads) = (prefetchDepth, prefetchWidth, loaderThreads, threads)
         (c.kernels, c.kvCache, c.context, c.calibration) = (kernels, kvCache, context, calibration)
         c.readDepth = readDepth
+        (c.onMiss, c.promptChunk, c.readAhead) = (onMiss, promptChunk, readAhead)
         return c
     }
 

@@ -44,5 +44,6 @@ extension KernelPath: ExpressibleByArgument {}
 extension KVCache.ElementType: ExpressibleByArgument {}
 extension CachePolicyKind: ExpressibleByArgument {}
 extension PredictorKind: ExpressibleByArgument {}
+extension MissPolicy: ExpressibleByArgument {}
 extension BitPlanner.Method: ExpressibleByArgument {}
 extension StoreWriter.CompressionMode: ExpressibleByArgument {}

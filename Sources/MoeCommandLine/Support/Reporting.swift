@@ -48,10 +48,12 @@ func pagingSummary(_ model: Model) -> String? {
             line += String(format: " = %.0f%% of the disk's %.2f GB/s (direct, same depth)", 100 * share, disk / 1e9)
         }
     }
+    if let label = model.lossyLabel { line += "; \(label)" }
     let report = model.pagingReport()
     if let belady = report.beladyHitRate {
         line += String(format: "; Belady MIN at this capacity %.1f%%", 100 * belady)
     }
+    if let status = model.transformer.prefetchAutoStatus { line += "; prefetch \(status)" }
     if let predictor = model.transformer.predictor, predictor.kind != .none {
         let p = model.transformer.predictionStats
         line += String(format: "; prefetch %@: %d issued, %d used, %d wasted, %d late, precision %.1f%%, recall %.1f%%",
