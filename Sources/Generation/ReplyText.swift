@@ -3,7 +3,11 @@ import Tokenizer
 /// Turns the tokens of a reply into its text as they are generated: decoded and cut at stop
 /// strings, or, for a harmony chat turn, split by channel first — the final channel becomes
 /// the reply text (stop strings apply to it), analysis and commentary go to `onReasoning`.
-struct ReplyText {
+///
+/// A class, not a struct: as a struct inlined into `Session`'s decode loop, Swift 6.3.1's
+/// optimizer (`-c release`, CopyPropagation) aborted with an ownership verifier error on the
+/// optional parser. One reply per generation call, used by one thread.
+final class ReplyText {
     private var decoder: StreamingDecoder
     private var parser: HarmonyParser?
     private var stops: StopStringMatcher
@@ -25,7 +29,7 @@ struct ReplyText {
     /// (harmony's `<|end|>` closes one message).
     var notEndOfTurn: Int? { parser?.tokens.end }
 
-    mutating func append(_ token: Int, into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
+    func append(_ token: Int, into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
         if parser != nil {
             let piece = parser!.append(token)
             route(piece, into: &result, onReasoning: onReasoning, onText: onText)
@@ -35,12 +39,12 @@ struct ReplyText {
     }
 
     /// The token that ended the turn (not part of the text): a harmony parser closes its message with it.
-    mutating func endOfTurn(_ token: Int, into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
+    func endOfTurn(_ token: Int, into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
         if parser != nil { append(token, into: &result, onReasoning: onReasoning, onText: onText) }
     }
 
     /// Generation ended: flush what is held back (an unfinished character, a possible stop-string start).
-    mutating func finish(into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
+    func finish(into result: inout GenerationResult, onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
         if let messages = parser?.messages { result.messages = messages }
         guard !stops.stopped else { return }
         if parser != nil {
@@ -59,7 +63,7 @@ struct ReplyText {
         onText(text)
     }
 
-    private mutating func route(_ piece: (message: HarmonyMessage, text: String)?, into result: inout GenerationResult,
+    private func route(_ piece: (message: HarmonyMessage, text: String)?, into result: inout GenerationResult,
                                 onReasoning: (ReasoningPiece) -> Void, onText: (String) -> Void) {
         guard let piece, let parser else { return }
         if piece.message.isFinal {

@@ -326,7 +326,7 @@ public final class Session: Sendable {
         result.prefillSeconds = Date().timeIntervalSince(prefillStart)
 
         var sequence = prompt
-        var reply = ReplyText(tokenizer: tokenizer, harmony: channels ? harmony : nil, stop: options.stop)
+        let reply = ReplyText(tokenizer: tokenizer, harmony: channels ? harmony : nil, stop: options.stop)
         let endOfTurn = reply.endOfTurnTokens, notEndOfTurn = reply.notEndOfTurn
         let decodeStart = Date()
         defer { result.decodeSeconds = Date().timeIntervalSince(decodeStart) }

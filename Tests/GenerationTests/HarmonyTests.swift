@@ -67,7 +67,7 @@ final class HarmonyTests: XCTestCase {
         let ids = tokenizer.encode(text, addSpecialTokens: false)
 
         func run(stop: [String]) -> (GenerationResult, [ReasoningPiece], String) {
-            var reply = ReplyText(tokenizer: tokenizer, harmony: harmony, stop: stop)
+            let reply = ReplyText(tokenizer: tokenizer, harmony: harmony, stop: stop)
             var result = GenerationResult()
             var pieces: [ReasoningPiece] = []
             var shown = ""
@@ -104,7 +104,7 @@ final class HarmonyTests: XCTestCase {
         let tokenizer = try Self.tokenizer()
         let text = "<|channel|>analysis<|message|>x<|end|> plain 🚀"
         let ids = tokenizer.encode(text, addSpecialTokens: false)
-        var reply = ReplyText(tokenizer: tokenizer, harmony: nil, stop: [])
+        let reply = ReplyText(tokenizer: tokenizer, harmony: nil, stop: [])
         var result = GenerationResult()
         for id in ids { reply.append(id, into: &result, onReasoning: { _ in XCTFail("no reasoning") }, onText: { _ in }) }
         reply.finish(into: &result, onReasoning: { _ in }, onText: { _ in })
