@@ -323,6 +323,9 @@ UNPACK(iq4_xs) {
     }
 }
 
+// IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S: grid lookups (iq_unpack.h, tables in iq_grids.h).
+#include "iq_unpack.h"
+
 // ---------------------------------------------------------------------------------------
 // The dot product of one unpacked unit with quantized activations.
 
@@ -412,6 +415,10 @@ DEFINE_REFERENCE_K(q4_K, 144)
 DEFINE_REFERENCE_K(q5_K, 176)
 DEFINE_REFERENCE_K(q6_K, 210)
 DEFINE_REFERENCE_K(iq4_xs, 136)
+DEFINE_REFERENCE_K(iq2_xxs, 66)
+DEFINE_REFERENCE_K(iq2_xs, 74)
+DEFINE_REFERENCE_K(iq3_xxs, 98)
+DEFINE_REFERENCE_K(iq3_s, 110)
 
 DEFINE_TYPE(q8_0, 32, 34)
 DEFINE_TYPE(q4_0, 32, 18)
@@ -426,6 +433,10 @@ DEFINE_TYPE(q4_K, 256, 144)
 DEFINE_TYPE(q5_K, 256, 176)
 DEFINE_TYPE(q6_K, 256, 210)
 DEFINE_TYPE(iq4_xs, 256, 136)
+DEFINE_TYPE(iq2_xxs, 256, 66)
+DEFINE_TYPE(iq2_xs, 256, 74)
+DEFINE_TYPE(iq3_xxs, 256, 98)
+DEFINE_TYPE(iq3_s, 256, 110)
 
 // Hand-written row dots (simd_x86*.c, kernels_internal.h), chosen once per process.
 #if defined(__x86_64__) && defined(__clang__)
@@ -494,6 +505,10 @@ static row_dotk_fn row_dotk(int type) {
     case MOE_Q5_K: return level == 2 ? moe_dotk_q5_K_zmm : moe_dotk_q5_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dotk_q6_K_zmm : moe_dotk_q6_K_avx2;
     case MOE_IQ4_XS: return level == 2 ? moe_dotk_iq4_xs_vnni : moe_dotk_iq4_xs_avx2;
+    case MOE_IQ2_XXS: return level == 2 ? moe_dotk_iq2_xxs_zmm : moe_dotk_iq2_xxs_avx2;
+    case MOE_IQ2_XS: return level == 2 ? moe_dotk_iq2_xs_zmm : moe_dotk_iq2_xs_avx2;
+    case MOE_IQ3_XXS: return level == 2 ? moe_dotk_iq3_xxs_zmm : moe_dotk_iq3_xxs_avx2;
+    case MOE_IQ3_S: return level == 2 ? moe_dotk_iq3_s_zmm : moe_dotk_iq3_s_avx2;
     default: return 0;
     }
 }
@@ -596,6 +611,10 @@ static reference_k_fn lookup_k(int type) {
     case MOE_Q5_K: return reference_k_q5_K;
     case MOE_Q6_K: return reference_k_q6_K;
     case MOE_IQ4_XS: return reference_k_iq4_xs;
+    case MOE_IQ2_XXS: return reference_k_iq2_xxs;
+    case MOE_IQ2_XS: return reference_k_iq2_xs;
+    case MOE_IQ3_XXS: return reference_k_iq3_xxs;
+    case MOE_IQ3_S: return reference_k_iq3_s;
     default: return 0;
     }
 }
@@ -640,6 +659,10 @@ static int lookup(int type, matmul_fn *m, reference_fn *r, int *unit) {
         CASE(MOE_Q5_K, q5_K, 256)
         CASE(MOE_Q6_K, q6_K, 256)
         CASE(MOE_IQ4_XS, iq4_xs, 256)
+        CASE(MOE_IQ2_XXS, iq2_xxs, 256)
+        CASE(MOE_IQ2_XS, iq2_xs, 256)
+        CASE(MOE_IQ3_XXS, iq3_xxs, 256)
+        CASE(MOE_IQ3_S, iq3_s, 256)
 #undef CASE
     default: return -1;
     }

@@ -4,7 +4,7 @@
 // Two activation formats (include/moe_kernels.h):
 //   - 32-block ("q8"): q int8[n], d float[n/32], s16 float[n/16]; every type can take it.
 //   - 256-block ("q8_K", llama.cpp's block_q8_K split into arrays): q int8[n], d float[n/256],
-//     bsums int16[n/16]; the K-quants and IQ4_XS take it where a kernel exists, which lets the
+//     bsums int16[n/16]; the K-quants, IQ4_XS and the IQ2/IQ3 types take it where a kernel exists, which lets the
 //     sub-block products accumulate in integers with the weights' small integer scales and leaves
 //     one float operation per 256 weights and token.
 //
@@ -41,6 +41,31 @@ typedef void (*row_dotk_fn)(const uint8_t *, int, const int8_t *, const float *,
     void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
 #if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+#include <string.h>
+
+/// The target of every 512-bit (AVX-512 VNNI) kernel and of the 256-bit AVX2 ones.
+#define MOE_ZMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+#define MOE_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+/// The f16 at p (unaligned) as a float.
+__attribute__((target("f16c"))) static inline float moe_half_to_float(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/// Sum of the 8 lanes; AVX only, so every kernel can inline it.
+__attribute__((target("avx"))) static inline float moe_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// The IQ4_NL / IQ4_XS levels (kvalues_iq4nl), for vpshufb.
+static const int8_t moe_iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 // q8 format: AVX-512 VNNI (zmm = 512-bit vectors, vnni = 256-bit with VNNI) and AVX2.
 MOE_DECLARE_DOT(q8_0, zmm)
 MOE_DECLARE_DOT(q8_0, avx2)
@@ -73,6 +98,15 @@ MOE_DECLARE_DOTK(q6_K, zmm)
 MOE_DECLARE_DOTK(q6_K, avx2)
 MOE_DECLARE_DOTK(iq4_xs, vnni)
 MOE_DECLARE_DOTK(iq4_xs, avx2)
+// q8_K, simd_x86_iq.c: IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S (grid lookups).
+MOE_DECLARE_DOTK(iq2_xxs, zmm)
+MOE_DECLARE_DOTK(iq2_xxs, avx2)
+MOE_DECLARE_DOTK(iq2_xs, zmm)
+MOE_DECLARE_DOTK(iq2_xs, avx2)
+MOE_DECLARE_DOTK(iq3_xxs, zmm)
+MOE_DECLARE_DOTK(iq3_xxs, avx2)
+MOE_DECLARE_DOTK(iq3_s, zmm)
+MOE_DECLARE_DOTK(iq3_s, avx2)
 #endif
 
 #endif

@@ -22,7 +22,8 @@ extern "C" {
 enum moe_type {
     MOE_F32 = 0, MOE_F16 = 1, MOE_Q4_0 = 2, MOE_Q4_1 = 3, MOE_Q5_0 = 6, MOE_Q5_1 = 7, MOE_Q8_0 = 8,
     MOE_Q2_K = 10, MOE_Q3_K = 11, MOE_Q4_K = 12, MOE_Q5_K = 13, MOE_Q6_K = 14,
-    MOE_IQ4_NL = 20, MOE_IQ4_XS = 23, MOE_BF16 = 30, MOE_MXFP4 = 39,
+    MOE_IQ2_XXS = 16, MOE_IQ2_XS = 17, MOE_IQ3_XXS = 18, MOE_IQ4_NL = 20, MOE_IQ3_S = 21, MOE_IQ4_XS = 23,
+    MOE_BF16 = 30, MOE_MXFP4 = 39,
 };
 
 /// 1 if `type` has an 8-bit-activation kernel here, 2 if it has a float-activation kernel, 0 if neither.
@@ -46,7 +47,8 @@ int moe_matmul_q(int type, int n, const void *w, size_t row_bytes, int r0, int r
 int moe_matmul_f(int type, int n, const void *w, size_t row_bytes, int r0, int r1, int tokens,
                  const float *x, float *y, int ldy);
 
-/// The second activation format, llama.cpp's q8_K split into arrays, for the K-quants and IQ4_XS:
+/// The second activation format, llama.cpp's q8_K split into arrays, for the K-quants, IQ4_XS and
+/// the IQ2/IQ3 types:
 /// per 256 values one scale `d[b]`, the int8 values `q`, `bsums` n/16 int16 sums of 16 values and
 /// `sums` the same sums times their block's scale (floats, for the weights' minimum terms).
 /// n is a multiple of 256.
@@ -74,7 +76,7 @@ int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int 
 /// Which format moe_matmul_qa uses for `type` at the current level: 2 = q8_K, 1 = 32-block, 0 = none.
 int moe_kernel_format(int type);
 
-/// The scalar reference against q8_K activations (K-quants and IQ4_XS); -1 for other types.
+/// The scalar reference against q8_K activations (K-quants, IQ4_XS, IQ2/IQ3); -1 for other types.
 int moe_matvec_qk_reference(int type, int n, const void *w, size_t row_bytes, int r0, int r1,
                             const int8_t *q, const float *dk, const int16_t *bsums, float *y);
 
@@ -92,6 +94,13 @@ void moe_force_kernel_level(int level);
 /// Name of the code path chosen for this CPU ("x86-64-v4", "x86-64-v3", "arm64-i8mm",
 /// "arm64-dotprod", "arm64-neon", "baseline").
 const char *moe_kernel_isa(void);
+
+/// The grid of an IQ2/IQ3 type (format data, iq_grids.h): entry i is 8 (IQ2_XXS, IQ2_XS) or 4
+/// (IQ3_XXS, IQ3_S) weight magnitudes, one byte each, at offset 8i or 4i; NULL for other types.
+/// Little-endian hosts only (every target of this package).
+const uint8_t *moe_iq_grid(int type);
+/// The 128 sign bytes of the IQ2/IQ3 types: 7 sign bits completed by their even parity.
+const uint8_t *moe_iq_sign_table(void);
 
 /// f32 dot product (vectorized), for attention.
 float moe_dot_f32(const float *a, const float *b, int n);
