@@ -499,12 +499,12 @@ static row_dotk_fn row_dotk(int type) {
     int level = simd_level();
     if (level == 0) return 0;
     switch (type) {
-    case MOE_Q2_K: return level == 2 ? moe_dotk_q2_K_vnni : moe_dotk_q2_K_avx2;
-    case MOE_Q3_K: return level == 2 ? moe_dotk_q3_K_vnni : moe_dotk_q3_K_avx2;
+    case MOE_Q2_K: return level == 2 ? moe_dotk_q2_K_zmm : moe_dotk_q2_K_avx2;
+    case MOE_Q3_K: return level == 2 ? moe_dotk_q3_K_zmm : moe_dotk_q3_K_avx2;
     case MOE_Q4_K: return level == 2 ? moe_dotk_q4_K_zmm : moe_dotk_q4_K_avx2;
     case MOE_Q5_K: return level == 2 ? moe_dotk_q5_K_zmm : moe_dotk_q5_K_avx2;
     case MOE_Q6_K: return level == 2 ? moe_dotk_q6_K_zmm : moe_dotk_q6_K_avx2;
-    case MOE_IQ4_XS: return level == 2 ? moe_dotk_iq4_xs_vnni : moe_dotk_iq4_xs_avx2;
+    case MOE_IQ4_XS: return level == 2 ? moe_dotk_iq4_xs_zmm : moe_dotk_iq4_xs_avx2;
     case MOE_IQ2_XXS: return level == 2 ? moe_dotk_iq2_xxs_zmm : moe_dotk_iq2_xxs_avx2;
     case MOE_IQ2_XS: return level == 2 ? moe_dotk_iq2_xs_zmm : moe_dotk_iq2_xs_avx2;
     case MOE_IQ3_XXS: return level == 2 ? moe_dotk_iq3_xxs_zmm : moe_dotk_iq3_xxs_avx2;

@@ -63,6 +63,18 @@ __attribute__((target("avx"))) static inline float moe_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/// Q6_K: half h of a super-block (ql = 64 bytes at 64h, qh = 32 bytes at 128 + 32h) as four runs
+/// of 32 six-bit values, bias 32 kept: v[k] holds elements 128h + 32k .. 128h + 32k + 31.
+MOE_AVX2_TARGET static inline void moe_q6k_unpack_half(const uint8_t *ql, const uint8_t *qh, __m256i v[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+    v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+    v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+    v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+}
+
 /// The IQ4_NL / IQ4_XS levels (kvalues_iq4nl), for vpshufb.
 static const int8_t moe_iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -96,6 +108,9 @@ MOE_DECLARE_DOTK(q5_K, zmm)
 MOE_DECLARE_DOTK(q5_K, avx2)
 MOE_DECLARE_DOTK(q6_K, zmm)
 MOE_DECLARE_DOTK(q6_K, avx2)
+MOE_DECLARE_DOTK(q2_K, zmm)
+MOE_DECLARE_DOTK(q3_K, zmm)
+MOE_DECLARE_DOTK(iq4_xs, zmm)
 MOE_DECLARE_DOTK(iq4_xs, vnni)
 MOE_DECLARE_DOTK(iq4_xs, avx2)
 // q8_K, simd_x86_iq.c: IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S (grid lookups).

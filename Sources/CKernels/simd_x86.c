@@ -7,22 +7,6 @@
 #include "kernels_internal.h"
 
 #if defined(__x86_64__) && defined(__clang__)
-#include <immintrin.h>
-#include <string.h>
-
-__attribute__((target("f16c"))) static inline float half_to_float(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-/* Sum of the 8 lanes; AVX only, so every kernel below can inline it. */
-__attribute__((target("avx"))) static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
     for (int j = 0; j < 4; j++) {
@@ -47,14 +31,14 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
             const uint8_t *w0 = row + 34 * b;                                                             \
             __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2));                                   \
             __m256i ax = _mm256_abs_epi8(x0);                                                             \
-            float dw = half_to_float(w0);                                                                 \
+            float dw = moe_half_to_float(w0);                                                                 \
             for (int t = 0; t < tokens; t++) {                                                            \
                 __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * n + 32 * b));           \
                 __m256i p0 = DPBUSD(_mm256_setzero_si256(), ax, _mm256_sign_epi8(a0, x0));                 \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dw * d[(size_t)t * (n / 32) + b]), acc[t]); \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]);                                  \
+        for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);                                  \
     }                                                                                                     \
     /* Q4_K: | f16 d | f16 dmin | scales[12] | qs[128] |; sub-block j of 32 uses scale/min j. */          \
     __attribute__((target(TARGET))) static inline void q4_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
@@ -64,7 +48,7 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
         float minimum[4] = {0, 0, 0, 0};                                                                  \
         for (int u = 0; u < n / 256; u++) {                                                               \
             const uint8_t *b = row + 144 * u;                                                             \
-            float dd = half_to_float(b), dmin = half_to_float(b + 2);                                     \
+            float dd = moe_half_to_float(b), dmin = moe_half_to_float(b + 2);                                     \
             int sc[8], m[8];                                                                              \
             k4_scales(b + 4, sc, m);                                                                      \
             for (int j = 0; j < 4; j++) {                                                                 \
@@ -83,28 +67,20 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - minimum[t];                     \
+        for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]) - minimum[t];                     \
     }                                                                                                     \
     /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; q = 6-bit value - 32, scale per 16. */     \
     __attribute__((target(TARGET))) static inline void q6_K_body_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                           const float *d, const float *s16, float *out, int tokens) { \
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);                          \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         float offset[4] = {0, 0, 0, 0};                                                                   \
         for (int u = 0; u < n / 256; u++) {                                                               \
             const uint8_t *b = row + 210 * u;                                                             \
             const int8_t *sc = (const int8_t *)(b + 192);                                                 \
-            float dd = half_to_float(b + 208);                                                            \
+            float dd = moe_half_to_float(b + 208);                                                            \
             for (int half = 0; half < 2; half++) {                                                        \
-                const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;                             \
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);                                      \
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));                               \
-                __m256i h = _mm256_loadu_si256((const __m256i *)qh);                                       \
                 __m256i v[4];                                                                             \
-                v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)); \
-                v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)); \
-                v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)); \
-                v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)); \
+                moe_q6k_unpack_half(b + 64 * half, b + 128 + 32 * half, v);                               \
                 for (int k = 0; k < 4; k++) {                                                             \
                     int g = 8 * half + 2 * k; /* first 16-group of this 32 */                             \
                     __m256i scales = _mm256_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1]); \
@@ -120,7 +96,7 @@ static inline void k4_scales(const uint8_t *s, int *sc, int *m) {
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - offset[t];                      \
+        for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]) - offset[t];                      \
     }                                                                                                     \
     __attribute__((target(TARGET))) float moe_dot_q8_0_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                 const float *d, const float *s16) {       \
@@ -170,7 +146,7 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
         float minimum[4] = {0, 0, 0, 0};                                                                  \
         for (int u = 0; u < n / 256; u++) {                                                               \
             const uint8_t *b = row + 176 * u;                                                             \
-            float dd = half_to_float(b), dmin = half_to_float(b + 2);                                     \
+            float dd = moe_half_to_float(b), dmin = moe_half_to_float(b + 2);                                     \
             int sc[8], m[8];                                                                              \
             k4_scales(b + 4, sc, m);                                                                      \
             __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 16));                                   \
@@ -192,7 +168,7 @@ KERNELS(avx2, "avx2,fma,f16c", DPBUSD_AVX2)
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
-        for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - minimum[t];                     \
+        for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]) - minimum[t];                     \
     }                                                                                                     \
     __attribute__((target(TARGET))) float moe_dot_q5_K_##SUFFIX(const uint8_t *row, int n, const int8_t *q, \
                                                                 const float *d, const float *s16) {       \
@@ -227,7 +203,7 @@ static inline void q4k_z_body(const uint8_t *row, int n, const int8_t *q, const 
         _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7)};
     for (int u = 0; u < n / 256; u++) {
         const uint8_t *b = row + 144 * u;
-        float dd = half_to_float(b), dmin = half_to_float(b + 2);
+        float dd = moe_half_to_float(b), dmin = moe_half_to_float(b + 2);
         int sc[8], m[8];
         k4_scales(b + 4, sc, m);
         const __m256 wscale = _mm256_mul_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sc)));
@@ -314,7 +290,7 @@ static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const
                                        _mm256_loadu_si256((const __m256i *)(w1 + 2)), 1);
         __m512i ax = _mm512_abs_epi8(x);
         __mmask64 negative = _mm512_movepi8_mask(x);
-        float d0 = half_to_float(w0), d1 = half_to_float(w1);
+        float d0 = moe_half_to_float(w0), d1 = moe_half_to_float(w1);
         for (int t = 0; t < tokens; t++) {
             __m512i a = _mm512_loadu_si512((const void *)(q + (size_t)t * n + 32 * b));
             __m512i sa = _mm512_mask_sub_epi8(a, negative, _mm512_setzero_si512(), a);
@@ -328,14 +304,14 @@ static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const
         const uint8_t *w0 = row + 34 * b;
         __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2));
         __m256i ax = _mm256_abs_epi8(x0);
-        float d0 = half_to_float(w0);
+        float d0 = moe_half_to_float(w0);
         for (int t = 0; t < tokens; t++) {
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * n + 32 * b));
             __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(a0, x0));
             tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + hsum256(tail[t]);
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + moe_hsum256(tail[t]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
@@ -368,23 +344,16 @@ void moe_dotn_q8_0_zmm(const uint8_t *row, int n, const int8_t *q, const float *
    tokens. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 static inline void q6k_z_body(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out, int tokens) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     float offset[4] = {0, 0, 0, 0};
     for (int u = 0; u < n / 256; u++) {
         const uint8_t *b = row + 210 * u;
         const int8_t *sc = (const int8_t *)(b + 192);
-        float dd = half_to_float(b + 208);
+        float dd = moe_half_to_float(b + 208);
         for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-            __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-            __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-            __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-            __m512i w[2] = {_mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1), _mm512_inserti64x4(_mm512_castsi256_si512(v2), v3, 1)};
+            __m256i v[4];
+            moe_q6k_unpack_half(b + 64 * half, b + 128 + 32 * half, v);
+            __m512i w[2] = {_mm512_inserti64x4(_mm512_castsi256_si512(v[0]), v[1], 1), _mm512_inserti64x4(_mm512_castsi256_si512(v[2]), v[3], 1)};
             for (int k = 0; k < 2; k++) {
                 int g = 8 * half + 4 * k;  // first of the four 16-groups in w[k]
                 __m512i scales = _mm512_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1],

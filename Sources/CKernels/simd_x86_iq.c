@@ -95,6 +95,17 @@ MOE_AVX2_TARGET static inline __m256i iq_sign_bytes(uint32_t bits) {
     return _mm256_or_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(1));
 }
 
+/* The exported entry of a body: constant token counts 1 and MOE_TILE_K let the compiler unroll. */
+#define IQ_ENTRY(name, isa, TARGET)                                                                                 \
+    TARGET void moe_dotk_##name##_##isa(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, \
+                                        const float *sk, float *out, int tokens) {                                  \
+        (void)bs;                                                                                                   \
+        (void)sk;                                                                                                   \
+        if (tokens == 1) name##_body_##isa(row, n, q, dk, out, 1);                                                  \
+        else if (tokens == MOE_TILE_K) name##_body_##isa(row, n, q, dk, out, MOE_TILE_K);                           \
+        else name##_body_##isa(row, n, q, dk, out, tokens);                                                         \
+    }
+
 /* 256-bit bodies (AVX2: vpmaddwd + add); the AVX-512 level takes the 512-bit bodies below. */
 #define IQ_AVX2(name, BYTES, UNPACK, FACTOR)                                                                      \
     MOE_AVX2_TARGET static inline void name##_body_avx2(const uint8_t *row, int n, const int8_t *q, const float *dk, \
@@ -125,14 +136,7 @@ MOE_AVX2_TARGET static inline __m256i iq_sign_bytes(uint32_t bits) {
         }                                                                                                         \
         for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);                                            \
     }                                                                                                             \
-    MOE_AVX2_TARGET void moe_dotk_##name##_avx2(const uint8_t *row, int n, const int8_t *q, const float *dk,      \
-                                                const int16_t *bs, const float *sk, float *out, int tokens) {     \
-        (void)bs;                                                                                                 \
-        (void)sk;                                                                                                 \
-        if (tokens == 1) name##_body_avx2(row, n, q, dk, out, 1);                                                 \
-        else if (tokens == MOE_TILE_K) name##_body_avx2(row, n, q, dk, out, MOE_TILE_K);                          \
-        else name##_body_avx2(row, n, q, dk, out, tokens);                                                        \
-    }
+    IQ_ENTRY(name, avx2, MOE_AVX2_TARGET)
 
 /* 512-bit bodies: two 32-weight units per vector; the 64 sign bits are the mask of a negate. */
 #define IQ_ZMM(name, BYTES, UNPACK, FACTOR)                                                                       \
@@ -171,14 +175,7 @@ MOE_AVX2_TARGET static inline __m256i iq_sign_bytes(uint32_t bits) {
         }                                                                                                         \
         for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]);                                  \
     }                                                                                                             \
-    MOE_ZMM_TARGET void moe_dotk_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *dk,        \
-                                              const int16_t *bs, const float *sk, float *out, int tokens) {       \
-        (void)bs;                                                                                                 \
-        (void)sk;                                                                                                 \
-        if (tokens == 1) name##_body_zmm(row, n, q, dk, out, 1);                                                  \
-        else if (tokens == MOE_TILE_K) name##_body_zmm(row, n, q, dk, out, MOE_TILE_K);                           \
-        else name##_body_zmm(row, n, q, dk, out, tokens);                                                         \
-    }
+    IQ_ENTRY(name, zmm, MOE_ZMM_TARGET)
 
 /* x = d * (2s+1) * FACTOR * grid * sign: 1/8 for IQ2 (d·(0.5+s)/4), 1/4 for IQ3_XXS, 1 for IQ3_S. */
 IQ_AVX2(iq2_xxs, 66, iq2xxs_unpack, 0.125f)

@@ -10,18 +10,8 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define ZMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-
-static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 /* Twice the FP4 (E2M1) values; the scale below is half the E8M0 power of two, as ggml does. */
 static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-__attribute__((target("f16c"))) static inline float lut_half(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
 
 static inline float lut_e8m0_half(const uint8_t *p) {
     uint8_t e = p[0];
@@ -29,13 +19,6 @@ static inline float lut_e8m0_half(const uint8_t *p) {
     float out;
     memcpy(&out, &bits, 4);
     return out;
-}
-
-__attribute__((target("avx"))) static inline float lut_hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* The scales of four consecutive blocks as floats. */
@@ -53,7 +36,7 @@ __attribute__((target("avx2"))) static inline __m128 lut_e8m0_half4(const uint8_
 }
 
 /* 32 levels of one block: [elements 0-15 | elements 16-31]. */
-AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
+MOE_AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
     const __m128i low = _mm_set1_epi8(0x0F);
     __m128i x = _mm_loadu_si128((const __m128i *)qs);
     __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), low), _mm_and_si128(x, low));
@@ -61,7 +44,7 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
 }
 
 #define LUT_AVX2(name, BYTES, OFFSET, SCALE, LEVELS)                                                             \
-    AVX2_TARGET static inline void name##_body_avx2(const uint8_t *row, int n, const int8_t *q, const float *d,  \
+    MOE_AVX2_TARGET static inline void name##_body_avx2(const uint8_t *row, int n, const int8_t *q, const float *d,  \
                                                     float *out, int tokens) {                                    \
         const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)LEVELS));             \
         const __m256i ones = _mm256_set1_epi16(1);                                                               \
@@ -76,15 +59,15 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * d[(size_t)t * (n / 32) + b]), acc[t]); \
             }                                                                                                    \
         }                                                                                                        \
-        for (int t = 0; t < tokens; t++) out[t] = lut_hsum256(acc[t]);                                           \
+        for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);                                           \
     }                                                                                                            \
-    AVX2_TARGET float moe_dot_##name##_avx2(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) { \
+    MOE_AVX2_TARGET float moe_dot_##name##_avx2(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) { \
         float out;                                                                                               \
         (void)s16;                                                                                               \
         name##_body_avx2(row, n, q, d, &out, 1);                                                                 \
         return out;                                                                                              \
     }                                                                                                            \
-    AVX2_TARGET void moe_dot4_##name##_avx2(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) { \
+    MOE_AVX2_TARGET void moe_dot4_##name##_avx2(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) { \
         (void)s16;                                                                                               \
         name##_body_avx2(row, n, q, d, out, 4);                                                                  \
     }
@@ -92,7 +75,7 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
 /* 512-bit: two blocks per vector, [block b | block b+1], four per step; a last pair or odd block
    takes the narrower code. */
 #define LUT_ZMM(name, BYTES, OFFSET, SCALE, SCALE4, LEVELS)                                                      \
-    ZMM_TARGET static inline void name##_body_zmm(const uint8_t *row, int n, const int8_t *q, const float *d,    \
+    MOE_ZMM_TARGET static inline void name##_body_zmm(const uint8_t *row, int n, const int8_t *q, const float *d,    \
                                                   float *out, int tokens) {                                      \
         const __m128i lut128 = _mm_loadu_si128((const __m128i *)LEVELS);                                         \
         const __m512i lut = _mm512_broadcast_i32x4(lut128);                                                      \
@@ -163,19 +146,19 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
                 tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d0 * d[(size_t)t * (n / 32) + b]), tail[t]); \
             }                                                                                                    \
         }                                                                                                        \
-        for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + lut_hsum256(tail[t]); \
+        for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t])) + moe_hsum256(tail[t]); \
     }                                                                                                            \
-    ZMM_TARGET float moe_dot_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) { \
+    MOE_ZMM_TARGET float moe_dot_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16) { \
         float out;                                                                                               \
         (void)s16;                                                                                               \
         name##_body_zmm(row, n, q, d, &out, 1);                                                                  \
         return out;                                                                                              \
     }                                                                                                            \
-    ZMM_TARGET void moe_dot4_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) { \
+    MOE_ZMM_TARGET void moe_dot4_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, float *out) { \
         (void)s16;                                                                                               \
         name##_body_zmm(row, n, q, d, out, 4);                                                                   \
     }                                                                                                            \
-    ZMM_TARGET void moe_dotn_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, \
+    MOE_ZMM_TARGET void moe_dotn_##name##_zmm(const uint8_t *row, int n, const int8_t *q, const float *d, const float *s16, \
                                           float *out, int tokens) {                                              \
         (void)s16;                                                                                               \
         if (tokens == 1) name##_body_zmm(row, n, q, d, out, 1);                                                  \
@@ -183,8 +166,8 @@ AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) {
         else name##_body_zmm(row, n, q, d, out, tokens);                                                         \
     }
 
-LUT_AVX2(iq4_nl, 18, 2, lut_half, iq4nl_levels)
+LUT_AVX2(iq4_nl, 18, 2, moe_half_to_float, moe_iq4nl_levels)
 LUT_AVX2(mxfp4, 17, 1, lut_e8m0_half, mxfp4_levels)
-LUT_ZMM(iq4_nl, 18, 2, lut_half, lut_half4, iq4nl_levels)
+LUT_ZMM(iq4_nl, 18, 2, moe_half_to_float, lut_half4, moe_iq4nl_levels)
 LUT_ZMM(mxfp4, 17, 1, lut_e8m0_half, lut_e8m0_half4, mxfp4_levels)
 #endif

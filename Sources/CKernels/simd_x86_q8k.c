@@ -1,27 +1,12 @@
 // Hand-written x86 kernels against q8_K activations (kernels_internal.h): the K-quants and
 // IQ4_XS with one float operation per 256 weights and token. 256-bit bodies for AVX2 and
-// AVX-512 VNNI (x86_q8k_body.h, included once per ISA) and 512-bit bodies for Q4_K, Q5_K and
-// Q6_K. kernels.c picks one at run time and keeps the scalar reference they are tested against.
+// AVX-512 VNNI (x86_q8k_body.h, included once per ISA) and 512-bit bodies for every one of them
+// (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS); kernels.c picks one at run time (the 256-bit VNNI
+// bodies stay for A/B runs) and keeps the scalar reference they are tested against.
 #include "kernels_internal.h"
 
 #if defined(__x86_64__) && defined(__clang__)
-#include <immintrin.h>
-#include <string.h>
-
-#define ZMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
-
-__attribute__((target("f16c"))) static inline float half_to_float(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-__attribute__((target("avx"))) static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#define ZMM_TARGET MOE_ZMM_TARGET
 
 /* Byte shuffles that spread the scales of groups 2s and 2s+1 over 8 bytes each. */
 static const uint8_t pair_shuffle[8][16] = {
@@ -29,8 +14,6 @@ static const uint8_t pair_shuffle[8][16] = {
     {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},         {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
     {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},         {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
     {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13}, {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
-
-static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* Q3_K's sixteen 6-bit scales (without the -32) from its 12 packed bytes: low nibbles from
    bytes 0-7, high 2-bit pairs from bytes 8-11, four scales per 32-bit word. */
@@ -43,6 +26,19 @@ static inline void q3k_scales(const uint8_t *packed, uint8_t *out) {
     u[0] = (u[0] & low4) | ((high & low2) << 4);
     u[1] = (u[1] & low4) | (((high >> 2) & low2) << 4);
     memcpy(out, u, 16);
+}
+
+/* The same minus 32: Q3_K's signed scales as 16 bytes. */
+__attribute__((target("avx2"))) static inline __m128i q3k_scales_signed(const uint8_t *packed) {
+    uint8_t scales[16];
+    q3k_scales(packed, scales);
+    return _mm_sub_epi8(_mm_loadu_si128((const __m128i *)scales), _mm_set1_epi8(32));
+}
+
+/* IQ4_XS's scale of sub-block s (6 bits: low nibble of scales_l[s/2], 2 bits of scales_h) minus 32. */
+static inline int iq4xs_scale(const uint8_t *b, int s) {
+    const unsigned scales_h = (unsigned)b[2] | ((unsigned)b[3] << 8);
+    return (int)(((b[4 + s / 2] >> (4 * (s % 2))) & 0x0F) | (((scales_h >> (2 * s)) & 3) << 4)) - 32;
 }
 
 /* Q4_K/Q5_K's eight 6-bit scales (out[0..7]) and eight 6-bit mins (out[8..15]). */
@@ -93,6 +89,141 @@ __attribute__((target("avx2"))) static inline __m256i k4_mins_pairs(const uint8_
 #undef K_SUFFIX
 #undef K_DPWSSD
 
+/* Σ over one super-block as four 64-byte vectors: vpmaddubsw(w, a) · int16 scale pairs, int32 lanes. */
+ZMM_TARGET static inline __m512i z_dot4(const __m512i *w, const __m512i *sv, const int8_t *a) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[0], _mm512_loadu_si512((const void *)a)), sv[0]);
+    s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[1], _mm512_loadu_si512((const void *)(a + 64))), sv[1]);
+    s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(a + 128))), sv[2]);
+    s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(a + 192))), sv[3]);
+    return _mm512_add_epi32(s0, s1);
+}
+
+/* Sixteen int16 scales (one per 16 weights) as the int16 lanes of vector k: lane i gets scale 4k + i/8. */
+ZMM_TARGET static inline __m512i z_scales16(__m256i sc16, int k) {
+    static const int16_t group[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    const __m512i idx = _mm512_add_epi16(_mm512_loadu_si512((const void *)group), _mm512_set1_epi16((short)(4 * k)));
+    return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16));
+}
+
+/* Two 16-bit shift counts, one per 256-bit half. */
+ZMM_TARGET static inline __m512i z_halves16(int low, int high) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)low)), _mm256_set1_epi16((short)high), 1);
+}
+
+/* 512-bit Q2_K: sub-blocks 2k and 2k+1 come from the same 32-byte run of qs (run k/2, shifts
+   4(k%2) and 4(k%2)+2), so one broadcast and one variable shift make a 64-weight vector. */
+ZMM_TARGET static inline void q2k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
+                                         float *out, int tokens) {
+    (void)sk;
+    const int nb = n / 256;
+    const __m512i three = _mm512_set1_epi8(3);
+    const __m512i shifts[2] = {z_halves16(0, 2), z_halves16(4, 6)};
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m512 acc[MOE_TILE_K];
+    __m256 accm[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    for (int u = 0; u < nb; u++) {
+        const uint8_t *b = row + 84 * u;
+        const float dd = moe_half_to_float(b + 80), dmin = moe_half_to_float(b + 82);
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b);
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+        __m512i w[4], sv[4];
+        for (int k = 0; k < 4; k++) {
+            const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (k / 2))));
+            w[k] = _mm512_and_si512(_mm512_srlv_epi16(run, shifts[k % 2]), three);
+            sv[k] = z_scales16(sc16, k);
+        }
+        for (int t = 0; t < tokens; t++) {
+            const float da = dk[(size_t)t * nb + u];
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z_dot4(w, sv, q + (size_t)t * n + 256 * u)), _mm512_set1_ps(dd * da), acc[t]);
+            __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), mins);
+            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * da), accm[t]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - moe_hsum256(accm[t]);
+}
+
+/* 512-bit Q3_K: Q2_K's planes plus bit s of hmask as bit 2 (stored value = weight + 4, the 4 is
+   subtracted as 4 · Σ scale · bsum in integers). */
+ZMM_TARGET static inline void q3k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
+                                         float *out, int tokens) {
+    (void)sk;
+    const int nb = n / 256;
+    const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
+    const __m512i shifts[2] = {z_halves16(0, 2), z_halves16(4, 6)};
+    __m512 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
+    for (int u = 0; u < nb; u++) {
+        const uint8_t *b = row + 110 * u;
+        const float dd = moe_half_to_float(b + 108);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_scales_signed(b + 96));
+        const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b));
+        __m512i w[4], sv[4];
+        for (int k = 0; k < 4; k++) {
+            const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (k / 2))));
+            const __m512i low = _mm512_and_si512(_mm512_srlv_epi16(run, shifts[k % 2]), three);
+            const __m512i high = _mm512_and_si512(_mm512_srlv_epi16(hm, z_halves16(2 * k, 2 * k + 1)), one);
+            w[k] = _mm512_or_si512(low, _mm512_slli_epi16(high, 2));
+            sv[k] = z_scales16(sc16, k);
+        }
+        for (int t = 0; t < tokens; t++) {
+            __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
+            __m512i sumi = _mm512_sub_epi32(z_dot4(w, sv, q + (size_t)t * n + 256 * u), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 2)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(dd * dk[(size_t)t * nb + u]), acc[t]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+/* 512-bit IQ4_XS: sub-blocks 2k and 2k+1 (32 bytes of qs) become [lo | hi | lo | hi] by one
+   two-source permute, then vpshufb looks the levels up; |w| · (a negated where w < 0). */
+ZMM_TARGET static inline void iq4xs_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
+                                           float *out, int tokens) {
+    (void)bs;
+    (void)sk;
+    const int nb = n / 256;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels));
+    const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
+    for (int u = 0; u < nb; u++) {
+        const uint8_t *b = row + 136 * u;
+        const float dd = moe_half_to_float(b);
+        __m512i aw[4], sv[4];
+        __mmask64 neg[4];
+        for (int h = 0; h < 2; h++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(b + 8 + 64 * h));
+            const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            for (int j = 0; j < 2; j++) {
+                const __m512i w = _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, j ? pair23 : pair01, hi));
+                aw[2 * h + j] = _mm512_abs_epi8(w);
+                neg[2 * h + j] = _mm512_movepi8_mask(w);
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            sv[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)iq4xs_scale(b, 2 * k))),
+                                       _mm256_set1_epi16((short)iq4xs_scale(b, 2 * k + 1)), 1);
+        for (int t = 0; t < tokens; t++) {
+            const int8_t *a = q + (size_t)t * n + 256 * u;
+            __m512i s0 = zero, s1 = zero;
+            for (int k = 0; k < 4; k += 2) {
+                __m512i a0 = _mm512_loadu_si512((const void *)(a + 64 * k)), a1 = _mm512_loadu_si512((const void *)(a + 64 * k + 64));
+                s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(aw[k], _mm512_mask_sub_epi8(a0, neg[k], zero, a0)), sv[k]);
+                s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(aw[k + 1], _mm512_mask_sub_epi8(a1, neg[k + 1], zero, a1)), sv[k + 1]);
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_set1_ps(dd * dk[(size_t)t * nb + u]), acc[t]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
 /* 512-bit Q4_K/Q5_K: the low and high nibbles of a 32-byte run (sub-blocks 2j and 2j+1) fill one
    64-byte vector against 64 contiguous activations; int32 lane pairs carry the two scales. */
 ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
@@ -109,7 +240,7 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
     for (int t = 0; t < tokens; t++) acc[t] = accm[t] = _mm512_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + bytes * u;
-        const float dd = half_to_float(b), dmin = half_to_float(b + 2);
+        const float dd = moe_half_to_float(b), dmin = moe_half_to_float(b + 2);
         const __m128i sm = k4_scales_mins_v(b + 4);
         /* dmin · min of each sub-block, once per 16 activations: against the activations' scaled sums. */
         const __m512 mins = _mm512_mul_ps(_mm512_set1_ps(dmin),
@@ -134,14 +265,8 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
             sv[j] = _mm512_permutexvar_epi32(pick[j], scz);
         }
         for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
             const float da = dk[(size_t)t * nb + u];
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[0], _mm512_loadu_si512((const void *)a)), sv[0]);
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[1], _mm512_loadu_si512((const void *)(a + 64))), sv[1]);
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(a + 128))), sv[2]);
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(a + 192))), sv[3]);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_set1_ps(dd * da), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z_dot4(w, sv, q + (size_t)t * n + 256 * u)), _mm512_set1_ps(dd * da), acc[t]);
             accm[t] = _mm512_fmadd_ps(mins, _mm512_loadu_ps(sk + (size_t)t * (n / 16) + 16 * u), accm[t]);
         }
     }
@@ -153,7 +278,6 @@ ZMM_TARGET static inline void q45k_z_body(const uint8_t *row, int n, const int8_
 ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                          float *out, int tokens) {
     const int nb = n / 256;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     const __m512i pick[4] = {_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                              _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
                              _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
@@ -162,34 +286,22 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
     for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 210 * u;
-        const float dd = half_to_float(b + 208);
+        const float dd = moe_half_to_float(b + 208);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)(b + 192));
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
         const __m512i scz = _mm512_or_si512(_mm512_and_si512(sc32, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(sc32, 16));
         __m512i w[4], sv[4];
         for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-            __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-            __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-            __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-            w[2 * half] = _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
-            w[2 * half + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(v2), v3, 1);
+            __m256i v[4];
+            moe_q6k_unpack_half(b + 64 * half, b + 128 + 32 * half, v);
+            w[2 * half] = _mm512_inserti64x4(_mm512_castsi256_si512(v[0]), v[1], 1);
+            w[2 * half + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(v[2]), v[3], 1);
         }
         for (int j = 0; j < 4; j++) sv[j] = _mm512_permutexvar_epi32(pick[j], scz);
         for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[0], _mm512_loadu_si512((const void *)a)), sv[0]);
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[1], _mm512_loadu_si512((const void *)(a + 64))), sv[1]);
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(a + 128))), sv[2]);
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(a + 192))), sv[3]);
             __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
-            __m512i sumi = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
+            __m512i sumi = _mm512_sub_epi32(z_dot4(w, sv, q + (size_t)t * n + 256 * u), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(dd * dk[(size_t)t * nb + u]), acc[t]);
         }
     }
@@ -206,4 +318,7 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
 Z_ENTRY(q4_K, q45k_z_body, , 0)
 Z_ENTRY(q5_K, q45k_z_body, , 1)
 Z_ENTRY(q6_K, q6k_z_body)
+Z_ENTRY(q2_K, q2k_z_body)
+Z_ENTRY(q3_K, q3k_z_body)
+Z_ENTRY(iq4_xs, iq4xs_z_body)
 #endif

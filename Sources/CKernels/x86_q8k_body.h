@@ -14,6 +14,41 @@
 /* Sum of the 8 lanes of an int32 product vector times a float factor into acc. */
 #define K_ACCUMULATE(acc, sumi, factor) (acc) = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(factor), (acc))
 
+/* Σ over the 8 sub-blocks of 32 of one super-block: vpmaddubsw(w, a) · scale pairs, in int32 lanes. */
+K_TARGET static inline __m256i K_NAME(k_dot8)(const __m256i *w, const __m256i *sv, const int8_t *a) {
+    __m256i sumi = _mm256_setzero_si256();
+    for (int s = 0; s < 8; s++) sumi = K_DPWSSD(sumi, _mm256_maddubs_epi16(w[s], _mm256_loadu_si256((const __m256i *)(a + 32 * s))), sv[s]);
+    return sumi;
+}
+
+/* The token loop of the types with minimums (Q2_K, Q4_K, Q5_K): acc += d·da·Σ w·a and
+   accm += dmin·da·Σ min·bsum, `mins` holding each 16-group's min as int16 (pairs per int32 lane). */
+K_TARGET static inline void K_NAME(k_tokens_min)(const __m256i *w, const __m256i *sv, __m256i mins, float dd, float dmin,
+                                                 const int8_t *q, const float *dk, const int16_t *bs, int n, int u,
+                                                 __m256 *acc, __m256 *accm, int tokens) {
+    const int nb = n / 256;
+    for (int t = 0; t < tokens; t++) {
+        const float da = dk[(size_t)t * nb + u];
+        K_ACCUMULATE(acc[t], K_NAME(k_dot8)(w, sv, q + (size_t)t * n + 256 * u), dd * da);
+        __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), mins);
+        K_ACCUMULATE(accm[t], m, dmin * da);
+    }
+}
+
+/* The token loop of the types with an offset (Q3_K: weights stored + 4, Q6_K: + 32, 2^shift):
+   the offset times Σ scale·bsum is subtracted in integers. */
+K_TARGET static inline void K_NAME(k_tokens_offset)(const __m256i *w, const __m256i *sv, __m256i sc16, int shift, float dd,
+                                                    const int8_t *q, const float *dk, const int16_t *bs, int n, int u,
+                                                    __m256 *acc, int tokens) {
+    const int nb = n / 256;
+    for (int t = 0; t < tokens; t++) {
+        __m256i sumi = K_NAME(k_dot8)(w, sv, q + (size_t)t * n + 256 * u);
+        __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
+        sumi = _mm256_sub_epi32(sumi, _mm256_sll_epi32(offset, _mm_cvtsi32_si128(shift)));
+        K_ACCUMULATE(acc[t], sumi, dd * dk[(size_t)t * nb + u]);
+    }
+}
+
 /* Q2_K: | scales[16]: min<<4 | scale | qs[64] | f16 d | f16 dmin |. Sub-block s (32 weights) is
    (qs[32*(s/4) + i] >> 2*(s%4)) & 3; groups of 16 have their own scale and min. */
 K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
@@ -27,7 +62,7 @@ K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const in
     for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 84 * u;
-        const float dd = half_to_float(b + 80), dmin = half_to_float(b + 82);
+        const float dd = moe_half_to_float(b + 80), dmin = moe_half_to_float(b + 82);
         const __m128i raw = _mm_loadu_si128((const __m128i *)b);
         const __m128i sc8 = _mm_and_si128(raw, m4);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
@@ -37,18 +72,9 @@ K_TARGET static inline void K_NAME(q2k_body)(const uint8_t *row, int n, const in
             w[s] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * (s % 4)), three);
             sv[s] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_loadu_si128((const __m128i *)pair_shuffle[s])));
         }
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
-            const float da = dk[(size_t)t * nb + u];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++)
-                sumi = K_DPWSSD(sumi, _mm256_maddubs_epi16(w[s], _mm256_loadu_si256((const __m256i *)(a + 32 * s))), sv[s]);
-            K_ACCUMULATE(acc[t], sumi, dd * da);
-            __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), mins);
-            K_ACCUMULATE(accm[t], m, dmin * da);
-        }
+        K_NAME(k_tokens_min)(w, sv, mins, dd, dmin, q, dk, bs, n, u, acc, accm, tokens);
     }
-    for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - hsum256(accm[t]);
+    for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]) - moe_hsum256(accm[t]);
 }
 
 /* Q3_K: | hmask[32] | qs[64] | scales[12] | f16 d |. Sub-block s: v = low 2 bits
@@ -61,10 +87,8 @@ K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const in
     for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 110 * u;
-        const float dd = half_to_float(b + 108);
-        uint8_t scales[16];
-        q3k_scales(b + 96, scales);
-        const __m128i sc8 = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)scales), _mm_set1_epi8(32));
+        const float dd = moe_half_to_float(b + 108);
+        const __m128i sc8 = q3k_scales_signed(b + 96);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)b);
         __m256i w[8], sv[8];
@@ -75,17 +99,9 @@ K_TARGET static inline void K_NAME(q3k_body)(const uint8_t *row, int n, const in
             w[s] = _mm256_or_si256(low, high);
             sv[s] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_loadu_si128((const __m128i *)pair_shuffle[s])));
         }
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
-            __m256i sumi = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++)
-                sumi = K_DPWSSD(sumi, _mm256_maddubs_epi16(w[s], _mm256_loadu_si256((const __m256i *)(a + 32 * s))), sv[s]);
-            __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 2));
-            K_ACCUMULATE(acc[t], sumi, dd * dk[(size_t)t * nb + u]);
-        }
+        K_NAME(k_tokens_offset)(w, sv, sc16, 2, dd, q, dk, bs, n, u, acc, tokens);
     }
-    for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);
 }
 
 /* Q4_K / Q5_K: | f16 d | f16 dmin | scales[12] | (Q5_K: qh[32]) | qs[128] |; sub-block 2j is the
@@ -101,7 +117,7 @@ K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const i
     for (int t = 0; t < tokens; t++) accm[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + bytes * u;
-        const float dd = half_to_float(b), dmin = half_to_float(b + 2);
+        const float dd = moe_half_to_float(b), dmin = moe_half_to_float(b + 2);
         uint8_t sm[16];
         k4_scales_mins(b + 4, sm);
         const __m256i mins = k4_mins_pairs(sm + 8);
@@ -117,55 +133,29 @@ K_TARGET static inline void K_NAME(q45k_body)(const uint8_t *row, int n, const i
             if (five) w[s] = _mm256_or_si256(w[s], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, s), one), 4));
             sv[s] = _mm256_set1_epi16(sm[s]);
         }
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
-            const float da = dk[(size_t)t * nb + u];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++)
-                sumi = K_DPWSSD(sumi, _mm256_maddubs_epi16(w[s], _mm256_loadu_si256((const __m256i *)(a + 32 * s))), sv[s]);
-            K_ACCUMULATE(acc[t], sumi, dd * da);
-            __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), mins);
-            K_ACCUMULATE(accm[t], m, dmin * da);
-        }
+        K_NAME(k_tokens_min)(w, sv, mins, dd, dmin, q, dk, bs, n, u, acc, accm, tokens);
     }
-    for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]) - hsum256(accm[t]);
+    for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]) - moe_hsum256(accm[t]);
 }
 
 /* Q6_K: | ql[128] | qh[64] | scales[16] int8 | f16 d |; weight = 6-bit value - 32, scale per 16. */
 K_TARGET static inline void K_NAME(q6k_body)(const uint8_t *row, int n, const int8_t *q, const float *dk, const int16_t *bs, const float *sk,
                                              float *out, int tokens) {
     const int nb = n / 256;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[MOE_TILE_K];
     for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 210 * u;
-        const float dd = half_to_float(b + 208);
+        const float dd = moe_half_to_float(b + 208);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)(b + 192));
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         __m256i w[8], sv[8];
-        for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-            w[4 * half + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-            w[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-            w[4 * half + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-            w[4 * half + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-        }
+        moe_q6k_unpack_half(b, b + 128, w);
+        moe_q6k_unpack_half(b + 64, b + 160, w + 4);
         for (int s = 0; s < 8; s++) sv[s] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_loadu_si128((const __m128i *)pair_shuffle[s])));
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *a = q + (size_t)t * n + 256 * u;
-            __m256i sumi = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++)
-                sumi = K_DPWSSD(sumi, _mm256_maddubs_epi16(w[s], _mm256_loadu_si256((const __m256i *)(a + 32 * s))), sv[s]);
-            __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
-            K_ACCUMULATE(acc[t], sumi, dd * dk[(size_t)t * nb + u]);
-        }
+        K_NAME(k_tokens_offset)(w, sv, sc16, 5, dd, q, dk, bs, n, u, acc, tokens);
     }
-    for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);
 }
 
 /* IQ4_XS: | f16 d | u16 scales_h | scales_l[4] | qs[128] |; sub-block s is the 16 bytes
@@ -176,13 +166,12 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
     (void)bs;
     const int nb = n / 256;
     const __m256i low = _mm256_set1_epi8(0x0F);
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)iq4nl_values));
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels));
     __m256 acc[MOE_TILE_K];
     for (int t = 0; t < tokens; t++) acc[t] = _mm256_setzero_ps();
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 136 * u;
-        const float dd = half_to_float(b);
-        const unsigned scales_h = (unsigned)b[2] | ((unsigned)b[3] << 8);
+        const float dd = moe_half_to_float(b);
         __m256i w[8], aw[8], sv[8];
         for (int k = 0; k < 4; k++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(b + 8 + 32 * k));
@@ -191,8 +180,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
             w[2 * k + 1] = _mm256_shuffle_epi8(lut, _mm256_permute2x128_si256(lo, hi, 0x31));
         }
         for (int s = 0; s < 8; s++) {
-            int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0x0F) | (((scales_h >> (2 * s)) & 3) << 4);
-            sv[s] = _mm256_set1_epi16((short)(ls - 32));
+            sv[s] = _mm256_set1_epi16((short)iq4xs_scale(b, s));
             aw[s] = _mm256_abs_epi8(w[s]);
         }
         for (int t = 0; t < tokens; t++) {
@@ -205,7 +193,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
             K_ACCUMULATE(acc[t], sumi, dd * dk[(size_t)t * nb + u]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < tokens; t++) out[t] = moe_hsum256(acc[t]);
 }
 
 /* Exported entry points: constant token counts 1 and 4 let the compiler unroll the token loop. */
