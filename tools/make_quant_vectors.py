@@ -7,7 +7,8 @@ Python; they read only the files written here.
 
 References
 ----------
-* ``gguf.quants`` (PyPI package ``gguf``, numpy): the reference for every dequantizer and for the
+* ``gguf.quants`` (PyPI package ``gguf``, numpy): the reference for every dequantizer (IQ2_XXS,
+  IQ2_XS, IQ3_XXS and IQ3_S included, on random blocks) and for the
   quantizers it has (q4_0, q4_1, q5_0, q5_1, q8_0, bf16; f16 through numpy's ``astype``).
 * llama.cpp's C reference (``ggml/src/ggml-quants.c``), compiled here into a small shared library
   and called through ctypes: the reference for the K-quant quantizers
@@ -106,6 +107,11 @@ TYPES = {
     "iq4_nl": (QT.IQ4_NL, 32, 18, [0]),
     "iq4_xs": (QT.IQ4_XS, 256, 136, [0]),
     "mxfp4": (QT.MXFP4, 32, 17, []),
+    # Grid types: dequantization only (this runtime reads them, llama.cpp writes them).
+    "iq2_xxs": (QT.IQ2_XXS, 256, 66, [0]),
+    "iq2_xs": (QT.IQ2_XS, 256, 74, [0]),
+    "iq3_xxs": (QT.IQ3_XXS, 256, 98, [0]),
+    "iq3_s": (QT.IQ3_S, 256, 110, [0]),
 }
 
 # Types quantized by gguf.quants (checked against llama.cpp's C where it has a *_ref quantizer).

@@ -7,6 +7,7 @@ final class DequantizeTests: XCTestCase {
     /// Every weight type a GGUF file of the supported families may hold (what users bring).
     static let requiredTypes: [GGMLType] = [
         .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_nl, .iq4_xs, .mxfp4,
+        .iq2_xxs, .iq2_xs, .iq3_xxs, .iq3_s,
     ]
 
     func testEveryRequiredTypeHasADequantizer() {

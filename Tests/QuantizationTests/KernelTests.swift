@@ -6,7 +6,10 @@ import XCTest
 /// The dispatched (SIMD) kernels against their scalar reference and against f32 arithmetic on
 /// the dequantized operands.
 final class KernelTests: XCTestCase {
-    static let fastTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_xs]
+    static let fastTypes: [GGMLType] = [
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_xs,
+        .iq2_xxs, .iq2_xs, .iq3_xxs, .iq3_s,
+    ]
 
     struct Rng {
         var state: UInt64

@@ -18,6 +18,7 @@ final class QuantTraitsTests: XCTestCase {
             .f32: (1, 4), .f16: (1, 2), .bf16: (1, 2), .q4_0: (32, 18), .q4_1: (32, 20), .q5_0: (32, 22),
             .q5_1: (32, 24), .q8_0: (32, 34), .q2_K: (256, 84), .q3_K: (256, 110), .q4_K: (256, 144),
             .q5_K: (256, 176), .q6_K: (256, 210), .iq4_nl: (32, 18), .iq4_xs: (256, 136), .mxfp4: (32, 17),
+            .iq2_xxs: (256, 66), .iq2_xs: (256, 74), .iq3_xxs: (256, 98), .iq3_s: (256, 110),
         ]
         for (type, (block, bytes)) in expected {
             XCTAssertEqual(type.traits.blockSize, block, "\(type)")
@@ -68,7 +69,7 @@ final class QuantTraitsTests: XCTestCase {
         var floats = [Float](repeating: 0, count: 256)
         var bytes = [UInt8](repeating: 0, count: 512)
         let unsupported = GGMLType.allCases.filter { !$0.isComputable }
-        XCTAssertTrue(unsupported.contains(.iq2_xxs))
+        XCTAssertTrue(unsupported.contains(.iq1_s))
         for type in unsupported {
             try bytes.withUnsafeMutableBytes { raw in
                 try floats.withUnsafeMutableBufferPointer { f in
@@ -88,8 +89,8 @@ final class QuantTraitsTests: XCTestCase {
             }
         }
         XCTAssertEqual(
-            QuantizationError.unsupported(.iq2_xxs, operation: "dequantization").description,
-            "dequantization of iq2_xxs tensors is not supported by this build")
+            QuantizationError.unsupported(.iq1_s, operation: "dequantization").description,
+            "dequantization of iq1_s tensors is not supported by this build")
     }
 
     /// An empty row is fine for every kernel.
