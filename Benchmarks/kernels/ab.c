@@ -4,7 +4,8 @@
 // Built once per revision against that revision's Sources/CKernels; prints one line per type.
 //
 //     cc -O2 -I REV/Sources/CKernels/include REV/Sources/CKernels/*.c ab.c -lm -o ab-REV
-//     ./ab-REV [--kb 65536] [--tokens 32] [--columns 4096] [--types q4_K,q8_0]
+//     ./ab-REV [--kb 65536] [--tokens 32] [--columns 4096] [--types q4_K,q8_0] [--level 0]
+// --level caps the kernel level (moe_force_kernel_level: 2 AVX-512, 1 AVX2, 0 portable C).
 #include "moe_kernels.h"
 
 #include <math.h>
@@ -29,6 +30,8 @@ static const struct type types[] = {
     {"q8_0", 8, 32, 34, 0, -1, 0},     {"q4_K", 12, 256, 144, 0, 2, 0},   {"q5_K", 13, 256, 176, 0, 2, 0},
     {"q6_K", 14, 256, 210, 208, -1, 0}, {"q3_K", 11, 256, 110, 108, -1, 0}, {"q2_K", 10, 256, 84, 80, 82, 0},
     {"iq4_xs", 23, 256, 136, 0, -1, 0}, {"iq4_nl", 20, 32, 18, 0, -1, 0},   {"mxfp4", 39, 32, 17, -1, -1, 1},
+    {"iq2_xxs", 16, 256, 66, 0, -1, 0}, {"iq2_xs", 17, 256, 74, 0, -1, 0},  {"iq3_xxs", 18, 256, 98, 0, -1, 0},
+    {"iq3_s", 21, 256, 110, 0, -1, 0},
 };
 
 /* Random blocks with finite, modest scales (speed does not depend on the values). */
@@ -57,6 +60,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--columns")) n = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--types")) only = argv[i + 1];
+        else if (!strcmp(argv[i], "--level")) moe_force_kernel_level(atoi(argv[i + 1]));
     }
     int8_t *q = malloc((size_t)n * tokens);
     float *d = malloc(sizeof(float) * n * tokens / 32), *s16 = malloc(sizeof(float) * n * tokens / 16);
@@ -81,6 +85,12 @@ int main(int argc, char **argv) {
         fill(t, w, row_bytes * rows);
         float *y = malloc(sizeof(float) * rows * tokens);
         double decode = 1e30, prefill = 1e30;
+        if (moe_matvec_q(t->id, n, w, row_bytes, 0, 1, q, d, s16, y) != 0) {
+            printf("%-7s %8s  %10s  (no kernel in this revision)\n", t->name, "-", "-");
+            free(w);
+            free(y);
+            continue;
+        }
         int reps = kb <= 4096 ? 200 : 15;
         for (int rep = 0; rep < reps; rep++) {
             double t0 = cpu_seconds();
