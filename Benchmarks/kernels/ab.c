@@ -74,6 +74,23 @@ int main(int argc, char **argv) {
     moe_quantize_activations_k(x, n * tokens, qk, dk, bsums, sums);
     moe_activations a = {q, d, s16, qk, dk, bsums, sums};
 #endif
+    {
+        /* The machine's one-thread read bandwidth in the same run: a sum over 256 MB (best of 5). */
+        size_t words = (size_t)32 << 20;
+        uint64_t *buffer = malloc(words * sizeof *buffer), total = 0;
+        for (size_t i = 0; i < words; i++) buffer[i] = i;
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = cpu_seconds();
+            uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (size_t i = 0; i < words; i += 4) s0 += buffer[i], s1 += buffer[i + 1], s2 += buffer[i + 2], s3 += buffer[i + 3];
+            double t1 = cpu_seconds();
+            total += s0 + s1 + s2 + s3;
+            if (t1 - t0 < best) best = t1 - t0;
+        }
+        printf("read bandwidth (sum over 256 MB, one thread): %.1f GB/s%s\n", words * sizeof *buffer / best / 1e9, total == 1 ? " " : "");
+        free(buffer);
+    }
     printf("type    decode GB/s  prefill Gweights*tokens/s  (%zu KB of weights, %d columns, %d tokens)\n", kb, n, tokens);
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         const struct type *t = &types[k];
