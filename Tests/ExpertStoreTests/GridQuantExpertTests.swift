@@ -12,24 +12,12 @@ import XCTest
 /// dequantizers themselves are held to gguf.quants in DequantizeTests, the kernels to their
 /// scalar references in KernelTests; this checks the path from file to logits.
 final class GridQuantExpertTests: XCTestCase {
-    struct Rng {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
-    }
-
     /// The Mixtral fixture with every 64-wide dimension made 256 and experts of `type`.
     func widenedModel(_ type: GGMLType, in dir: TemporaryDirectory) throws -> String {
         var writer = GGUFWriter(copying: try GGUFFile(path: Fixtures.path("mixtral/model-f32.gguf")))
         writer.set("llama.embedding_length", .uint32(256))
         writer.set("llama.feed_forward_length", .uint32(256))
-        var rng = Rng(state: UInt64(type.rawValue))
+        var rng = SplitMix64(seed: UInt64(type.rawValue))
         for i in writer.tensors.indices {
             let shape = writer.tensors[i].shape.map { $0 == 64 ? 256 : $0 }
             let count = shape.reduce(1, *)
@@ -48,7 +36,7 @@ final class GridQuantExpertTests: XCTestCase {
                 writer.tensors[i].data = Data(bytes)
             } else {
                 let norm = writer.tensors[i].name.hasSuffix("norm.weight")
-                let floats = (0..<count).map { _ in norm ? 1 : rng.uniform() * 0.08 }
+                let floats = (0..<count).map { _ in norm ? 1 : Float(rng.unit() * 2 - 1) * 0.08 }
                 writer.tensors[i].type = .f32
                 writer.tensors[i].data = floats.withUnsafeBytes { Data($0) }
             }
