@@ -357,8 +357,14 @@ def llama_child(config, model, prompt, gen, threads):
 
 def run_config(config, args, ram_left, cgroup):
     if config == "moe":
-        argv = [args.moe, "bench", args.model, "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
-                "--repetitions", "1", "--threads", str(args.threads), "--context", str(args.prompt_tokens + args.gen_tokens + 16), "--json"]
+        context = str(args.prompt_tokens + args.gen_tokens + 16)
+        if os.path.basename(args.moe) == "waves-bench":
+            # Benchmarks/WavesBench: the same library calls and JSON report, without the server's packages.
+            argv = [args.moe, "bench", args.model, "--prompt", str(args.prompt_tokens), "--gen", str(args.gen_tokens),
+                    "--reps", "1", "--threads", str(args.threads), "--context", context]
+        else:
+            argv = [args.moe, "bench", args.model, "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
+                    "--repetitions", "1", "--threads", str(args.threads), "--context", context, "--json"]
         if ram_left is not None:
             argv += ["--memory", str(int(ram_left * 0.95))]
         argv += args.moe_args.split()
@@ -366,11 +372,12 @@ def run_config(config, args, ram_left, cgroup):
         argv = [sys.executable, os.path.abspath(__file__), "--child-llama", config, args.model,
                 str(args.prompt_tokens), str(args.gen_tokens), str(args.threads)]
     drop_page_cache(args.model)
+    load_before = os.getloadavg()[0]
     status, text, stats = measure(argv, args.timeout, cgroup=cgroup)
-    row = {"config": config, "status": status, **stats}
+    row = {"config": config, "status": status, **stats, "load_average": [load_before, os.getloadavg()[0]]}
     if status == "ok":
         try:
-            out = json.loads(text[text.index("{"):])
+            out = json.JSONDecoder().raw_decode(text, text.index("{"))[0]
         except ValueError:
             row["status"] = "failed: no JSON output"
             return row
@@ -433,7 +440,7 @@ def fmt(x, digits=2):
 def markdown(report):
     lines = [f"Model: `{os.path.basename(report['model'])}` ({report['model_bytes'] / 1e9:.2f} GB); CPU: {report['cpu']}, "
              f"{report['threads']} threads; prompt {report['prompt_tokens']} tokens, {report['gen_tokens']} generated; "
-             f"RAM limited by {report['limit']}.", "",
+             f"RAM limited by {report['limit']}; {load_line(report)}.", "",
              "| RAM left | " + " | ".join(report["configs"]) + " | SwiftMoE ÷ best llama.cpp (decode, prefill) |",
              "|---|" + "---|" * (len(report["configs"]) + 1)]
     for level in report["levels"]:
@@ -451,12 +458,19 @@ def markdown(report):
                 if c == "moe" and r.get("store_read_gbps"):
                     cell += f"; misses read at {r['store_read_gbps']:.2f} GB/s"
                     if r.get("store_diskBytesPerSecond"):
-                        cell += f" (disk {r['store_diskBytesPerSecond'] / 1e9:.2f} GB/s at depth {r.get('store_readDepth')})"
+                        disk = r["store_diskBytesPerSecond"]
+                        cell += f" = {100 * r['store_read_gbps'] * 1e9 / disk:.0f}% of the disk's {disk / 1e9:.2f} GB/s at depth {r.get('store_readDepth')}"
                 cells.append(cell)
         ratio = level.get("ratio")
         cells.append("—" if not ratio else f"{fmt(ratio.get('decode'), 1)}× ({ratio.get('decode_vs')}), {fmt(ratio.get('prefill'), 1)}× ({ratio.get('prefill_vs')})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def load_line(report):
+    """The 1-minute load average before and after the runs (other processes competing for the CPU)."""
+    loads = [x for level in report["levels"] for r in level["runs"] for x in r.get("load_average", [])]
+    return f"load average {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} CPUs during the runs" if loads else "load not recorded"
 
 
 def ratios(level):
@@ -478,7 +492,7 @@ def main():
         return llama_child(config, model, prompt, gen, threads)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", nargs="?")
-    ap.add_argument("--moe", default=".build/release/moe")
+    ap.add_argument("--moe", default=".build/release/moe", help="the moe binary, or Benchmarks/WavesBench's waves-bench (same report, builds faster)")
     ap.add_argument("--moe-args", default="", help="more flags for moe bench, e.g. \"--cache-policy lfu\"")
     ap.add_argument("--levels", default="all,100,75,50,25")
     ap.add_argument("--configs", default=",".join(CONFIGS))

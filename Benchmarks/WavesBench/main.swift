@@ -5,6 +5,7 @@
 //   swift build -c release --product waves-bench
 //   .build/release/waves-bench bench MODEL [--memory 300MB] [--expert-cache 25%] [--prompt 128] [--gen 32] [--reps 3]
 //                                          [--read-ahead 2] [--prompt-chunk 512] [--on-miss lowbit] [--prefetch auto]
+//                                          [--context 4096] [--read-depth 4] [--cache-policy auto]
 //   .build/release/waves-bench kld MODEL --base BASE --text FILE [--ctx 512] [--chunks N] [same run options]
 //   .build/release/waves-bench convert INPUT OUTPUT [--miss-copy q2_K] [--bits q4_K]
 //
@@ -43,6 +44,8 @@ run.expertCache = named["expert-cache"]
 run.readAhead = named["read-ahead"].flatMap(Int.init)
 run.promptChunk = named["prompt-chunk"].flatMap(Int.init)
 run.threads = named["threads"].flatMap(Int.init)
+run.context = named["context"].flatMap(Int.init)
+run.readDepth = named["read-depth"].flatMap(Int.init)
 if let v = named["on-miss"] { guard let p = MissPolicy(rawValue: v) else { fail("--on-miss \(v)") }; run.onMiss = p }
 if let v = named["prefetch"] { guard let p = PredictorKind(rawValue: v) else { fail("--prefetch \(v)") }; run.prefetch = p }
 if let v = named["cache-policy"] { guard let p = CachePolicyKind(rawValue: v) else { fail("--cache-policy \(v)") }; run.cachePolicy = p }

@@ -120,7 +120,7 @@ public final class AutoPolicy: CachePolicy {
 
     /// The candidates, in order of preference on ties.
     public static func candidates(layerCount: Int) -> [CachePolicy] {
-        [NextUsePolicy(layerCount: layerCount), LFUPolicy(), EdgeMoEPolicy(layerCount: layerCount), LRUPolicy()]
+        [NextUsePolicy(layerCount: layerCount), LFUPolicy(), EdgeMoEPolicy(layerCount: layerCount), LRUPolicy(), DecayedLFUPolicy()]
     }
 
     public init(layerCount: Int, window: Int = 2048) {

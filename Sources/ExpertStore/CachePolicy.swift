@@ -1,3 +1,5 @@
+import Foundation
+
 /// Identifies one expert of one layer.
 public struct ExpertKey: Hashable, Sendable, Codable, CustomStringConvertible {
     public var layer: Int
@@ -121,6 +123,42 @@ public final class EdgeMoEPolicy: CachePolicy {
         candidates.min {
             let a = score($0, currentLayer: currentLayer), b = score($1, currentLayer: currentLayer)
             return a != b ? a < b : recency.lastUse(of: $0) < recency.lastUse(of: $1)
+        }!
+    }
+}
+
+/// Frequency with recency decay: each request adds 1 to its expert's count and every count
+/// halves every ``halfLife`` requests; evict the lowest. Between LFU (an infinite half-life),
+/// which clings to experts that were popular long ago, and LRU (a half-life near zero), which
+/// forgets that an expert is popular. A candidate of ``AutoPolicy``; the default half-life
+/// (256 requests, about 32 tokens of a 4-layer top-2 model) was chosen on the demo model's
+/// calibration text (docs/design.md §4). Ties go to the least recently used.
+public final class DecayedLFUPolicy: CachePolicy {
+    public let name = "dlfu"
+    public let halfLife: Double
+    private var clock = 0.0
+    /// Per expert: `log2(count at its last request) + last request / halfLife`; comparing these
+    /// compares the decayed counts now without touching every expert on every request.
+    private var logScore: [ExpertKey: Double] = [:]
+    private let recency = LRUPolicy()
+
+    public init(halfLife: Int = 256) { self.halfLife = Double(max(halfLife, 1)) }
+
+    public func recordAccess(_ key: ExpertKey) {
+        clock += 1
+        recency.recordAccess(key)
+        let now = clock / halfLife
+        // Decayed count now, plus this request.
+        let count = logScore[key].map { exp2($0 - now) } ?? 0
+        logScore[key] = log2(count + 1) + now
+    }
+
+    public func recordInsert(_ key: ExpertKey) { recency.recordInsert(key) }
+    public func recordRemoval(_ key: ExpertKey) {}
+
+    public func victim(among candidates: [ExpertKey], currentLayer: Int) -> ExpertKey {
+        candidates.min {
+            (logScore[$0] ?? -.infinity, recency.lastUse(of: $0)) < (logScore[$1] ?? -.infinity, recency.lastUse(of: $1))
         }!
     }
 }

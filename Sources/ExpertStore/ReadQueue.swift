@@ -73,23 +73,63 @@ public final class ReadQueue: @unchecked Sendable {
         return out.isEmpty ? [(offset, 0)] : out
     }
 
+    /// One positioned read: `length` bytes at `offset` of `reader`'s file into `buffer`.
+    public struct Request {
+        public var reader: DirectReader
+        public var offset: Int
+        public var length: Int
+        public var buffer: UnsafeMutableRawPointer
+        public init(reader: DirectReader, offset: Int, length: Int, buffer: UnsafeMutableRawPointer) {
+            self.reader = reader
+            self.offset = offset
+            self.length = length
+            self.buffer = buffer
+        }
+    }
+
     /// Reads `length` bytes at `offset` of `reader`'s file into `buffer` with up to ``depth``
     /// pieces in flight (the same alignment rules as ``DirectReader/read(offset:length:into:)``).
     public func read(_ reader: DirectReader, offset: Int, length: Int, into buffer: UnsafeMutableRawPointer) throws {
-        let parts = pieces(offset: offset, length: length)
-        guard parts.count > 1 else { return try reader.read(offset: offset, length: length, into: buffer) }
-        let batch = Batch(remaining: parts.count)
+        try read([Request(reader: reader, offset: offset, length: length, buffer: buffer)])
+    }
+
+    /// Reads every request with the pieces of all of them in one queue, so the disk sees
+    /// ``depth`` reads in flight across request boundaries (an expert's three GGUF slabs, or
+    /// several experts), not a pause at the end of each. `completed(i)` runs on the calling
+    /// thread as soon as requests `0…i` have all landed, in order — while the workers read the
+    /// later ones (a caller copies a finished slab out of its staging buffer there). Pieces of
+    /// these requests nobody has taken yet are read by the caller itself. The first error thrown
+    /// (by a read or by `completed`) is rethrown once every piece queued here is done.
+    public func read(_ requests: [Request], completed: (Int) throws -> Void = { _ in }) throws {
+        if depth == 1 || requests.allSatisfy({ pieces(offset: $0.offset, length: $0.length).count <= 1 }) && requests.count <= 1 {
+            for (i, r) in requests.enumerated() {
+                try r.reader.read(offset: r.offset, length: r.length, into: r.buffer)
+                try completed(i)
+            }
+            return
+        }
+        let batches = requests.map { r in Batch(remaining: pieces(offset: r.offset, length: r.length).count) }
         condition.lock()
-        for p in parts.dropFirst() {
-            jobs.append(Job(reader: reader, offset: p.offset, length: p.length, buffer: buffer + (p.offset - offset), batch: batch))
+        for (r, batch) in zip(requests, batches) {
+            for p in pieces(offset: r.offset, length: r.length) {
+                jobs.append(Job(reader: r.reader, offset: p.offset, length: p.length, buffer: r.buffer + (p.offset - r.offset), batch: batch))
+            }
         }
         condition.broadcast()
-        condition.unlock()
-        run(Job(reader: reader, offset: parts[0].offset, length: parts[0].length, buffer: buffer, batch: batch))
-        condition.lock()
-        while batch.remaining > 0 {
-            // Help with this batch's pieces nobody has taken yet; otherwise wait for the workers.
-            if let i = jobs.firstIndex(where: { $0.batch === batch }) {
+        var next = 0
+        var failure: Error?
+        while next < batches.count || batches.contains(where: { $0.remaining > 0 }) {
+            if next < batches.count, batches[next].remaining == 0 {
+                let error = batches[next].error
+                condition.unlock()
+                if failure == nil, let error { failure = error }
+                if failure == nil {
+                    do { try completed(next) } catch { failure = error }
+                }
+                next += 1
+                condition.lock()
+            } else if let i = jobs.firstIndex(where: { job in batches.contains { $0 === job.batch } }) {
+                // Help with these requests' pieces nobody has taken yet (earliest first).
                 let job = jobs.remove(at: i)
                 condition.unlock()
                 run(job)
@@ -98,9 +138,8 @@ public final class ReadQueue: @unchecked Sendable {
                 condition.wait()
             }
         }
-        let error = batch.error
         condition.unlock()
-        if let error { throw error }
+        if let failure { throw failure }
     }
 
     private func next() -> Job? {

@@ -26,6 +26,17 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(r.evictions, [b, c])
     }
 
+    func testDecayedLFUForgetsOldPopularity() {
+        // A A A A B B C with a half-life of 1 request: when C arrives, A's count is
+        // (1/8 + 1/4 + 1/2 + 1) / 8 = 0.234 and B's (1/2 + 1) / 2 = 0.75 → evict A, where LFU
+        // (A 4, B 2) evicts B.
+        let sequence = [a, a, a, a, b, b, c]
+        XCTAssertEqual(CacheSimulator.run(sequence, capacity: 2, policy: DecayedLFUPolicy(halfLife: 1)).evictions, [a])
+        XCTAssertEqual(CacheSimulator.run(sequence, capacity: 2, policy: LFUPolicy()).evictions, [b])
+        // A long half-life weighs counts as LFU does.
+        XCTAssertEqual(CacheSimulator.run(sequence, capacity: 2, policy: DecayedLFUPolicy(halfLife: 1000)).evictions, [b])
+    }
+
     func testEdgeMoEPrefersExpertsFarthestAhead() {
         let l0 = ExpertKey(layer: 0, expert: 0), l1 = ExpertKey(layer: 1, expert: 0), l2 = ExpertKey(layer: 2, expert: 0)
         let l3 = ExpertKey(layer: 3, expert: 0), l0b = ExpertKey(layer: 0, expert: 1)

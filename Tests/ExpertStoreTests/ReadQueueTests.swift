@@ -66,6 +66,50 @@ final class ReadQueueTests: XCTestCase {
     }
 }
 
+extension ReadQueueTests {
+    /// Several requests in one queue (an expert's three slabs): every request's bytes match the
+    /// file, `completed` sees them in order, each only after its own bytes have landed, and an
+    /// error in `completed` stops later callbacks but not the reads already queued.
+    func testRequestsShareOneQueueAndCompleteInOrder() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path("slabs.bin")
+        var state: UInt64 = 11
+        let bytes = (0..<(4 << 20)).map { _ -> UInt8 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 40)
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let reader = try DirectReader(path: path)
+        let ranges = [(offset: 3 << 20, length: 700 << 10), (offset: 0, length: 1 << 20), (offset: 2 << 20, length: 4096)]
+        let total = ranges.reduce(0) { $0 + $1.length }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: DirectReader.alignment)
+        defer { buffer.deallocate() }
+        // Where each request lands in the buffer: one after another.
+        let at = ranges.indices.map { i in ranges[..<i].reduce(0) { $0 + $1.length } }
+        for depth in [1, 3, 4] {
+            let queue = ReadQueue(depth: depth)
+            defer { queue.stop() }
+            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+            let requests = zip(ranges, at).map { ReadQueue.Request(reader: reader, offset: $0.offset, length: $0.length, buffer: buffer + $1) }
+            var seen: [Int] = []
+            try queue.read(requests) { i in
+                seen.append(i)
+                let r = ranges[i]
+                XCTAssertTrue(Array(UnsafeRawBufferPointer(start: buffer + at[i], count: r.length)) == Array(bytes[r.offset..<r.offset + r.length]),
+                              "depth \(depth): request \(i) complete when reported")
+            }
+            XCTAssertEqual(seen, [0, 1, 2], "depth \(depth)")
+            struct Stop: Error {}
+            var calls = 0
+            XCTAssertThrowsError(try queue.read(requests) { _ in
+                calls += 1
+                throw Stop()
+            }) { XCTAssertTrue($0 is Stop) }
+            XCTAssertEqual(calls, 1, "no callback after a failure")
+        }
+    }
+}
+
 /// Counts failures seen on other threads.
 private final class Counter: @unchecked Sendable {  // `count` only under `lock`
     private let lock = NSLock()

@@ -30,7 +30,7 @@ struct RuntimeOptions: CheckedArguments {
     @Option(help: "Cap the expert pool itself: bytes (64MB), a share of the model's expert bytes (25%), or min (one layer's active experts: load on demand). Works with or without --memory; smaller means more reads.")
     var expertCache: String?
 
-    @Option(help: "Which expert to evict when the pool is full (default: \(memoryDefaults.cachePolicy.rawValue)): auto (follows whichever of nextuse, lfu, edgemoe and lru would have hit most on the recent requests; a little bookkeeping per request), lru, lfu, fifo, or edgemoe (frequency over forward layer distance). moe tune measures which pays on a workload.")
+    @Option(help: "Which expert to evict when the pool is full (default: \(memoryDefaults.cachePolicy.rawValue)): auto (follows whichever of nextuse, lfu, edgemoe, lru and decayed lfu would have hit most on the recent requests; a little bookkeeping per request), lru, lfu, fifo, or edgemoe (frequency over forward layer distance). moe tune measures which pays on a workload.")
     var cachePolicy: CachePolicyKind?
 
     @Option(help: "Longest context (prompt + generated tokens) to plan the KV cache for. Larger costs KV memory under --memory. Default: the model's, at most \(Model.MemoryOptions.defaultContextCap).")
