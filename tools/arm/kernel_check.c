@@ -8,10 +8,11 @@
 //   - a 19-token matmul (tiles of 4 and 8 and remainders), and one over a row sub-range,
 //     bit-identical to one matvec per token
 //     (a token gives the same result alone or in a batch, as KernelTests demands);
-//   - rows of ~20 KB (prefill's ~64 KB row blocks then hold 3 rows, so an i8mm row pair meets a
-//     block edge): a 19-token matmul bit-identical to one matvec per token, at every level;
-//   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c folds the same int32
-//     sums with the same float code at every level).
+//   - rows of ~12 KB (prefill's ~64 KB row blocks then hold 5 rows, so an i8mm row pair meets a
+//     block edge): a 19-token matmul bit-identical to one matvec per token, at every SIMD level,
+//     for two types per activation format (the blocking loop is shared by all types of a format);
+//   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c and simd_arm_q8k.c
+//     fold the same exact int32 sums with the same float code at every level).
 // Rows marked "qa" (when the header has llama.cpp's q8_K layout, MOE_KERNELS_Q8K) go through
 // moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level used the
 // q8_K format and was compared with moe_matvec_qk_reference. -DMOE_NO_Q8K_CHECK leaves them out
