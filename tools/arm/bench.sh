@@ -14,10 +14,8 @@
 # them from DRAM (decode as it runs). Name the CPU next to any number you quote.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=.build/arm-bench
-mkdir -p "$out"
-sources=(Sources/CKernels/*.c Benchmarks/kernels/ab.c)
-include=(-ISources/CKernels/include)
+out=.build/arm-bench && mkdir -p "$out"
+ab=(-O2 -w -ISources/CKernels/include Sources/CKernels/*.c Benchmarks/kernels/ab.c -lm)  # the benchmark's build
 
 # run.sh: what to run on the device (also copied next to the cross-built binaries).
 cat >"$out/run.sh" <<'EOF'
@@ -35,7 +33,7 @@ chmod +x "$out/run.sh"
 
 case "$(uname -m)" in
 aarch64 | arm64)
-    ${CC:-cc} -O2 -w "${include[@]}" "${sources[@]}" -lm -o "$out/ab"
+    ${CC:-cc} "${ab[@]}" -o "$out/ab"
     ${CC:-cc} -O2 -w tools/arm/bandwidth.c -o "$out/bandwidth"
     exec "$out/run.sh" "$@"
     ;;
@@ -49,7 +47,7 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || [ ! -e /usr/aarch64-lin
         { echo "cannot install the aarch64 cross compiler here; on an ARM64 machine run this script there"; exit 1; }
 fi
 # Static: runs on any ARM64 Linux (and Android) without a matching C library.
-aarch64-linux-gnu-gcc -O2 -w -static "${include[@]}" "${sources[@]}" -lm -o "$out/ab"
+aarch64-linux-gnu-gcc -static "${ab[@]}" -o "$out/ab"
 aarch64-linux-gnu-gcc -O2 -w -static tools/arm/bandwidth.c -o "$out/bandwidth"
 echo "built $out/{ab,bandwidth,run.sh} (static aarch64 Linux). On an ARM64 device:"
 echo "    scp -r $out device: && ssh device arm-bench/run.sh $*"
