@@ -4,8 +4,9 @@
 // Built once per revision against that revision's Sources/CKernels; prints one line per type.
 //
 //     cc -O2 -I REV/Sources/CKernels/include REV/Sources/CKernels/*.c ab.c -lm -o ab-REV
-//     ./ab-REV [--kb 65536] [--tokens 32] [--columns 4096] [--types q4_K,q8_0] [--level 0]
-// --level caps the kernel level (moe_force_kernel_level: 2 AVX-512, 1 AVX2, 0 portable C).
+//     ./ab-REV [--kb 65536] [--tokens 32] [--columns 4096] [--types q4_K,q8_0] [--level N]
+// --level N caps the hand-written kernel level (moe_force_kernel_level; 0 = portable C) and
+// exits without a table when this CPU does not have level N (tools/arm/bench.sh runs each).
 #include "moe_kernels.h"
 
 #include <math.h>
@@ -55,12 +56,21 @@ int main(int argc, char **argv) {
     size_t kb = 65536;
     int tokens = 32, n = 4096;
     const char *only = 0;
+    int level = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--kb")) kb = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--columns")) n = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--types")) only = argv[i + 1];
-        else if (!strcmp(argv[i], "--level")) moe_force_kernel_level(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--level")) level = atoi(argv[i + 1]);
+    }
+    if (level >= 0) {
+        moe_force_kernel_level(level);
+        if (moe_kernel_level() != level) {
+            printf("level %d: not on this CPU (it has up to %d, %s)\n", level, moe_kernel_level(), moe_kernel_isa());
+            return 0;
+        }
+        printf("kernel level %d (of %s)\n", level, moe_kernel_isa());
     }
     int8_t *q = malloc((size_t)n * tokens);
     float *d = malloc(sizeof(float) * n * tokens / 32), *s16 = malloc(sizeof(float) * n * tokens / 16);

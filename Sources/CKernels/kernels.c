@@ -512,6 +512,7 @@ static row_dotk_fn row_dotk(int type) {
     default: return 0;
     }
 }
+static row_dotk2_fn row_dotk2(int type) { (void)type; return 0; }  // pairs of rows: ARM i8mm only
 int moe_kernel_level(void) { return simd_level(); }
 void moe_force_kernel_level(int level) { forced_level = level; }
 #else
@@ -528,13 +529,17 @@ static int simd_level(void) {
 }
 int moe_kernel_level(void) { return simd_level(); }
 void moe_force_kernel_level(int level) { forced_level = level; }
+// q8_K kernels (simd_arm_q8k.c): one row at NEON/dotprod, and pairs of rows at i8mm.
+static row_dotk_fn row_dotk(int type) { return moe_arm_row_dotk(simd_level(), type); }
+static row_dotk2_fn row_dotk2(int type) { return moe_arm_row_dotk2(simd_level(), type); }
 #else
 int moe_kernel_level(void) { return 0; }
 void moe_force_kernel_level(int level) { (void)level; }
+static row_dotk_fn row_dotk(int type) { (void)type; return 0; }
+static row_dotk2_fn row_dotk2(int type) { (void)type; return 0; }
 #endif
 static row_dot_fn row_dot(int type) { (void)type; return 0; }
 static row_dot4_fn row_dot4(int type) { (void)type; return 0; }
-static row_dotk_fn row_dotk(int type) { (void)type; return 0; }
 static row_dotn_fn row_dotn(int type) { (void)type; return 0; }
 #endif
 
@@ -582,7 +587,8 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
 // Blocked: a block of rows (about 64 KB of weights, kept in L2) meets one token tile at a time
 // (its activations stay in L1), so neither operand is streamed from memory more than once per
 // block. A token's arithmetic is the same in any tile, so results do not depend on the blocking.
-static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
+// `dot2` (optional) takes two rows at once when a tile has two tokens or more.
+static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
                           const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
     int block = tokens <= MOE_TILE_K ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
     if (block < 1) block = 1;
@@ -592,7 +598,14 @@ static void matmul_rows_k(row_dotk_fn dot, int n, const uint8_t *w, size_t row_b
             int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
             size_t a = (size_t)t * n;
             for (int r = rb; r < re; r++) {
-                float out[MOE_TILE_K];
+                float out[2 * MOE_TILE_K];
+                if (dot2 && count >= 2 && r + 1 < re) {
+                    dot2(w + (size_t)r * row_bytes, row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
+                    for (int i = 0; i < count; i++)
+                        y[(size_t)(t + i) * ldy + r] = out[i], y[(size_t)(t + i) * ldy + r + 1] = out[MOE_TILE_K + i];
+                    r++;
+                    continue;
+                }
                 dot(w + (size_t)r * row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
                 for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
             }
@@ -627,7 +640,7 @@ int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int 
                   const moe_activations *a, float *y, int ldy) {
     row_dotk_fn dotk = a->qk ? row_dotk(type) : 0;
     if (dotk && n % 256 == 0) {
-        matmul_rows_k(dotk, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
+        matmul_rows_k(dotk, row_dotk2(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
         return 0;
     }
     if (!a->q) return -1;

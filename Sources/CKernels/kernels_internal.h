@@ -15,6 +15,9 @@
 //                (optional: wider prefill tiles where registers allow)
 //   row_dotk_fn  void  f(row, n, q, dk, bsums, sums, out, tokens) 1..MOE_TILE_K tokens (stride n), q8_K
 //                format; token t at q + t*n, dk + t*n/256, bsums + t*n/16, sums + t*n/16
+//   row_dotk2_fn void  f(row, row_bytes, n, q, dk, bsums, sums, out, tokens) rows `row` and `row + row_bytes`
+//                against 2..MOE_TILE_K tokens, q8_K format: out[t] row 0, out[MOE_TILE_K + t] row 1
+//                (optional: ARM i8mm multiplies 2 rows x 2 tokens per instruction)
 #ifndef SWIFTMOE_KERNELS_INTERNAL_H
 #define SWIFTMOE_KERNELS_INTERNAL_H
 
@@ -33,6 +36,7 @@ typedef float (*row_dot_fn)(const uint8_t *, int, const int8_t *, const float *,
 typedef void (*row_dot4_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *);
 typedef void (*row_dotn_fn)(const uint8_t *, int, const int8_t *, const float *, const float *, float *, int);
 typedef void (*row_dotk_fn)(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
+typedef void (*row_dotk2_fn)(const uint8_t *, size_t, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
 #define MOE_DECLARE_DOT(type, isa)                                                                        \
     float moe_dot_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const float *);    \
@@ -122,6 +126,12 @@ MOE_DECLARE_DOTK(iq3_xxs, zmm)
 MOE_DECLARE_DOTK(iq3_xxs, avx2)
 MOE_DECLARE_DOTK(iq3_s, zmm)
 MOE_DECLARE_DOTK(iq3_s, avx2)
+#endif
+
+#if defined(__aarch64__)
+// ARM64 q8_K kernels (simd_arm_q8k.c) at `level` (1 = NEON, 2 = dotprod, 3 = i8mm), or NULL.
+row_dotk_fn moe_arm_row_dotk(int level, int type);
+row_dotk2_fn moe_arm_row_dotk2(int level, int type);
 #endif
 
 #endif

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ARM64 kernels (Sources/CKernels/simd_arm.c) against the scalar reference, on an x86 machine:
+# The ARM64 kernels (Sources/CKernels/simd_arm.c, simd_arm_q8k.c) against the scalar reference, on an x86 machine:
 # cross-compiles Sources/CKernels/*.c with tools/arm/kernel_check.c for aarch64 (gcc, and the Swift
 # toolchain's clang when present: the compiler SwiftPM uses), runs the result under qemu-user with
 # three CPU models so every dispatch level runs (cortex-a53/a72: NEON only; neoverse-n1/cortex-a76:

@@ -8,8 +8,11 @@
 //   - a 19-token matmul (tiles of 4 and 8 and remainders), and one over a row sub-range,
 //     bit-identical to one matvec per token
 //     (a token gives the same result alone or in a batch, as KernelTests demands);
-//   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c folds the same int32
-//     sums with the same float code at every level).
+//   - rows of ~12 KB (prefill's ~64 KB row blocks then hold 5 rows, so an i8mm row pair meets a
+//     block edge): a 19-token matmul bit-identical to one matvec per token, at every SIMD level,
+//     for two types per activation format (the blocking loop is shared by all types of a format);
+//   - on aarch64, every NEON level bit-identical to the top one (simd_arm.c and simd_arm_q8k.c
+//     fold the same exact int32 sums with the same float code at every level).
 // Rows marked "qa" (when the header has llama.cpp's q8_K layout, MOE_KERNELS_Q8K) go through
 // moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level used the
 // q8_K format and was compared with moe_matvec_qk_reference. -DMOE_NO_Q8K_CHECK leaves them out
@@ -58,6 +61,8 @@ static const struct type_info types[] = {
     {MOE_Q3_K, "Q3_K", 256, 110, {108, -1}, 0},   {MOE_Q4_K, "Q4_K", 256, 144, {0, 2}, 0},
     {MOE_Q5_K, "Q5_K", 256, 176, {0, 2}, 0},      {MOE_Q6_K, "Q6_K", 256, 210, {208, -1}, 0},
     {MOE_IQ4_XS, "IQ4_XS", 256, 136, {0, -1}, 0},
+    {MOE_IQ2_XXS, "IQ2_XXS", 256, 66, {0, -1}, 0}, {MOE_IQ2_XS, "IQ2_XS", 256, 74, {0, -1}, 0},
+    {MOE_IQ3_XXS, "IQ3_XXS", 256, 98, {0, -1}, 0}, {MOE_IQ3_S, "IQ3_S", 256, 110, {0, -1}, 0},
 };
 enum { NTYPES = sizeof types / sizeof types[0], ROWS = 9, TOKENS = 19 };
 
@@ -115,9 +120,8 @@ static int call(int mode, int type, int n, const uint8_t *w, size_t row_bytes, i
     return moe_matmul_q(type, n, w, row_bytes, r0, r1, tokens, a->q, a->d, a->s16, y, ldy);
 }
 
-// Returns the worst |fast - reference| / sum|w x| seen (all levels).
-static double check_type(const struct type_info *t, int n, int mode) {
-    size_t row_bytes = (size_t)(n / t->unit) * (size_t)t->bytes;
+// ROWS random rows of n elements: random bytes with modest, finite scale fields.
+static uint8_t *random_rows(const struct type_info *t, size_t row_bytes) {
     uint8_t *w = malloc(row_bytes * ROWS);
     for (size_t i = 0; i < row_bytes * ROWS; i++) w[i] = (uint8_t)next_u64();
     for (size_t b = 0; b < row_bytes * ROWS / (size_t)t->bytes; b++) {
@@ -126,6 +130,13 @@ static double check_type(const struct type_info *t, int n, int mode) {
             if (t->f16_at[k] >= 0) put_scale(block + t->f16_at[k]);
         if (t->e8m0) block[0] = (uint8_t)(118 + next_u64() % 8);
     }
+    return w;
+}
+
+// Returns the worst |fast - reference| / sum|w x| seen (all levels).
+static double check_type(const struct type_info *t, int n, int mode) {
+    size_t row_bytes = (size_t)(n / t->unit) * (size_t)t->bytes;
+    uint8_t *w = random_rows(t, row_bytes);
     // Tokens: Gaussian, and (odd tokens) near ±1 so most quantize to ±127: the largest sums.
     float *x = malloc(sizeof(float) * (size_t)n * TOKENS), *d = malloc(sizeof(float) * (size_t)n / 32 * TOKENS);
     float *s16 = malloc(sizeof(float) * (size_t)n / 16 * TOKENS), *deq = malloc(sizeof(float) * (size_t)n * ROWS);
@@ -204,6 +215,47 @@ static double check_type(const struct type_info *t, int n, int mode) {
     printf(" %.1e\n", worst);
     free(w), free(x), free(d), free(s16), free(deq), free(q), free(qk), free(dk), free(bsums), free(sums);
     return worst;
+}
+
+// Wide rows (~12 KB, so the ~64 KB row blocks of a prefill hold 5 rows and an i8mm row pair
+// meets a block edge): a 19-token matmul, bit-identical to one matvec per token, at every SIMD level.
+// No reference here (check_type compares with it at smaller widths).
+static int check_blocked(const struct type_info *t, int mode) {
+    int n = (12000 / t->bytes + 1) * t->unit;
+    n = (n + 255) / 256 * 256;
+    size_t row_bytes = (size_t)(n / t->unit) * (size_t)t->bytes;
+    uint8_t *w = random_rows(t, row_bytes);
+    float *x = malloc(sizeof(float) * (size_t)n * TOKENS), *d = malloc(sizeof(float) * (size_t)n / 32 * TOKENS);
+    float *s16 = malloc(sizeof(float) * (size_t)n / 16 * TOKENS), *dk = malloc(sizeof(float) * (size_t)n / 256 * TOKENS);
+    float *sums = malloc(sizeof(float) * (size_t)n / 16 * TOKENS);
+    int8_t *q = malloc((size_t)n * TOKENS), *qk = malloc((size_t)n * TOKENS);
+    int16_t *bsums = malloc(sizeof(int16_t) * (size_t)n / 16 * TOKENS);
+    for (int i = 0; i < n * TOKENS; i++) x[i] = gaussian();
+    for (int k = 0; k < TOKENS; k++) {
+        size_t e = (size_t)k * n;
+        moe_quantize_activations(x + e, n, q + e, d + e / 32, s16 + e / 16);
+#if defined(MOE_HAVE_Q8K)
+        moe_quantize_activations_k(x + e, n, qk + e, dk + e / 256, bsums + e / 16, sums + e / 16);
+#endif
+    }
+    struct acts a = {q, qk, d, s16, dk, sums, bsums};
+    float one[TOKENS][ROWS], batch[TOKENS][ROWS];
+    int before = failures;
+    for (int level = moe_kernel_level(); level >= 1; level--) {  // the portable C has no blocking
+        moe_force_kernel_level(level);
+        for (int k = 0; k < TOKENS; k++) {
+            size_t e = (size_t)k * n;
+            struct acts ak = {q + e, qk + e, d + e / 32, s16 + e / 16, dk + e / 256, sums + e / 16, bsums + e / 16};
+            call(mode, t->id, n, w, row_bytes, 0, ROWS, 1, &ak, one[k], 0);
+        }
+        call(mode, t->id, n, w, row_bytes, 0, ROWS, TOKENS, &a, &batch[0][0], ROWS);
+        for (int k = 0; k < TOKENS; k++)
+            for (int r = 0; r < ROWS; r++)
+                if (memcmp(&batch[k][r], &one[k][r], 4) != 0) fail("blocked batch != alone", t->name, n, level, r, k, batch[k][r], one[k][r]);
+    }
+    moe_force_kernel_level(-1);
+    free(w), free(x), free(d), free(s16), free(dk), free(sums), free(q), free(qk), free(bsums);
+    return failures == before;
 }
 
 static float f16_value(uint16_t h) {  // IEEE half to float, independent of the library
@@ -290,6 +342,18 @@ int main(int argc, char **argv) {
         if (types[i].unit == 256) check_type(&types[i], large, 1);
 #endif
     }
+    // The blocking is one loop shared by every type of a format (simd_arm.c's DEFINE_ARM,
+    // kernels.c's matmul_rows_k): two types per format keep this part short under qemu.
+    printf("wide rows, 19 tokens in ~64 KB row blocks, batch = alone at every SIMD level:");
+    for (int i = 0; i < NTYPES; i++) {
+        int id = types[i].id;
+        if (moe_kernel_kind(id) != 1) continue;
+        if (id == MOE_Q8_0 || id == MOE_Q4_K) printf(" %s %s;", types[i].name, check_blocked(&types[i], 0) ? "ok" : "FAIL");
+#if defined(MOE_HAVE_Q8K)
+        if (id == MOE_Q4_K || id == MOE_Q6_K) printf(" %s qa %s;", types[i].name, check_blocked(&types[i], 1) ? "ok" : "FAIL");
+#endif
+    }
+    printf("\n");
     // Types the library has kernels for but this table cannot generate: said, not hidden.
     for (int id = 0; id < 64; id++) {
         int known = 0;
