@@ -111,6 +111,17 @@ extension Quantize {
         }
     }
 
+    /// The error weights of one sub-block, `importance[l] · sqrt(σ² + x[l]²)`, into `weights`;
+    /// returns their sum (accumulated in order from 0, as the C code does).
+    @inline(__always)
+    static func importanceWeights(_ x: UnsafePointer<Float>, _ importance: UnsafePointer<Float>, count n: Int, sigma2: Float,
+                                  into weights: UnsafeMutablePointer<Float>) -> Float {
+        for l in 0..<n { weights[l] = importance[l] * (sigma2 + x[l] * x[l]).squareRoot() }
+        var sum: Float = 0
+        for l in 0..<n { sum += weights[l] }
+        return sum
+    }
+
     /// Q4_K (nmax 15) and Q5_K (nmax 31): sub-block scales and mins from `make_qkx3_quants`,
     /// then 6-bit super-block scales from `make_qp_quants`, both weighted.
     static func scaleMinKWeighted(
