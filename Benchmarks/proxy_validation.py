@@ -33,52 +33,20 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(cmd: list[str]) -> str:
-    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
-    return p.stdout + p.stderr
-
-
-def first_json(out: str) -> dict:
-    start = out.index("{")
-    return json.JSONDecoder().raw_decode(out[start:])[0]
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Average ranks (ties share the mean of their positions), 1-based."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    r = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import kld as moe_kld, run  # noqa: E402  (Benchmarks/quality.py's helpers)
+from imatrix_quality import spearman as rank_correlation  # noqa: E402
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
-    """Pearson correlation of the average ranks (Spearman's rho with ties)."""
-    if len(a) < 3:
-        return None
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else None
+    """Spearman's rho with ties (imatrix_quality.py's); None for fewer than 3 points or no spread."""
+    rho = rank_correlation(a, b) if len(a) >= 3 else float("nan")
+    return None if math.isnan(rho) else rho
 
 
 def sensitivities(path: Path) -> tuple[dict, dict]:
@@ -148,9 +116,7 @@ def main() -> None:
     corr = correlations(proxy, measured, types, routed)
 
     def kld(store: Path) -> dict:
-        limit = ["--chunks", str(args.kld_chunks)] if args.kld_chunks > 0 else []
-        return first_json(run([moe, "kld", str(store), "--base", args.model, "--text", args.validation, "--threads",
-                               str(args.threads), "--json"] + ctx + limit))
+        return moe_kld(moe, str(store), args.model, args.validation, args.ctx_size, args.threads, args.kld_chunks)
 
     stores = []
 
