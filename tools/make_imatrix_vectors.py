@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the importance-weighted quantization vectors in Tests/Fixtures/quant/imatrix.
+"""Make the importance-weighted (and plain) quantization vectors in Tests/Fixtures/quant/imatrix.
 
 llama.cpp's ``llama-quantize --imatrix`` quantizes each weight matrix with
 ``ggml_quantize_chunk(type, src, dst, start, nrows, n_per_row, imatrix)``, where ``imatrix`` holds
@@ -17,6 +17,8 @@ Files (headerless little-endian)::
     input.f32        float32[rows * columns]: the rows to quantize
     importance.f32   float32[sets * columns]: importance vectors, one per set
     <type>.<set>.bin uint8[rows * row bytes]: ggml_quantize_chunk(type, input, importance[set])
+    <type>.plain.bin uint8[rows * row bytes]: ggml_quantize_chunk(type, input, NULL) (what
+                     llama-quantize writes without --imatrix; "set": null in the manifest)
     manifest.json    what each holds
 
 Deterministic: numpy's default generator with a fixed seed.
@@ -33,8 +35,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "Tests" / "Fixtures" / "quant" / "imatrix"
-# ggml_type ids (ggml.h) and bytes per 256-element block.
-TYPES = {"q2_K": (10, 84), "q3_K": (11, 110), "q4_K": (12, 144), "q5_K": (13, 176), "q6_K": (14, 210)}
+# ggml_type ids (ggml.h) and bytes per 256 elements.
+TYPES = {"q2_K": (10, 84), "q3_K": (11, 110), "q4_K": (12, 144), "q5_K": (13, 176), "q6_K": (14, 210),
+         "iq4_nl": (20, 8 * 18), "iq4_xs": (23, 136)}
 COLUMNS = 512
 
 
@@ -53,6 +56,10 @@ def rows(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     r = rng.normal(0, 1, COLUMNS)
     r[100:140] = 0
     add("zero run", r)
+    r = rng.normal(0, 1, COLUMNS)
+    r[:256] = 0
+    r[300:332] = 1e-20
+    add("zero first super-block, negligible sub-block", r)
     return np.stack(out), names
 
 
@@ -85,12 +92,13 @@ def main() -> None:
     (args.out / "importance.f32").write_bytes(w.tobytes())
     outputs = []
     for name, (tid, block) in TYPES.items():
-        for s in range(len(w)):
+        for s in [*range(len(w)), None]:
             dst = np.zeros(len(x) * COLUMNS // 256 * block, dtype=np.uint8)
-            imp = np.ascontiguousarray(w[s])
-            n = lib.ggml_quantize_chunk(tid, x.ctypes.data, dst.ctypes.data, 0, len(x), COLUMNS, imp.ctypes.data)
+            imp = None if s is None else np.ascontiguousarray(w[s])
+            n = lib.ggml_quantize_chunk(tid, x.ctypes.data, dst.ctypes.data, 0, len(x), COLUMNS,
+                                        None if imp is None else imp.ctypes.data)
             assert n == dst.size, (name, n, dst.size)
-            path = f"{name}.{s}.bin"
+            path = f"{name}.{'plain' if s is None else s}.bin"
             (args.out / path).write_bytes(dst.tobytes())
             outputs.append({"type": name, "set": s, "output": path})
     lib_bytes = Path(args.lib).resolve().read_bytes()

@@ -118,6 +118,9 @@ TYPES = {
 NUMPY_QUANTIZED = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4"]
 # Types quantized only by llama.cpp's C reference.
 C_QUANTIZED = ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K"]
+# Types quantized by llama.cpp's ``quantize_<type>(src, dst, rows, columns, NULL)``: what
+# ``llama-quantize`` writes without an imatrix (``quantize_row_iq4_nl_ref`` tries fewer scales).
+C_CHUNK_QUANTIZED = ["iq4_nl", "iq4_xs"]
 
 STUBS = r"""
 #include <stdlib.h>
@@ -168,6 +171,18 @@ class LlamaQuants:
         fn = getattr(self.lib, f"quantize_row_{name}_ref")
         fn.restype = None
         fn(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.size))
+        return out
+
+    def quantize_rows(self, name: str, x: np.ndarray) -> np.ndarray:
+        """``quantize_<name>(x, out, rows, columns, NULL)`` over the rows of the 2-D ``x``."""
+        _, block, size, _ = TYPES[name]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.zeros(x.size // block * size, dtype=np.uint8)
+        fn = getattr(self.lib, f"quantize_{name}")
+        fn.restype = ctypes.c_size_t
+        n = fn(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.shape[0]),
+               ctypes.c_int64(x.shape[1]), None)
+        assert n == out.size, (name, n, out.size)
         return out
 
     def dequantize(self, name: str, data: np.ndarray) -> np.ndarray:
@@ -359,7 +374,7 @@ def main() -> None:
         x, labels, gaussian = quant_input(rng)
         (out / "quant" / "input.f32").write_bytes(x.tobytes())
         types = []
-        for name in NUMPY_QUANTIZED + C_QUANTIZED:
+        for name in NUMPY_QUANTIZED + C_QUANTIZED + C_CHUNK_QUANTIZED:
             if name in NUMPY_QUANTIZED:
                 ref = numpy_quantize(name, x)
                 reference = "gguf.quants.quantize" if name != "f16" else "numpy astype(float16)"
@@ -368,12 +383,15 @@ def main() -> None:
                     if not np.array_equal(ref, c_bytes):
                         sys.exit(f"{name}: gguf.quants and llama.cpp quantize_row_{name}_ref differ")
                     reference += f" == llama.cpp quantize_row_{name}_ref"
+            elif name in C_CHUNK_QUANTIZED:
+                ref = c.quantize_rows(name, x)
+                reference = f"llama.cpp quantize_{name}(..., NULL)"
             else:
                 ref = c.quantize(name, x)
                 reference = f"llama.cpp quantize_row_{name}_ref"
             (out / "quant" / f"{name}.bin").write_bytes(ref.tobytes())
             deq = numpy_dequantize(name, ref.reshape(x.shape[0], -1)).reshape(x.shape)
-            if name.startswith("q") or name == "mxfp4":
+            if name.startswith(("q", "iq")) or name == "mxfp4":
                 assert same_bits(deq.ravel(), c.dequantize(name, ref))
             types.append({"type": name, "output": f"quant/{name}.bin", "reference": reference,
                           "relative_rmse": relative_rmse(x[gaussian], deq[gaussian])})

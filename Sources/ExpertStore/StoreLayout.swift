@@ -7,8 +7,8 @@ import Quantization
 /// ``record(of:at:)``.
 public enum StoreLayout {
     /// Types used when a row length is not a whole number of the planned type's blocks,
-    /// closest in bits per weight with 32-element blocks, then f16.
-    public static let fallbackTypes: [GGMLType: GGMLType] = [.q2_K: .q4_0, .q3_K: .q4_0, .q4_K: .q4_0, .q5_K: .q5_0, .q6_K: .q8_0]
+    /// closest in bits per weight with 32-element blocks (IQ4_XS: IQ4_NL, as llama.cpp), then f16.
+    public static let fallbackTypes: [GGMLType: GGMLType] = [.q2_K: .q4_0, .q3_K: .q4_0, .q4_K: .q4_0, .q5_K: .q5_0, .q6_K: .q8_0, .iq4_xs: .iq4_nl]
 
     /// The type a tensor with rows of `rowLength` is actually stored at when `planned` is asked for.
     public static func storableType(_ planned: GGMLType, rowLength: Int) -> GGMLType {

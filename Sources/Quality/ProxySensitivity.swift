@@ -100,58 +100,39 @@ extension Model {
     /// store and quantized on `threads` threads. Resumable like ``measureSensitivity``.
     public func proxySensitivity(
         statistics: ActivationStatistics, settings: SensitivityTable.Settings, resume: SensitivityTable? = nil, saveInterval: Double = 10,
-        save: (SensitivityTable) throws -> Void, progress: ((SensitivityProgress) -> Void)? = nil
+        save: @escaping (SensitivityTable) throws -> Void, progress: ((SensitivityProgress) -> Void)? = nil
     ) throws -> SensitivityTable {
-        var types: [GGMLType?] = []
-        for name in settings.types {
-            guard let t = BitPlan.storableType(name) ?? nil else {
-                throw BitPlan.Error.invalid(path: "--types", reason: "\(name) is not a type the store can write (\(BitPlan.writableTypeNames))")
-            }
-            types.append(t)
-        }
+        let types = try SensitivityRecorder.candidateTypes(settings)
         let c = configuration
-        let keys = c.moeLayers.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
-        guard let first = keys.first else {
-            throw ModelFormatError.invalidConfig(path: source.path, reason: "the model has no MoE layers to calibrate")
-        }
+        let keys = try moeExpertKeys()
         var table = SensitivityTable(settings: settings, baseNLL: 0, scoredTokens: statistics.settings.totalTokens,
-                                     sourceTypes: try sourceLayout(first).map(\.type.description))
+                                     sourceTypes: try sourceLayout(keys[0]).map(\.type.description))
         table.method = "proxy"
         table.activations = statistics.uses
-        var done = [String: SensitivityTable.Measurement]()
-        if let resume {
-            guard resume.settings == settings, resume.isProxy else {
-                throw PredictorError.mismatch(path: settings.model, reason: "the file being resumed holds sensitivities of other settings or method")
-            }
-            done = resume.byKey
-        }
-        let total = keys.count * types.count
-        var lastSave = Date()
-        var measuredNow = 0
+        var recorder = try SensitivityRecorder(table: table, resume: resume, total: keys.count * types.count, saveInterval: saveInterval,
+                                               save: save, progress: progress)
         for key in keys {
-            if settings.types.allSatisfy({ done[SensitivityTable.key(key.layer, key.expert, $0)] != nil }) {
-                for name in settings.types { if let m = done[SensitivityTable.key(key.layer, key.expert, name)] { table.measurements.append(m) } }
-                continue
+            let missing = zip(settings.types, types).filter { recorder.resumed(key, $0.0) == nil }
+            var computed: [String: Double] = [:]
+            if !missing.isEmpty {
+                // Copy the expert out of the store (its floats and a private copy of its bytes), then quantize without the lock.
+                let (source, floats) = try withExpertWeights(key) { w in
+                    (try RequantizedExpert(w, to: nil), try [w.gate, w.up, w.down].map { try $0.toFloats() })
+                }
+                let losses = try ProxySensitivity.losses(gate: floats[0], up: floats[1], down: floats[2], hiddenSize: c.hiddenSize,
+                                                         ffnSize: c.expertFFNSize, statistics: statistics, layer: key.layer, expert: key.expert,
+                                                         types: missing.map(\.1), source: source.weights)
+                computed = Dictionary(uniqueKeysWithValues: zip(missing.map(\.0), losses))
             }
-            // Copy the expert out of the store (its floats and a private copy of its bytes), then quantize without the lock.
-            let (source, floats) = try withExpertWeights(key) { w in
-                (try RequantizedExpert(w, to: nil), try [w.gate, w.up, w.down].map { try $0.toFloats() })
+            for name in settings.types {
+                if let loss = computed[name] {
+                    recorder.record(SensitivityTable.Measurement(layer: key.layer, expert: key.expert, type: name, kld: loss, deltaNLL: 0))
+                } else if let m = recorder.resumed(key, name) {
+                    recorder.record(m, resumed: true)
+                }
             }
-            let losses = try ProxySensitivity.losses(gate: floats[0], up: floats[1], down: floats[2], hiddenSize: c.hiddenSize,
-                                                     ffnSize: c.expertFFNSize, statistics: statistics, layer: key.layer, expert: key.expert,
-                                                     types: types, source: source.weights)
-            for (name, loss) in zip(settings.types, losses) {
-                let m = SensitivityTable.Measurement(layer: key.layer, expert: key.expert, type: name, kld: loss, deltaNLL: 0)
-                table.measurements.append(m)
-                measuredNow += 1
-                progress?(SensitivityProgress(done: table.measurements.count, total: total, measuredNow: measuredNow, last: m))
-            }
-            if Date().timeIntervalSince(lastSave) >= saveInterval {
-                try save(table)
-                lastSave = Date()
-            }
+            try recorder.saveIfDue()
         }
-        try save(table)
-        return table
+        return try recorder.finish()
     }
 }

@@ -206,62 +206,114 @@ extension Model {
     /// the end, so an interrupted run loses little.
     public func measureSensitivity(
         windows: [[Int]], settings: SensitivityTable.Settings, resume: SensitivityTable? = nil, saveInterval: Double = 10,
-        save: (SensitivityTable) throws -> Void, progress: ((SensitivityProgress) -> Void)? = nil
+        save: @escaping (SensitivityTable) throws -> Void, progress: ((SensitivityProgress) -> Void)? = nil
     ) throws -> SensitivityTable {
-        var types: [GGMLType] = []
-        for name in settings.types {
-            guard let t = BitPlan.storableType(name) ?? nil else {
-                throw BitPlan.Error.invalid(path: "--types", reason: "\(name) is not a type the store can write (\(BitPlan.writableTypeNames))")
-            }
-            types.append(t)
-        }
+        let types = try SensitivityRecorder.candidateTypes(settings)
         let probe = try QualityProbe(model: self, windows: windows)
         let c = configuration
-        let keys = c.moeLayers.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
-        guard let first = keys.first else {
-            throw ModelFormatError.invalidConfig(path: source.path, reason: "the model has no MoE layers to calibrate")
-        }
+        let keys = try moeExpertKeys()
         var table = SensitivityTable(settings: settings, baseNLL: probe.baseNLL, scoredTokens: windows.count * probe.scoredPerWindow,
-                                     sourceTypes: try sourceLayout(first).map(\.type.description))
+                                     sourceTypes: try sourceLayout(keys[0]).map(\.type.description))
         table.method = "measured"
         table.activations = c.moeLayers.map { l in
             (0..<c.expertCount).map { probe.routedTokens[ExpertKey(layer: l, expert: $0)] ?? 0 }
         }
-        var done = [String: SensitivityTable.Measurement]()
-        if let resume {
-            guard resume.settings == settings else {
-                throw PredictorError.mismatch(path: settings.model, reason: "the file being resumed was measured with other settings (model, text, context, windows or types)")
-            }
-            done = resume.byKey
-        }
-        let total = keys.count * types.count
-        var lastSave = Date()
-        var measuredNow = 0
+        var recorder = try SensitivityRecorder(table: table, resume: resume, total: keys.count * types.count, saveInterval: saveInterval,
+                                               save: save, progress: progress)
         for key in keys {
             for (name, type) in zip(settings.types, types) {
-                if let m = done[SensitivityTable.key(key.layer, key.expert, name)] {
-                    table.measurements.append(m)
+                if let m = recorder.resumed(key, name) {
+                    recorder.record(m, resumed: true)
                     continue
                 }
                 let replacement = try withExpertWeights(key) { try RequantizedExpert($0, to: type) }
                 let drift = try probe.drift([key: replacement])
-                let m = SensitivityTable.Measurement(layer: key.layer, expert: key.expert, type: name, kld: drift.kld, deltaNLL: drift.deltaNLL)
-                table.measurements.append(m)
-                measuredNow += 1
-                progress?(SensitivityProgress(done: table.measurements.count, total: total, measuredNow: measuredNow, last: m))
-                if Date().timeIntervalSince(lastSave) >= saveInterval {
-                    try save(table)
-                    lastSave = Date()
-                }
+                recorder.record(SensitivityTable.Measurement(layer: key.layer, expert: key.expert, type: name, kld: drift.kld, deltaNLL: drift.deltaNLL))
+                try recorder.saveIfDue()
             }
         }
-        try save(table)
-        return table
+        return try recorder.finish()
+    }
+
+    /// Every MoE expert, layer by layer; throws when the model has none.
+    func moeExpertKeys() throws -> [ExpertKey] {
+        let c = configuration
+        let keys = c.moeLayers.flatMap { l in (0..<c.expertCount).map { ExpertKey(layer: l, expert: $0) } }
+        guard !keys.isEmpty else {
+            throw ModelFormatError.invalidConfig(path: source.path, reason: "the model has no MoE layers to calibrate")
+        }
+        return keys
     }
 
     /// The expert's weights as the model's store serves them (a store request of the model's:
     /// serialized like its forward passes).
     func withExpertWeights<R>(_ key: ExpertKey, _ body: (ExpertWeights) throws -> R) throws -> R {
         try withExclusiveAccess { try transformer.experts.withExpert(layer: key.layer, expert: key.expert, body) }
+    }
+}
+
+/// The bookkeeping both sensitivity passes (measured and proxy) share: the table being filled
+/// in layer, expert, type order, the measurements a resumed file already holds, progress
+/// reports and saves at most every `saveInterval` seconds and at the end.
+struct SensitivityRecorder {
+    private(set) var table: SensitivityTable
+    private let done: [String: SensitivityTable.Measurement]
+    private let total: Int
+    private let saveInterval: Double
+    private let save: (SensitivityTable) throws -> Void
+    private let progress: ((Model.SensitivityProgress) -> Void)?
+    private var lastSave = Date()
+    private var measuredNow = 0
+
+    /// `resume` must have `table`'s settings and method.
+    init(table: SensitivityTable, resume: SensitivityTable?, total: Int, saveInterval: Double,
+         save: @escaping (SensitivityTable) throws -> Void, progress: ((Model.SensitivityProgress) -> Void)?) throws {
+        if let resume {
+            guard resume.settings == table.settings, resume.isProxy == table.isProxy else {
+                throw PredictorError.mismatch(path: table.settings.model, reason: "the file being resumed holds sensitivities of other settings (model, text, context, windows or types) or method")
+            }
+        }
+        self.table = table
+        self.done = resume?.byKey ?? [:]
+        self.total = total
+        self.saveInterval = saveInterval
+        self.save = save
+        self.progress = progress
+    }
+
+    /// The types of `settings.types` (nil: keep); throws naming one the store cannot write.
+    static func candidateTypes(_ settings: SensitivityTable.Settings) throws -> [GGMLType?] {
+        try settings.types.map { name in
+            guard let t = BitPlan.storableType(name) ?? nil else {
+                throw BitPlan.Error.invalid(path: "--types", reason: "\(name) is not a type the store can write (\(BitPlan.writableTypeNames))")
+            }
+            return t
+        }
+    }
+
+    /// The measurement of `key` at `type` the resumed file holds, if any.
+    func resumed(_ key: ExpertKey, _ type: String) -> SensitivityTable.Measurement? {
+        done[SensitivityTable.key(key.layer, key.expert, type)]
+    }
+
+    /// Appends a measurement: one taken in this run (reported as progress) or a resumed one.
+    mutating func record(_ m: SensitivityTable.Measurement, resumed: Bool = false) {
+        table.measurements.append(m)
+        guard !resumed else { return }
+        measuredNow += 1
+        progress?(Model.SensitivityProgress(done: table.measurements.count, total: total, measuredNow: measuredNow, last: m))
+    }
+
+    /// Saves when `saveInterval` seconds have passed since the last save.
+    mutating func saveIfDue() throws {
+        guard Date().timeIntervalSince(lastSave) >= saveInterval else { return }
+        try save(table)
+        lastSave = Date()
+    }
+
+    /// Saves and returns the complete table.
+    func finish() throws -> SensitivityTable {
+        try save(table)
+        return table
     }
 }

@@ -90,26 +90,8 @@ extension Quantize {
     /// `make_q3_quants` with `do_rmse`: a signed scale and levels `L` in 0..<2·nmax
     /// (`x ≈ scale * (L - nmax)`), refined by coordinate descent on the error weighted by x².
     static func makeQ3Quants(count n: Int, nmax: Int, _ x: UnsafePointer<Float>, levels: UnsafeMutablePointer<Int8>) -> Float {
-        var max: Float = 0
-        var amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax {
-            amax = abs(x[i])
-            max = x[i]
-        }
-        if amax < groupMaxEpsilon {
-            for i in 0..<n { levels[i] = 0 }
-            return 0
-        }
-        let iscale = Float(-nmax) / max
-        var sumlx: Float = 0
-        var suml2: Float = 0
-        for i in 0..<n {
-            let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
-            levels[i] = Int8(l)
-            let w = x[i] * x[i]
-            sumlx += w * x[i] * Float(l)
-            suml2 += w * Float(l) * Float(l)
-        }
+        guard let fit = signedFit(count: n, nmax: nmax, x, levels: levels, weights: nil, bias: 0) else { return 0 }
+        var sumlx = fit.sumlx, suml2 = fit.suml2
         for _ in 0..<5 {
             var changed = 0
             for i in 0..<n {
@@ -140,30 +122,13 @@ extension Quantize {
     /// under the error weighted by x².
     static func makeQXQuants(count n: Int, nmax: Int, _ x: UnsafePointer<Float>, levels: UnsafeMutablePointer<Int8>,
                              weights qw: UnsafePointer<Float>? = nil) -> Float {
-        var max: Float = 0
-        var amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax {
-            amax = abs(x[i])
-            max = x[i]
-        }
-        if amax < groupMaxEpsilon {
-            for i in 0..<n { levels[i] = 0 }
-            return 0
-        }
-        var iscale = Float(-nmax) / max
-        var sumlx: Float = 0
-        var suml2: Float = 0
-        for i in 0..<n {
-            let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
-            levels[i] = Int8(l + nmax)
-            let w = qw?[i] ?? x[i] * x[i]
-            sumlx += w * x[i] * Float(l)
-            suml2 += w * Float(l) * Float(l)
-        }
+        guard let fit = signedFit(count: n, nmax: nmax, x, levels: levels, weights: qw, bias: nmax) else { return 0 }
+        let max = fit.max
+        var sumlx = fit.sumlx, suml2 = fit.suml2
         var scale: Float = suml2 != 0 ? sumlx / suml2 : 0
         var best = scale * sumlx
         for step in -9...9 where step != 0 {
-            iscale = -(Float(nmax) + 0.1 * Float(step)) / max
+            let iscale = -(Float(nmax) + 0.1 * Float(step)) / max
             sumlx = 0
             suml2 = 0
             for i in 0..<n {
@@ -181,6 +146,36 @@ extension Quantize {
             }
         }
         return scale
+    }
+
+    /// The first fit of ``makeQ3Quants`` and ``makeQXQuants``: levels `round(-nmax · x / max)`
+    /// clamped to −nmax..<nmax (stored plus `bias`), `max` the element of largest magnitude with
+    /// its sign, and the weighted sums Σ w·x·L and Σ w·L² (w = `weights` or else x²). Nil, with
+    /// every level 0, when all elements are below ``groupMaxEpsilon``.
+    @inline(__always)
+    static func signedFit(count n: Int, nmax: Int, _ x: UnsafePointer<Float>, levels: UnsafeMutablePointer<Int8>,
+                          weights qw: UnsafePointer<Float>?, bias: Int) -> (max: Float, sumlx: Float, suml2: Float)? {
+        var max: Float = 0
+        var amax: Float = 0
+        for i in 0..<n where abs(x[i]) > amax {
+            amax = abs(x[i])
+            max = x[i]
+        }
+        if amax < groupMaxEpsilon {
+            for i in 0..<n { levels[i] = 0 }
+            return nil
+        }
+        let iscale = Float(-nmax) / max
+        var sumlx: Float = 0
+        var suml2: Float = 0
+        for i in 0..<n {
+            let l = Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
+            levels[i] = Int8(l + bias)
+            let w = qw?[i] ?? x[i] * x[i]
+            sumlx += w * x[i] * Float(l)
+            suml2 += w * Float(l) * Float(l)
+        }
+        return (max, sumlx, suml2)
     }
 
     /// `make_qp_quants`: a non-negative scale and levels 0...nmax for non-negative `x` (the

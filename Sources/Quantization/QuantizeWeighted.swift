@@ -20,8 +20,8 @@ extension Quantize {
     ) -> Void
 
     /// The weighted quantizer of `type`, if llama.cpp defines one this runtime ports.
-    /// (llama.cpp's q8_0 and the legacy 32-element types ignore the imatrix too, except q4_0…q5_1,
-    /// which this runtime does not weight; they use the reference encoding.)
+    /// (llama.cpp's q8_0 ignores the imatrix; its q4_0…q5_1 use it, but this runtime does not
+    /// weight them: they use the reference encoding. IQ4_NL and IQ4_XS: QuantizeIQ4.swift.)
     public static func weighted(_ type: GGMLType) -> WeightedRow? {
         switch type {
         case .q2_K: return q2KWeighted
@@ -29,6 +29,8 @@ extension Quantize {
         case .q4_K: return { x, y, n, w in scaleMinKWeighted(x, y, n, w, nmax: 15, bytesPerBlock: 144) }
         case .q5_K: return { x, y, n, w in scaleMinKWeighted(x, y, n, w, nmax: 31, bytesPerBlock: 176) }
         case .q6_K: return { x, y, n, w in q6KBlocks(x, y, n, importance: w) }
+        case .iq4_nl: return { x, y, n, w in iq4Blocks(x, y, n, importance: w, superBlock: 32) }
+        case .iq4_xs: return { x, y, n, w in iq4Blocks(x, y, n, importance: w, superBlock: 256) }
         default: return nil
         }
     }
@@ -44,9 +46,7 @@ extension Quantize {
                 let sigma2 = sumX2 / 256
                 var sw = [Float](repeating: 0, count: 16)
                 for j in 0..<16 {
-                    let qw = importance + 256 * b + 16 * j
-                    for l in 0..<16 { s.weights[l] = qw[l] * (sigma2 + x[16 * j + l] * x[16 * j + l]).squareRoot() }
-                    for l in 0..<16 { sw[j] += s.weights[l] }
+                    sw[j] = importanceWeights(x + 16 * j, importance + 256 * b + 16 * j, count: 16, sigma2: sigma2, into: s.weights)
                     s.scales[j] = makeQKX2Quants(
                         count: 16, nmax: 3, x + 16 * j, weights: s.weights, levels: s.levels + 16 * j,
                         min: &s.mins[j], auxiliary: s.auxiliary, rmin: -0.9, rdelta: 0.05, steps: 36, absoluteError: false)
@@ -82,11 +82,7 @@ extension Quantize {
                 for j in 0..<256 { sumX2 += x[j] * x[j] }
                 let sigma2 = 2 * sumX2 / 256
                 for j in 0..<16 {
-                    let qw = importance + 256 * b + 16 * j
-                    for l in 0..<16 { s.weights[l] = qw[l] * (sigma2 + x[16 * j + l] * x[16 * j + l]).squareRoot() }
-                    var sumW: Float = 0
-                    for l in 0..<16 { sumW += s.weights[l] }
-                    sw[j] = sumW
+                    sw[j] = importanceWeights(x + 16 * j, importance + 256 * b + 16 * j, count: 16, sigma2: sigma2, into: s.weights)
                     s.scales[j] = makeQXQuants(count: 16, nmax: 4, x + 16 * j, levels: levels + 16 * j, weights: s.weights)
                 }
                 let dBlock = sw.withUnsafeBufferPointer { makeQXQuants(count: 16, nmax: 32, s.scales, levels: ls, weights: $0.baseAddress!) }
@@ -115,6 +111,17 @@ extension Quantize {
         }
     }
 
+    /// The error weights of one sub-block, `importance[l] · sqrt(σ² + x[l]²)`, into `weights`;
+    /// returns their sum (accumulated in order from 0, as the C code does).
+    @inline(__always)
+    static func importanceWeights(_ x: UnsafePointer<Float>, _ importance: UnsafePointer<Float>, count n: Int, sigma2: Float,
+                                  into weights: UnsafeMutablePointer<Float>) -> Float {
+        for l in 0..<n { weights[l] = importance[l] * (sigma2 + x[l] * x[l]).squareRoot() }
+        var sum: Float = 0
+        for l in 0..<n { sum += weights[l] }
+        return sum
+    }
+
     /// Q4_K (nmax 15) and Q5_K (nmax 31): sub-block scales and mins from `make_qkx3_quants`,
     /// then 6-bit super-block scales from `make_qp_quants`, both weighted.
     static func scaleMinKWeighted(
@@ -131,11 +138,7 @@ extension Quantize {
                 for l in 0..<256 { sumX2 += x[l] * x[l] }
                 let sigma2 = 2 * sumX2 / 256
                 for j in 0..<8 {
-                    let qw = importance + 256 * b + 32 * j
-                    for l in 0..<32 { s.weights[l] = qw[l] * (sigma2 + x[32 * j + l] * x[32 * j + l]).squareRoot() }
-                    var sumW: Float = 0
-                    for l in 0..<32 { sumW += s.weights[l] }
-                    sw[j] = sumW
+                    sw[j] = importanceWeights(x + 32 * j, importance + 256 * b + 32 * j, count: 32, sigma2: sigma2, into: s.weights)
                     s.scales[j] = makeQKX2Quants(
                         count: 32, nmax: nmax, x + 32 * j, weights: s.weights, levels: s.levels + 32 * j,
                         min: &s.mins[j], auxiliary: s.auxiliary, rmin: -0.9, rdelta: 0.05, steps: 36, absoluteError: false)

@@ -3,13 +3,15 @@ import XCTest
 
 @testable import Quantization
 
-/// The importance-weighted K-quant quantizers against ggml's own `ggml_quantize_chunk(…, imatrix)`
-/// bytes (Tests/Fixtures/quant/imatrix, made by tools/make_imatrix_vectors.py).
+/// The K-quant and IQ4 quantizers, importance-weighted and plain, against ggml's own
+/// `ggml_quantize_chunk(…, imatrix)` and `ggml_quantize_chunk(…, NULL)` bytes
+/// (Tests/Fixtures/quant/imatrix, made by tools/make_imatrix_vectors.py).
 final class WeightedQuantizeTests: XCTestCase {
     struct Manifest: Decodable {
         struct Output: Decodable {
             let type: String
-            let set: Int
+            /// nil: quantized without importance.
+            let set: Int?
             let output: String
         }
         let columns: Int
@@ -46,15 +48,16 @@ final class WeightedQuantizeTests: XCTestCase {
 
     func testBitExactAgainstGGML() throws {
         let (m, x, sets) = try load()
-        XCTAssertEqual(m.outputs.count, 15)
+        XCTAssertEqual(Set(m.outputs.map(\.type)), ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"])
+        XCTAssertEqual(m.outputs.count, 7 * (sets.count + 1))
         for o in m.outputs {
             let type = try XCTUnwrap(GGMLType(name: o.type), o.type)
             let expected = try QuantVectors.bytes("imatrix/" + o.output)
-            let got = try quantize(type, x, columns: m.columns, importance: sets[o.set])
+            let got = try quantize(type, x, columns: m.columns, importance: o.set.map { sets[$0] })
             XCTAssertEqual(got.count, expected.count, o.output)
             let rowBytes = expected.count / m.rows.count
             for r in 0..<m.rows.count where got[(r * rowBytes)..<((r + 1) * rowBytes)] != expected[(r * rowBytes)..<((r + 1) * rowBytes)] {
-                XCTFail("\(o.type), importance \(m.importanceSets[o.set]), row \(m.rows[r]): bytes differ from ggml")
+                XCTFail("\(o.type), importance \(o.set.map { m.importanceSets[$0] } ?? "none"), row \(m.rows[r]): bytes differ from ggml")
             }
         }
     }
@@ -62,7 +65,7 @@ final class WeightedQuantizeTests: XCTestCase {
     /// Weighting by importance lowers the importance-weighted error against the reference encoding.
     func testWeightedErrorIsLower() throws {
         let (m, x, sets) = try load()
-        for name in ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K"] {
+        for name in ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"] {
             let type = try XCTUnwrap(GGMLType(name: name))
             for (s, w) in sets.enumerated() {
                 func error(_ bytes: [UInt8]) throws -> Double {
