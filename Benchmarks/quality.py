@@ -77,8 +77,13 @@ def kld_note(r: dict) -> str:
     return f", KLD {r['kld']:.6f}" if "kld" in r else ""
 
 
+SERIES = [("uniform", "#444", "uniform type"), ("knapsack", "#d62728", "planned: knapsack"), ("edgemoe", "#1f77b4", "planned: EdgeMoE")]
+
+
 def svg(rows: list[dict], path: Path, title: str, key: str = "increase_pct", ylabel: str = "perplexity increase over f16 (log)",
-        unit: str = "%", floor: float = 1e-4) -> None:
+        unit: str = "%", floor: float = 1e-4, series: list[tuple[str, str, str]] = SERIES, labelled: str = "uniform") -> None:
+    """A log-scale plot of `key` against store size, one line per (series name, colour, legend) of `series`;
+    points of the `labelled` series carry their labels."""
     W, H, L, R, T, B = 760, 460, 80, 170, 40, 60
     rows = [r for r in rows if key in r and r["label"] != "f16"]
     xs = [r["bytes"] / 1e6 for r in rows]
@@ -111,18 +116,17 @@ def svg(rows: list[dict], path: Path, title: str, key: str = "increase_pct", yla
     out.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>')
     out.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle">store size (MB)</text>')
     out.append(f'<text x="18" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 18 {(T + H - B) / 2})">{ylabel}</text>')
-    series = [("uniform", "#444", "uniform type"), ("knapsack", "#d62728", "planned: knapsack"), ("edgemoe", "#1f77b4", "planned: EdgeMoE")]
     for i, (name, colour, label) in enumerate(series):
         pts = sorted(((r["bytes"] / 1e6, max(r[key], floor), r) for r in rows if r["series"] == name), key=lambda t: t[0])
         if not pts:
             continue
         d = " ".join(f"{'M' if j == 0 else 'L'}{px(a):.1f},{py(b):.1f}" for j, (a, b, _) in enumerate(pts))
-        dash = "" if name == "uniform" else ' stroke-dasharray="5,3"'
+        dash = "" if name == labelled else ' stroke-dasharray="5,3"'
         out.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}/>')
         for a, b, r in pts:
             out.append(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3.5" fill="{colour}"><title>{r["label"]}: {r["bytes"]} bytes, '
                        f'PPL {r["perplexity"]:.4f} ({r["increase_pct"]:+.3f}%){kld_note(r)}</title></circle>')
-            if name == "uniform":
+            if name == labelled:
                 out.append(f'<text x="{px(a) + 6:.1f}" y="{py(b) - 6:.1f}" fill="{colour}">{r["label"]}</text>')
         ly = T + 18 + 20 * i
         out.append(f'<line x1="{W - R + 12}" x2="{W - R + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')

@@ -4,7 +4,8 @@
 Usage:
     python tools/make_bench_model.py [--out DIR] [--seed N] [--threads N]
                                      [--layers N] [--experts N] [--types q4_k_m,q8_0,q3_k_m,iq4_xs]
-                                     [--name PREFIX] [--keep-f16] [--check] [--layout many-experts]
+                                     [--name PREFIX] [--keep-f16] [--check]
+                                     [--layout many-experts [--hidden N] [--expert-ffn N]]
 
 Writes DIR/bench-moe-f16.gguf (deleted afterwards unless --keep-f16), then quantizes it with
 llama.cpp's own quantizer (through the llama-cpp-python binding) into
@@ -40,7 +41,10 @@ The model (see docs/performance.md):
 With --layout many-experts it writes only DIR/bench-many-experts-f16.gguf: the expert count of a
 Qwen3-30B-A3B (48 layers x 128 experts, top-8) at tiny dimensions (hidden 128, expert ffn 64,
 vocab 512; 0.16 B parameters, 0.3 GB), to measure what grows with the number of experts, such as
-`moe calibrate` (docs/quality.md), without the size of the real model.
+`moe calibrate` (docs/quality.md), without the size of the real model. --hidden and --expert-ffn
+change those two sizes (--hidden 256 --expert-ffn 32, also 0.3 GB, gives gate and up rows of 256
+weights, so K-quants apply to them without the 32-block fallback; docs/quality.md's cost figures).
+The file is DIR/NAME-f16.gguf with NAME bench-many-experts, or --name.
 
 Weights are normal with std 0.02 (norm weights 1), so activations stay finite and of order 1.
 Router rows have structure so that routing is not uniform: expert e's row has norm that grows
@@ -56,7 +60,7 @@ import ctypes
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -321,7 +325,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="quantizer threads")
     ap.add_argument("--layers", type=int, default=Dims.layers)
     ap.add_argument("--experts", type=int, default=Dims.experts, help="experts per layer (top-2 either way)")
-    ap.add_argument("--name", default="bench-moe", help="file name prefix")
+    ap.add_argument("--name", default=None, help="file name prefix (default bench-moe; many-experts: bench-many-experts)")
+    ap.add_argument("--hidden", type=int, default=MANY_EXPERTS.hidden,
+                    help="many-experts: hidden size (a multiple of 4 x 16; 256 lets gate/up rows take K-quants)")
+    ap.add_argument("--expert-ffn", type=int, default=MANY_EXPERTS.expert_ffn, help="many-experts: expert FFN size")
     ap.add_argument("--direct-q4k", action="store_true",
                     help="write NAME-q4_k.gguf directly: every weight matrix Q4_K with random blocks (no f16 file, no "
                          "quantizer: seconds instead of an hour for a 5.8 B model on a busy 2-core machine)")
@@ -338,13 +345,16 @@ def main() -> None:
 
     os.makedirs(args.out, exist_ok=True)
     if args.layout == "many-experts":
-        d = MANY_EXPERTS
-        path = os.path.join(args.out, "bench-many-experts-f16.gguf")
+        if args.hidden % (MANY_EXPERTS.heads * 16) or args.hidden <= 0 or args.expert_ffn <= 0 or args.expert_ffn % 32:
+            raise SystemExit("--hidden must be a positive multiple of 64 and --expert-ffn of 32")
+        d = replace(MANY_EXPERTS, hidden=args.hidden, expert_ffn=args.expert_ffn)
+        path = os.path.join(args.out, f"{args.name or 'bench-many-experts'}-f16.gguf")
         print(f"model: {d}", flush=True)
         write_f16(path, d, args.seed)
         if args.check:
             check(path, args.threads)
         return
+    args.name = args.name or "bench-moe"
     d = Dims(layers=args.layers, experts=args.experts)
     if args.fast_fill:
         global FAST_POOL
