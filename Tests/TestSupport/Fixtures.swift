@@ -25,17 +25,21 @@ public enum Fixtures {
     /// `swift build --build-tests` build it (no test target depends on it); when it is missing,
     /// this throws an error that says so rather than letting a test fail on a missing file.
     public static var moeBinary: URL {
-        get throws {
-            let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-                + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
-                + [packageRoot.appendingPathComponent(".build/debug")]
-            for dir in candidates {
-                let url = dir.appendingPathComponent("moe")
-                if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-            }
-            throw MissingMoeBinary(searched: candidates.map(\.path))
-        }
+        get throws { try locatedMoeBinary.get() }
     }
+
+    /// Looked up once: `Bundle.allBundles` walks Foundation's bundle table, which is not safe to
+    /// read while another thread (Foundation's process monitor) is using it.
+    private static let locatedMoeBinary: Result<URL, MissingMoeBinary> = {
+        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+            + Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
+            + [packageRoot.appendingPathComponent(".build/debug")]
+        for dir in candidates {
+            let url = dir.appendingPathComponent("moe")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return .success(url) }
+        }
+        return .failure(MissingMoeBinary(searched: candidates.map(\.path)))
+    }()
 
     /// The `moe` executable was not built.
     public struct MissingMoeBinary: Error, CustomStringConvertible {
