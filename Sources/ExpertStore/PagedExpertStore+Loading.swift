@@ -68,7 +68,7 @@ extension PagedExpertStore {
             guard readLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
                 throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
             }
-            try readQueue.read(readers[0], offset: record.offset, length: readLength, into: target)
+            try ExpertStoreError.naming(layer: key.layer, expert: key.expert) { try readQueue.read(readers[0], offset: record.offset, length: readLength, into: target) }
             cost.bytes += readLength
             cost.read += clock() - t0
             t0 = clock()
@@ -103,7 +103,7 @@ extension PagedExpertStore {
                 // Staging holds the widest slab plus alignment slack; read in staging-sized pieces.
                 while done < end {
                     let chunk = min(buffers.stagingSize, end - done)
-                    try readQueue.read(readers[slab.file], offset: done, length: chunk, into: buffers.staging)
+                    try ExpertStoreError.naming(layer: key.layer, expert: key.expert) { try readQueue.read(readers[slab.file], offset: done, length: chunk, into: buffers.staging) }
                     cost.bytes += chunk
                     let lo = max(slab.offset, done), hi = min(slab.offset + slab.length, done + chunk)
                     if lo < hi {
