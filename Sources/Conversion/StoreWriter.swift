@@ -4,8 +4,10 @@ import ModelFormats
 import Quantization
 
 /// Writes a `.moe` store (docs/store-format.md) sequentially to `<output>.partial`, and
-/// renames it to `<output>` only after the header — written last — is on disk. An interrupted
-/// convert therefore leaves at most a `.partial` file without a valid magic.
+/// renames it over `<output>` (``AtomicFile/commit(_:to:)``) only after the header — written
+/// last — is on disk. A failed write (disk full) or an interrupt (with
+/// ``PartialFiles/removeOnInterrupt()``) deletes the `.partial` file; a previous `<output>`
+/// stays as it was until the rename replaces it in one step.
 public final class StoreWriter {
     /// When records are LZ4-compressed.
     public enum CompressionMode: String, CaseIterable, Sendable {
@@ -30,7 +32,7 @@ public final class StoreWriter {
     public let outputPath: String
     public let partialPath: String
     /// nil when only measuring (``measuring()``): writes just advance the position.
-    private let handle: FileHandle?
+    private let handle: AtomicFile.Writer?
     private var position = 0
     private var dense: [MoEStoreFile.TensorEntry] = []
     private var experts: [MoEStoreFile.ExpertRecord] = []
@@ -44,10 +46,7 @@ public final class StoreWriter {
     public init(outputPath: String) throws {
         self.outputPath = outputPath
         partialPath = outputPath + ".partial"
-        guard FileManager.default.createFile(atPath: partialPath, contents: nil), let handle = FileHandle(forWritingAtPath: partialPath) else {
-            throw ModelFormatError.cannotOpen(path: partialPath, reason: "cannot create the output file")
-        }
-        self.handle = handle
+        handle = try AtomicFile.Writer(creating: partialPath, destination: outputPath)
         // Placeholder header: zeros, no magic, until finish().
         try write([UInt8](repeating: 0, count: MoEStoreFile.headerSize))
     }
@@ -77,11 +76,7 @@ public final class StoreWriter {
             position += bytes.count
             return
         }
-        do {
-            try handle.write(contentsOf: Data(bytes))
-        } catch {
-            throw ModelFormatError.cannotOpen(path: partialPath, reason: "write failed: \(error.localizedDescription)")
-        }
+        try handle.write(bytes)
         position += bytes.count
     }
 
@@ -238,21 +233,12 @@ public final class StoreWriter {
             finished = true
             return
         }
-        do {
-            try handle.synchronize()
-            try handle.seek(toOffset: 0)
-            try handle.write(contentsOf: Data(header.encode()))
-            try handle.synchronize()
-            try handle.close()
-        } catch {
-            throw ModelFormatError.cannotOpen(path: partialPath, reason: "write failed: \(error.localizedDescription)")
-        }
-        if FileManager.default.fileExists(atPath: outputPath) { try? FileManager.default.removeItem(atPath: outputPath) }
-        do {
-            try FileManager.default.moveItem(atPath: partialPath, toPath: outputPath)
-        } catch {
-            throw ModelFormatError.cannotOpen(path: outputPath, reason: "cannot rename \(partialPath) into place: \(error.localizedDescription)")
-        }
+        // Everything else first, then the header (the magic), then the rename over any old store.
+        try handle.sync()
+        try header.encode().withUnsafeBytes { try handle.write($0, at: 0) }
+        try handle.sync()
+        try handle.close()
+        try AtomicFile.commit(partialPath, to: outputPath)
         finished = true
     }
 
@@ -262,8 +248,7 @@ public final class StoreWriter {
             finished = true
             return
         }
-        try? handle.close()
-        try? FileManager.default.removeItem(atPath: partialPath)
+        handle.discard()
         finished = true
     }
 }

@@ -58,7 +58,7 @@ public struct BitPlan: Codable, Sendable, Equatable {
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        try AtomicFile.write(try encoder.encode(self), to: path)
     }
 
     /// A type name that the store can write: "keep" or a quantizable GGML type.

@@ -121,11 +121,18 @@ public struct ExpertCatalog: Sendable {
 /// Positioned reads that bypass the page cache: O_DIRECT where the file system allows it,
 /// otherwise ordinary reads followed by `posix_fadvise(DONTNEED)` so the kernel drops the
 /// pages again. Either way a run under `--memory` does not quietly grow the page cache.
+///
+/// The file's size is taken when it opens: a read that meets the end of the file before that
+/// size is an error (the file was truncated while in use), never zeros handed out as weights.
 public final class DirectReader: Sendable {
     public static let alignment = 4096
     public let path: String
     public let direct: Bool
+    /// The file's size when it was opened (reads past it come back as zeros: alignment slack).
+    public let sizeAtOpen: Int
     private let fd: Int32
+    /// The fault-injection seam's read for this file (nil: `pread`, always outside tests).
+    private let seam: ReadSeam?
 
     public init(path: String) throws {
         self.path = path
@@ -141,8 +148,16 @@ public final class DirectReader: Sendable {
         let direct = false
         #endif
         guard fd >= 0 else { throw ModelFormatError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ModelFormatError.cannotOpen(path: path, reason: reason)
+        }
         self.fd = fd
         self.direct = direct
+        sizeAtOpen = Int(info.st_size)
+        seam = DirectReader.injectedSeam(for: path)
     }
 
     deinit { close(fd) }
@@ -161,13 +176,22 @@ public final class DirectReader: Sendable {
     public func read(offset: Int, length: Int, into buffer: UnsafeMutableRawPointer) throws {
         var done = 0
         while done < length {
-            let n = pread(fd, buffer + done, length - done, off_t(offset + done))
+            let n: Int
+            if let seam {
+                n = seam(fd, buffer + done, length - done, offset + done)
+            } else {
+                n = pread(fd, buffer + done, length - done, off_t(offset + done))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw ExpertStoreError.readFailed(path: path, offset: offset + done, length: length - done, reason: String(cString: strerror(errno)))
             }
             if n == 0 {
-                // End of file: O_DIRECT reads of the last block may be short; zero the rest.
+                guard offset + done >= sizeAtOpen else {
+                    throw ExpertStoreError.readFailed(path: path, offset: offset + done, length: length - done,
+                                                      reason: "the file ends there but was \(sizeAtOpen) bytes when opened (truncated while in use?)")
+                }
+                // Past the end the file had when opened: the alignment slack of the last block; zeros.
                 (buffer + done).initializeMemory(as: UInt8.self, repeating: 0, count: length - done)
                 break
             }

@@ -104,7 +104,7 @@ extension PagedExpertStore {
             guard readLength <= (direct ? ExpertPool.rounded(entry.decodedLength) : buffers.stagingSize) else {
                 throw ExpertStoreError.corruptRecord(path: path, layer: key.layer, expert: key.expert, offset: record.offset, reason: "record longer than its decoded size")
             }
-            try readQueue.read(readers[0], offset: record.offset, length: readLength, into: target)
+            try ExpertStoreError.naming(layer: key.layer, expert: key.expert) { try readQueue.read(readers[0], offset: record.offset, length: readLength, into: target) }
             cost.bytes += readLength
             cost.read += clock() - t0
             t0 = clock()
@@ -139,9 +139,11 @@ extension PagedExpertStore {
                 ReadQueue.Request(reader: readers[slab.file], offset: w.start, length: w.length, buffer: buffers.staging + w.at)
             }
             let tensors = entry.tensors
-            try readQueue.read(requests) { i in
-                let w = windows[i]
-                (destination + tensors[i].offset).copyMemory(from: buffers.staging + w.at + (slabs[i].offset - w.start), byteCount: slabs[i].length)
+            try ExpertStoreError.naming(layer: key.layer, expert: key.expert) {
+                try readQueue.read(requests) { i in
+                    let w = windows[i]
+                    (destination + tensors[i].offset).copyMemory(from: buffers.staging + w.at + (slabs[i].offset - w.start), byteCount: slabs[i].length)
+                }
             }
             cost.bytes += total
             cost.read += clock() - t0

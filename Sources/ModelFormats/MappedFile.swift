@@ -19,6 +19,8 @@ public final class MappedFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer?
     /// Set when this is a slice of another mapping (which it keeps alive), not a mapping itself.
     private let parent: MappedFile?
+    /// This mapping's slot in ``MapGuard`` (a SIGBUS in it is a clear error, not a crash).
+    private let guardSlot: Int?
 
     /// - Parameter randomAccess: advise random access (no read-ahead) from the first fault on;
     ///   see ``adviseRandomAccess()``.
@@ -40,6 +42,7 @@ public final class MappedFile: @unchecked Sendable {
         parent = nil
         if size == 0 {
             base = nil
+            guardSlot = nil
             return
         }
         let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
@@ -47,6 +50,7 @@ public final class MappedFile: @unchecked Sendable {
             throw ModelFormatError.cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
         base = mapped
+        guardSlot = MapGuard.register(base: mapped, size: size, path: path)
         if randomAccess { madvise(mapped, size, Int32(MADV_RANDOM)) }
     }
 
@@ -57,9 +61,11 @@ public final class MappedFile: @unchecked Sendable {
         path = name
         size = range.count
         base = parent.base.map { $0 + range.lowerBound }
+        guardSlot = nil
     }
 
     deinit {
+        if let guardSlot { MapGuard.unregister(guardSlot) }
         if parent == nil, let base { munmap(base, size) }
     }
 

@@ -164,7 +164,7 @@ public struct CalibrationFile: Sendable, Equatable {
             object["activations"] = try JSONSerialization.jsonObject(with: encoder.encode(activations.stored))
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        try AtomicFile.write(data, to: path)
     }
 }
 

@@ -173,6 +173,26 @@ final class SessionTests: XCTestCase {
         XCTAssertEqual(session.lastResult?.generatedTokens, 1)
     }
 
+    /// Streams cancelled mid-reply on a paged model whose loader threads prefetch (for
+    /// ThreadSanitizer: cancellation racing loads and prefetches); afterwards the model still
+    /// gives the text the resident one gives.
+    func testCancellingPagedPrefetchingRunsLeavesTheModelConsistent() async throws {
+        let resident = try makeSession()
+        let expected = try resident.complete(prompt: "Once upon a time", options: greedy(8)) { _ in }.text
+        let paged = try Model(path: Self.modelPath, options: ExecutorOptions(threads: 2, kvCacheType: .f32),
+                              memory: .init(prefetch: .lookahead, expertCache: .fraction(0.5)))
+        let session = try Session(model: paged, tokenizer: resident.tokenizer)
+        for round in 0..<3 {
+            var received = 0
+            for try await _ in session.respond(to: "Count to a hundred", options: greedy(200)) {
+                received += 1
+                if received == 1 + round { break }
+            }
+        }
+        let fresh = try Session(model: paged, tokenizer: resident.tokenizer)
+        XCTAssertEqual(try fresh.complete(prompt: "Once upon a time", options: greedy(8)) { _ in }.text, expected)
+    }
+
     /// Calls on one session from several tasks run one at a time: each stream gets the text a
     /// call alone gets, and two sessions sharing one model interleave without changing it.
     func testConcurrentStreamsOnOneSessionAndOneModel() async throws {

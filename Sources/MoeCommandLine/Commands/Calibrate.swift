@@ -52,6 +52,8 @@ struct Calibrate: ParsableCommand, CheckedArguments {
 
     func run() throws {
         try reportingErrors {
+            // Ctrl-C or SIGTERM: no temporary file left behind; the output is whole or as it was.
+            PartialFiles.removeOnInterrupt()
             let content = try readText(text)
             var options = runtime.resolved
             options.prefetch = PredictorKind.none

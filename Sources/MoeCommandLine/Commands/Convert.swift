@@ -73,6 +73,8 @@ struct Convert: ParsableCommand, CheckedArguments {
 
     func run() throws {
         try reportingErrors {
+            // Ctrl-C or SIGTERM: no temporary file left behind; the output is whole or as it was.
+            PartialFiles.removeOnInterrupt()
             let interactive = isatty(STDERR_FILENO) != 0
             let calibrationPath = calibration ?? (planning ? Model.calibrationPath(for: input) : nil)
             var table = try calibration.map { try TransitionTable.load(path: $0) }
