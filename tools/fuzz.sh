@@ -30,6 +30,8 @@ out=${FUZZ_OUT:-$scratch/runs}
 # Leaks are not what this looks for (and swift-foundation's file reading leaks a buffer on an
 # empty file); crashes, traps, timeouts and running out of memory are.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+# libFuzzer prints the stack of a crash; Swift's own backtracer would only add noise and time.
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=no}
 
 usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -48,6 +50,7 @@ cpu() {
 loop() {
     local target=$1 end=$(( $(date +%s) + $2 * 3600 )) budget=$3 dir="$out/$1" n=0
     mkdir -p "$dir/corpus" "$dir/crashes"
+    n=$(ls "$dir" | grep -c '^log\.[0-9]*\.txt$' || true)  # a restarted run keeps the earlier segments' logs
     local dict=()
     [ -f "tools/fuzz/dictionaries/$target.dict" ] && dict=(-dict="tools/fuzz/dictionaries/$target.dict")
     while [ "$(date +%s)" -lt "$end" ] && [ "$(cpu "$dir")" -lt "$budget" ]; do

@@ -16,12 +16,12 @@ for t in $(tools/fuzz.sh list); do
     execs=0
     for log in "$d"/log.*.txt; do
         [ -f "$log" ] || continue
-        n=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | awk '{ print $2 }' | tail -1)
-        [ -n "$n" ] || n=$(grep -oE '^#[0-9]+' "$log" | tr -d '#' | tail -1)
+        n=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | awk '{ print $2 }' | tail -1 || true)
+        [ -n "$n" ] || n=$(grep -oE '^#[0-9]+' "$log" | tr -d '#' | tail -1 || true)
         execs=$(( execs + ${n:-0} ))
     done
     state=finished
-    pid=$(awk -v t="$t" '$1 == t { p = $2 } END { print p }' "$dir/PIDS" 2>/dev/null)
+    pid=$(awk -v t="$t" '$1 == t { p = $2 } END { print p }' "$dir/PIDS" 2>/dev/null || true)
     if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then state=running; fi
     printf '| %-11s | %-8s | %8s | %11s | %6s | %7s |\n' "$t" "$state" "$(FUZZ_OUT="$dir" tools/fuzz.sh _cpu "$d")" "$execs" \
         "$(ls "$d/corpus" 2>/dev/null | wc -l)" "$(ls "$d/crashes" 2>/dev/null | wc -l)"

@@ -121,14 +121,28 @@ extension Fuzz {
     }
 
     /// What a model source yields to inspect and to loading (`moe inspect`, `moe logits`).
+    /// A model `moe inspect` accepts must also load and evaluate (issue 19 item 5: inspect
+    /// validates as deeply as loading); a model it accepts that `moe logits` refuses traps.
     public static func exercise(_ path: String) {
+        var inspected = false
         run {
             let source = try ModelSource(path: path)
             var report = try ModelInspection(source: source)
             try ModelInspection.checkLoads(source)
+            inspected = true
             report.describeTokenizer()
             _ = report.text
             if let error = report.tokenizerError { check(SimpleError(error)) }
+        }
+        guard inspected else { return }
+        do {
+            let model = try Model(path: path, options: ExecutorOptions(threads: 1))
+            let vocab = model.configuration.vocabSize
+            _ = try model.logits(tokens: [0, vocab - 1, vocab / 2].filter { $0 >= 0 })
+        } catch {
+            check(error)
+            FileHandle.standardError.write(Data("fuzz: moe inspect accepts a model that loading refuses: \(error)\n".utf8))
+            abort()
         }
     }
 }
