@@ -95,6 +95,25 @@ enum Builtins {
 
     // MARK: - Operators
 
+    /// The largest string or list `*` builds (a template from a model file must not make a
+    /// chat allocate gigabytes).
+    static let maxRepeatedSize = 1 << 20
+
+    /// `count` checked so that `count` copies of `size` units stay under ``maxRepeatedSize``.
+    static func repetitions(_ count: Int, of size: Int) throws -> Int {
+        let n = max(0, count)
+        guard n <= maxRepeatedSize / max(size, 1) else {
+            throw TemplateValueError("repetition too large (\(n) × \(size); at most \(maxRepeatedSize))")
+        }
+        return n
+    }
+
+    /// A double as Python's int() would give it, clamped to Int's range (NaN gives 0).
+    static func clampedInt(_ d: Double) -> Int {
+        guard !d.isNaN else { return 0 }
+        return d >= 0x1p63 ? Int.max : d <= -0x1p63 ? Int.min : Int(d)
+    }
+
     static func binary(_ op: String, _ a: V, _ b: V) throws -> V {
         if op == "~" { return .string(a.pyStr + b.pyStr) }
         if a.isUndefined || b.isUndefined {
@@ -103,8 +122,12 @@ enum Builtins {
         switch (op, a, b) {
         case let ("+", .string(x), .string(y)): return .string(x + y)
         case let ("+", .array(x), .array(y)): return .array(x + y)
-        case let ("*", .string(x), _) where b.integer != nil: return .string(String(repeating: x, count: max(0, b.integer!)))
-        case let ("*", .array(x), _) where b.integer != nil: return .array(Array(repeating: x, count: max(0, b.integer!)).flatMap { $0 })
+        case let ("*", .string(x), _) where b.integer != nil:
+            let n = try repetitions(b.integer ?? 0, of: x.utf8.count)
+            return .string(String(repeating: x, count: n))
+        case let ("*", .array(x), _) where b.integer != nil:
+            let n = try repetitions(b.integer ?? 0, of: x.count)
+            return .array(Array(repeating: x, count: n).flatMap { $0 })
         default: break
         }
         if let x = a.integer, let y = b.integer {
@@ -117,13 +140,22 @@ enum Builtins {
                 return .double(Double(x) / Double(y))
             case "//":
                 guard y != 0 else { throw TemplateValueError("integer division or modulo by zero") }
-                return .int(Int((Double(x) / Double(y)).rounded(.down)))
+                return .int(clampedInt((Double(x) / Double(y)).rounded(.down)))
             case "%":
                 guard y != 0 else { throw TemplateValueError("integer division or modulo by zero") }
-                let r = x % y
+                let r = x.remainderReportingOverflow(dividingBy: y).partialValue  // Int.min % -1 is 0
                 return .int(r != 0 && (r < 0) != (y < 0) ? r + y : r)
             case "**":
-                if y >= 0 { var r = 1; for _ in 0..<y { r = r &* x }; return .int(r) }
+                if y >= 0 {
+                    // By squaring (a template's `2 ** 10**18` must not loop 10^18 times); wraps like + and *.
+                    var (r, base, e) = (1, x, y)
+                    while e > 0 {
+                        if e & 1 == 1 { r = r &* base }
+                        base = base &* base
+                        e >>= 1
+                    }
+                    return .int(r)
+                }
                 return .double(pow(Double(x), Double(y)))
             default: break
             }
@@ -357,8 +389,8 @@ enum Builtins {
             switch v {
             case let .int(i): return .int(i)
             case let .bool(b): return .int(b ? 1 : 0)
-            case let .double(d): return .int(Int(d))
-            case let .string(s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? Int(Double(s) ?? 0))
+            case let .double(d): return .int(clampedInt(d))
+            case let .string(s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? clampedInt(Double(s) ?? 0))
             default: return param(0, "default") ?? .int(0)
             }
         case "float":
@@ -525,7 +557,8 @@ enum Builtins {
             guard ints.count == args.count, (1...3).contains(ints.count) else { throw TemplateValueError("range() takes 1 to 3 integers") }
             let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count == 3 ? ints[2] : 1)
             guard step != 0 else { throw TemplateValueError("range() arg 3 must not be zero") }
-            guard abs((stop - start) / step) < 1_000_000 else { throw TemplateValueError("range() too long") }
+            let (span, overflow) = stop.subtractingReportingOverflow(start)
+            guard !overflow, span / step > -1_000_000, span / step < 1_000_000 else { throw TemplateValueError("range() too long") }
             return .array(stride(from: start, to: stop, by: step).map { .int($0) })
         })
         g["namespace"] = .callable(.init("namespace") { args, kwargs in

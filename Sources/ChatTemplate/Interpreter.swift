@@ -24,6 +24,25 @@ struct Interpreter {
     let globals: Scope
     /// Date used by `strftime_now`.
     let now: Date
+    /// Shared by every copy of this interpreter (macros capture one) during one render.
+    let budget = RenderBudget()
+
+    /// What one render may spend: a template comes from a model file, and a loop of loops or a
+    /// macro calling itself must end in an error, not hang a chat or overflow the stack.
+    /// Real templates take a few thousand steps and a few nested calls.
+    final class RenderBudget {
+        var steps = 0
+        var calls = 0
+        static let maxSteps = 100_000
+        static let maxCalls = 64
+
+        func step() throws {
+            steps += 1
+            guard steps <= Self.maxSteps else {
+                throw TemplateValueError("the template takes more than \(Self.maxSteps) loop iterations and macro calls")
+            }
+        }
+    }
 
     func render(_ nodes: [Node], scope: Scope, into out: inout String) throws {
         for node in nodes {
@@ -107,6 +126,7 @@ struct Interpreter {
         }
         let count = items.count
         for (i, item) in items.enumerated() {
+            do { try budget.step() } catch let error as TemplateValueError { throw TemplateError.render(error.message, loc) }
             try bind(item)
             var loop = TemplateValue.TemplateObject()
             loop["index"] = .int(i + 1)
@@ -134,6 +154,12 @@ struct Interpreter {
 
     private func makeMacro(name: String, parameters: [(String, Expr?)], body: [Node], definedIn scope: Scope) -> TemplateValue {
         .callable(.init(name) { args, kwargs in
+            try self.budget.step()
+            self.budget.calls += 1
+            defer { self.budget.calls -= 1 }
+            guard self.budget.calls <= RenderBudget.maxCalls else {
+                throw TemplateValueError("macro '\(name)' calls nested more than \(RenderBudget.maxCalls) deep")
+            }
             let callScope = Scope(parent: scope)
             guard args.count <= parameters.count else {
                 throw TemplateValueError("macro '\(name)' takes not more than \(parameters.count) argument(s)")

@@ -52,10 +52,25 @@ struct Parser {
     private var position = 0
     private let end: SourceLocation
 
+    /// Nesting depth of blocks (`if`, `for`, `macro` …) in ``parseBlock(until:)``.
+    private var depth = 0
+
+    /// Limits that keep a hostile template (a model file) from overflowing the stack: blocks
+    /// nested deeper than this, and tags of more tokens (an expression's nesting, and so the
+    /// interpreter's recursion, is bounded by its token count). Real templates stay far below.
+    static let maxDepth = 64
+    static let maxTagTokens = 512
+
     init(source: String) throws {
         let lexer = Lexer(source)
         segments = try lexer.segments()
         end = lexer.location(lexer.s.count)
+        for case let .output(tokens, loc) in segments where tokens.count > Self.maxTagTokens {
+            throw TemplateError.syntax("a tag of \(tokens.count) tokens (at most \(Self.maxTagTokens))", loc)
+        }
+        for case let .statement(tokens, loc) in segments where tokens.count > Self.maxTagTokens {
+            throw TemplateError.syntax("a tag of \(tokens.count) tokens (at most \(Self.maxTagTokens))", loc)
+        }
     }
 
     mutating func parseTemplate() throws -> [Node] {
@@ -67,6 +82,9 @@ struct Parser {
     /// Parses nodes until a statement whose first word is in `terminators`; returns that
     /// statement's tokens (the terminator is consumed).
     private mutating func parseBlock(until terminators: Set<String>) throws -> ([Node], (String, SourceLocation)?) {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else { throw TemplateError.syntax("blocks nested more than \(Self.maxDepth) deep", end) }
         var nodes: [Node] = []
         while position < segments.count {
             let segment = segments[position]

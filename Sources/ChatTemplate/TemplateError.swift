@@ -17,9 +17,25 @@ public enum TemplateError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .syntax(m, l): return "chat template syntax error at \(l): \(m)"
-        case let .render(m, l): return "chat template error at \(l): \(m)"
-        case let .raised(m, l): return "the chat template rejected the conversation (\(l)): \(m)"
+        case let .syntax(m, l): return "chat template syntax error at \(l): \(Self.oneLine(m))"
+        case let .render(m, l): return "chat template error at \(l): \(Self.oneLine(m))"
+        case let .raised(m, l): return "the chat template rejected the conversation (\(l)): \(Self.oneLine(m))"
         }
     }
+
+    /// Messages carry text from the template (a model file): shown on one line, control and
+    /// invisible characters escaped, cut after ``messageLimit`` characters.
+    static func oneLine(_ message: String) -> String {
+        let scalars = message.unicodeScalars
+        var out = scalars.prefix(messageLimit).map { c -> String in
+            switch c.properties.generalCategory {
+            case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator: return c.escaped(asASCII: true)
+            default: return String(c)
+            }
+        }.joined()
+        if scalars.count > messageLimit { out += "… (\(scalars.count - messageLimit) more characters)" }
+        return out
+    }
+
+    static let messageLimit = 300
 }

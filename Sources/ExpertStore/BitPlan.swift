@@ -47,10 +47,10 @@ public struct BitPlan: Codable, Sendable, Equatable {
         do {
             plan = try JSONDecoder().decode(BitPlan.self, from: data)
         } catch {
-            throw Error.invalid(path: path, reason: "not a bit plan JSON (\(error))")
+            throw Error.invalid(path: path, reason: "not a bit plan JSON (\(ModelFormatError.shown(decoding: error)))")
         }
         guard plan.format == "swiftmoe-bit-plan", plan.version == 1 else {
-            throw Error.invalid(path: path, reason: "format \(plan.format) version \(plan.version); expected swiftmoe-bit-plan version 1")
+            throw Error.invalid(path: path, reason: "format \(ModelFormatError.shown(plan.format)) version \(plan.version); expected swiftmoe-bit-plan version 1")
         }
         return plan
     }
@@ -72,7 +72,7 @@ public struct BitPlan: Codable, Sendable, Equatable {
     /// Throws naming the first unknown type or out-of-range expert.
     public func resolve(for configuration: ModelConfiguration, source: String = "bit plan") throws -> [ExpertKey: GGMLType?] {
         guard let fallback = BitPlan.storableType(`default`) else {
-            throw Error.invalid(path: source, reason: "default type \(`default`) is not one the store can write (\(BitPlan.writableTypeNames))")
+            throw Error.invalid(path: source, reason: "default type \(ModelFormatError.shown(`default`)) is not one the store can write (\(BitPlan.writableTypeNames))")
         }
         var result: [ExpertKey: GGMLType?] = [:]
         for l in 0..<configuration.layerCount where configuration.layerKinds[l] == .moe {
@@ -84,7 +84,7 @@ public struct BitPlan: Codable, Sendable, Equatable {
                 throw Error.invalid(path: source, reason: "layer \(a.layer) has no expert \(a.expert)")
             }
             guard let type = BitPlan.storableType(a.type) else {
-                throw Error.invalid(path: source, reason: "expert \(a.expert) of layer \(a.layer): type \(a.type) is not one the store can write (\(BitPlan.writableTypeNames))")
+                throw Error.invalid(path: source, reason: "expert \(a.expert) of layer \(a.layer): type \(ModelFormatError.shown(a.type)) is not one the store can write (\(BitPlan.writableTypeNames))")
             }
             result[key] = type
         }

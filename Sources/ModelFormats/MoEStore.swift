@@ -259,7 +259,7 @@ public final class MoEStoreFile: Sendable {
         do {
             manifest = try JSONDecoder().decode(Manifest.self, from: Data(manifestBytes))
         } catch {
-            throw ModelFormatError.invalidMetadata(path: path, key: "manifest", reason: "not a valid store manifest: \(error)")
+            throw ModelFormatError.invalidMetadata(path: path, key: "manifest", reason: "not a valid store manifest: \(ModelFormatError.shown(decoding: error))")
         }
         try manifest.configuration.validate(source: path)
         denseIndex = Dictionary(manifest.dense.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -79,4 +79,19 @@ public enum ModelFormatError: Error, Equatable, CustomStringConvertible {
 
     /// How many characters of file-supplied text an error shows.
     public static let shownLimit = 120
+
+    /// Why JSON from a file did not decode, as an error shows it: where (the key path) and what,
+    /// each escaped and cut like ``shown(_:)``, instead of `DecodingError`'s multi-line dump.
+    public static func shown(decoding error: any Error) -> String {
+        let context: DecodingError.Context
+        switch error as? DecodingError {
+        case let .typeMismatch(_, c)?, let .valueNotFound(_, c)?, let .keyNotFound(_, c)?, let .dataCorrupted(c)?: context = c
+        default: return shown("\(error)")
+        }
+        var what = context.debugDescription
+        if case let .keyNotFound(key, _)? = error as? DecodingError { what = "missing key \(key.stringValue)" }
+        if let underlying = context.underlyingError { what += " (\(underlying.localizedDescription))" }
+        let at = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        return (at.isEmpty ? "" : "at \(shown(String(at.drop { $0 == "." }))): ") + shown(what)
+    }
 }

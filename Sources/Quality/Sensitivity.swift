@@ -128,7 +128,7 @@ public struct CalibrationFile: Sendable, Equatable {
         }
         let wrapper: Wrapper
         do { wrapper = try JSONDecoder().decode(Wrapper.self, from: data) } catch {
-            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table or activations are not valid (\(error))")
+            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table or activations are not valid (\(ModelFormatError.shown(decoding: error)))")
         }
         let activations = try wrapper.activations.map { try ActivationStatistics(stored: $0, routing: routing, path: path) }
         if let s = wrapper.sensitivity {

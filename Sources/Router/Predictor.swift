@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormats
 
 /// Which experts the next layers will want, guessed while the current layer computes, so the
 /// store can load them in time (docs/design.md §5: EdgeMoE's path statistics, Mixtral-offloading
@@ -74,7 +75,7 @@ public struct TransitionTable: Codable, Sendable, Equatable {
     public static func decode(_ data: Data, path: String) throws -> TransitionTable {
         let table: TransitionTable
         do { table = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
-            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(error))")
+            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(ModelFormatError.shown(decoding: error)))")
         }
         let e = table.expertCount, l = table.layers.count
         guard table.format == "swiftmoe-calibration", table.version == 1, e > 0, e <= 1 << 12, l > 0,

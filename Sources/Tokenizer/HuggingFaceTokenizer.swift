@@ -82,7 +82,7 @@ extension Tokenizer {
         guard !differing.isEmpty || missing > 0 else { return nil }
         var note = "tokenizer.json and tokenizer.model disagree"
         if let first = differing.first {
-            note += " on \(differing.count) of \(proto.pieces.count) pieces (first: id \(first) is \(byId[first]?.debugDescription ?? "absent") in tokenizer.json, \(proto.pieces[first].text.debugDescription) in tokenizer.model)"
+            note += " on \(differing.count) of \(proto.pieces.count) pieces (first: id \(first) is \(byId[first].map(quoted) ?? "absent") in tokenizer.json, \(quoted(proto.pieces[first].text)) in tokenizer.model)"
         } else {
             note += ": tokenizer.json lacks \(missing) of tokenizer.model's \(proto.pieces.count) pieces"
         }
@@ -112,6 +112,8 @@ extension Tokenizer {
 /// `unsupported` error naming the JSON path.
 struct HFTokenizerReader {
     let path: String
+    /// Ids missing below the largest accepted beyond twice the token count.
+    static let maxIdGap = 4096
 
     func invalid(_ key: String, _ reason: String) -> TokenizerError { .invalidValue(source: path, key: key, reason: reason) }
     func unsupported(_ what: String) -> TokenizerError { .unsupported(source: path, feature: what) }
@@ -126,7 +128,7 @@ struct HFTokenizerReader {
         var byId: [Int: String] = [:]
         for (text, value) in vocabObj {
             guard let id = (value as? NSNumber)?.intValue, id >= 0, id < 16_777_216 else {
-                throw invalid("model.vocab", "token \(text.debugDescription) has no valid id")
+                throw invalid("model.vocab", "token \(quoted(text)) has no valid id")
             }
             byId[id] = text
         }
@@ -142,12 +144,18 @@ struct HFTokenizerReader {
         }
         let count = (byId.keys.max() ?? -1) + 1
         guard count > 0 else { throw invalid("model.vocab", "the vocabulary is empty") }
+        // Ids index a dense table: a few damaged ids must not make a small file allocate and
+        // build millions of empty tokens (fuzzing found a 7 KB file taking seconds). Real
+        // vocabularies have at most small gaps.
+        guard count <= 2 * byId.count + Self.maxIdGap else {
+            throw invalid("model.vocab", "ids reach \(count - 1) but there are only \(byId.count) tokens; the ids are damaged")
+        }
         var tokens = [String](repeating: "", count: count)
         for (id, text) in byId { tokens[id] = text }
         let idOf = Dictionary(byId.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
 
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if let v = model[key] as? String, !v.isEmpty { throw unsupported("model.\(key) \(v.debugDescription)") }
+            if let v = model[key] as? String, !v.isEmpty { throw unsupported("model.\(key) \(quoted(v))") }
         }
         if let dropout = model["dropout"] as? NSNumber, dropout.doubleValue > 0 { throw unsupported("BPE dropout") }
         var merges: [(String, String)] = []
@@ -342,7 +350,7 @@ struct HFTokenizerReader {
                 let ids = ((specials[name] as? [String: Any])?["ids"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
                     ?? idOf[name].map { [$0] } ?? []
                 guard !ids.isEmpty, ids.allSatisfy({ $0 >= 0 && $0 < 16_777_216 }) else {
-                    throw invalid("\(key).single[\(i)]", "special token \(name.debugDescription) has no id")
+                    throw invalid("\(key).single[\(i)]", "special token \(quoted(name)) has no id")
                 }
                 if seenSequence { suffix += ids } else { prefix += ids }
             }

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormats
 
 /// Text normalization applied to each piece of text between added tokens (HF `normalizers`).
 enum Normalizer {
@@ -37,7 +38,7 @@ struct SplitPattern: @unchecked Sendable {
         do {
             regex = try Regex(Self.stableRanges(pattern)).matchingSemantics(.unicodeScalar)
         } catch {
-            throw TokenizerError.unsupported(source: origin, feature: "pre-tokenizer regex \(pattern.debugDescription) (\(error))")
+            throw TokenizerError.unsupported(source: origin, feature: "pre-tokenizer regex \(quoted(pattern)) (\(ModelFormatError.shown("\(error)")))")
         }
     }
 

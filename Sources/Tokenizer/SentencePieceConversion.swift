@@ -78,7 +78,7 @@ enum SentencePieceConversion {
             let specials = Set(specialTokenNames(config: config, map: specialTokensMap))
             for (content, value) in file.sorted(by: { $0.key < $1.key }) {
                 guard let id = (value as? NSNumber)?.intValue, id >= 0, id < 16_777_216 else {
-                    throw TokenizerError.invalidValue(source: path, key: "added_tokens.json \(content.debugDescription)", reason: "needs an integer id")
+                    throw TokenizerError.invalidValue(source: path, key: "added_tokens.json \(quoted(content))", reason: "needs an integer id")
                 }
                 add(id: id, content: content, special: specials.contains(content), normalized: !specials.contains(content))
             }
@@ -125,7 +125,7 @@ enum SentencePieceConversion {
         for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
             guard let value = map[key], let name = tokenName(value) else { continue }
             if let old = config[key].flatMap(tokenName), old != name {
-                notes.append("\(key) \(name.debugDescription) from special_tokens_map.json, not \(old.debugDescription) from tokenizer_config.json (as transformers)")
+                notes.append("\(key) \(quoted(name)) from special_tokens_map.json, not \(quoted(old)) from tokenizer_config.json (as transformers)")
             }
             merged[key] = name
         }

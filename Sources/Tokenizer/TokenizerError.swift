@@ -1,3 +1,5 @@
+import ModelFormats
+
 /// What can go wrong loading a tokenizer. Tokenizer files are untrusted: every problem is a
 /// thrown error whose message names the file and the item, never a crash.
 public enum TokenizerError: Error, Equatable, CustomStringConvertible {
@@ -23,3 +25,6 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+/// Text from a tokenizer file as errors and notes quote it: escaped and cut (``ModelFormatError/shown(_:)``).
+func quoted(_ text: String) -> String { "\"" + ModelFormatError.shown(text) + "\"" }

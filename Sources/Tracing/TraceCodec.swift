@@ -127,7 +127,7 @@ public enum TraceCodec {
 
         let header: TraceHeader
         do { header = try JSONDecoder().decode(TraceHeader.self, from: Data(headerBytes)) } catch {
-            throw TraceError.invalid(path: path, reason: "the header is not valid JSON for a trace (\(error))")
+            throw TraceError.invalid(path: path, reason: "the header is not valid JSON for a trace (\(ModelFormatError.shown(decoding: error)))")
         }
         var b = TraceReader(bytes: Array(bytes[bodyStart..<(bodyStart + Int(bodyLength))]), path: path, base: bodyStart)
         var trace = Trace(header: header)

@@ -81,6 +81,7 @@ final class CLITests: XCTestCase {
         try swapped.write(to: dir.path("swapped.gguf"))
         let cases: [([String], String)] = [
             (["inspect", dir.path("zero-dim.gguf")], "blk.0.attn_norm.weight"),
+            (["logits", dir.path("zero-dim.gguf"), "--tokens", "1,2"], "blk.0.attn_norm.weight"),
             (["inspect", dir.path("swapped.gguf")], "output.weight"),
             (["logits", dir.path("swapped.gguf"), "--tokens", "1,2"], "output.weight"),
             (["inspect", dir.path("missing.gguf")], "no such file"),

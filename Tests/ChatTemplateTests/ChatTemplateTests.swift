@@ -129,6 +129,15 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertThrowsError(try render("{{ raise_exception('nope') }}")) { error in
             XCTAssertEqual(error as? TemplateError, .raised("nope", SourceLocation(line: 1, column: 4)))
         }
+        // Found by fuzzing (tools/fuzz, target template): the template's own text, control
+        // characters and all, went into the message. It is shown on one line, escaped and cut.
+        XCTAssertThrowsError(try render("{{ raise_exception('roles must alt\r\u{0}\u{0}ernate' + 'x' * 1000) }}")) { error in
+            XCTAssertTrue("\(error)".hasPrefix(#"the chat template rejected the conversation (line 1, column 4): roles must alt\r\0\0ernatexx"#), "\(error)")
+            XCTAssertTrue("\(error)".hasSuffix("… (723 more characters)"), "\(error)")
+        }
+        XCTAssertThrowsError(try ChatTemplate("{% if x %}\n\n{% bad\u{1b}[31m %}")) { error in
+            XCTAssertFalse("\(error)".contains("\u{1b}"), "\(error)")
+        }
         XCTAssertThrowsError(try render("{{ x.y }}")) { error in
             XCTAssertTrue("\(error)".contains("'x' is undefined"), "\(error)")
         }
@@ -228,5 +237,43 @@ final class HarmonyTemplateGoldenTests: XCTestCase {
         for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "\"abc", "1 2", String(repeating: "[", count: 300)] {
             XCTAssertThrowsError(try TemplateJSON.parse(bad), bad.prefix(10).description)
         }
+    }
+}
+
+/// A chat template comes from a model file: whatever it computes must end in a value or an
+/// error, never a trap, a hang or gigabytes (issue 19; tools/fuzz target `template`).
+final class HostileTemplateTests: XCTestCase {
+    func render(_ source: String) throws -> String {
+        try ChatTemplate(source).render(messages: [.user("hi")], addGenerationPrompt: false)
+    }
+
+    func testArithmeticAtIntLimitsDoesNotTrap() throws {
+        // Python (unbounded ints) gives 0 for the remainder; the quotient and conversions clamp to Int.
+        XCTAssertEqual(try render("{{ (-9223372036854775807 - 1) % -1 }}"), "0")
+        XCTAssertEqual(try render("{{ (-9223372036854775807 - 1) // -1 }}"), "9223372036854775807")
+        XCTAssertEqual(try render("{{ '1e300' | float | int }}|{{ '-1e300' | int }}"), "9223372036854775807|-9223372036854775808")
+        XCTAssertEqual(try render("{{ 2 ** 10 }}"), "1024")
+        XCTAssertNoThrow(try render("{{ 3 ** 1000000000000000000 }}"))  // by squaring, wrapping like * does
+        XCTAssertThrowsError(try render("{% for i in range(-1, 9223372036854775807) %}{% endfor %}")) {
+            XCTAssertTrue("\($0)".contains("range() too long"), "\($0)")
+        }
+    }
+
+    func testWorkAndDepthAreBounded() throws {
+        let cases: [(String, String)] = [
+            ("{{ 'x' * 1000000000000 }}", "repetition too large"),
+            ("{{ [1, 2] * 1000000000000 }}", "repetition too large"),
+            ("{{ '' * 1000000000000 }}", "repetition too large"),
+            ("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "loop iterations"),
+            ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "nested more than 64 deep"),
+            ("{{ " + String(repeating: "(", count: 2000) + "1" + String(repeating: ")", count: 2000) + " }}", "at most 512"),
+            (String(repeating: "{% if true %}", count: 100) + String(repeating: "{% endif %}", count: 100), "nested more than 64"),
+        ]
+        for (source, expected) in cases {
+            XCTAssertThrowsError(try render(source), String(source.prefix(60))) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(source.prefix(60)): \(error)")
+            }
+        }
+        XCTAssertEqual(try render("{{ 'ab' * 3 }}{{ [1] * 2 }}"), "ababab[1, 1]")
     }
 }

@@ -135,4 +135,30 @@ final class BitPlannerTests: XCTestCase {
         try Data("{\"format\": \"swiftmoe-bit-plan\", \"version\": 1, \"default\": 4}".utf8).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try BitPlan.load(path: path)) { XCTAssertTrue("\($0)".contains("invalid bit plan")) }
     }
+
+    /// Found by fuzzing (tools/fuzz, target bitplan): strings from the plan went into errors raw.
+    /// They are shown escaped and cut, and a JSON error names the key path on one line.
+    func testPlanErrorsShowFileTextOnOneLine() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path("plan.json")
+        let long = String(repeating: "x", count: 500)
+        let cases: [(String, String)] = [
+            (#"{"format": "swiftmoe-bit-pl\n", "version": 1, "default": "q4_K", "experts": []}"#, #"format swiftmoe-bit-pl\n version 1"#),
+            (#"{"format": "swiftmoe-bit-plan", "version": 1, "default": 4, "experts": []}"#, "at default: "),
+            (#"{"format": "swiftmoe-bit-plan", "version": 1, "default": "q4_K", "experts": [{"layer": 0, "expert": "a\u0001", "type": "q8_0"}]}"#, "at experts[0].expert: "),
+        ]
+        for (json, expected) in cases {
+            try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try BitPlan.load(path: path), json) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+                XCTAssertFalse("\(error)".contains("\n"), "\(error)")
+            }
+        }
+        let plan = BitPlan(default: "q4\u{1}" + long)
+        let configuration = try ModelSource(path: Fixtures.path("mixtral/model-q8_0.gguf")).configuration
+        XCTAssertThrowsError(try plan.resolve(for: configuration)) { error in
+            XCTAssertTrue("\(error)".contains(#"default type q4\u{01}xxx"#), "\(error)")
+            XCTAssertTrue("\(error)".contains("more characters"), "\(error)")
+        }
+    }
 }

@@ -162,6 +162,12 @@ final class TokenizerTests: XCTestCase {
             (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}}"#, "pre-tokenizer regex"),
             (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "normalizer": {"type": "BertNormalizer"}}"#, "normalizer.type"),
             (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "added_tokens": [{"id": -1, "content": "x"}]}"#, "added_tokens[0]"),
+            // Found by fuzzing (tools/fuzz, target tokenizer): one damaged id made a table of a million tokens.
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 999230}}}"#, "ids reach 999230 but there are only 2 tokens"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "added_tokens": [{"id": 16777215, "content": "x"}]}"#, "ids reach 16777215"),
+            // Names from the file are shown escaped and cut, on one line.
+            (#"{"model": {"type": "BPE", "vocab": {"a\n"# + String(repeating: "b", count: 5000) + #"": "x"}}}"#, #"token "a\nbbbb"#),
+            (#"{"model": {"type": "BPE", "vocab": {"a\n"# + String(repeating: "b", count: 5000) + #"": "x"}}}"#, "(4882 more characters)"),
         ]
         for (json, fragment) in cases {
             let dir = TemporaryDirectory()
