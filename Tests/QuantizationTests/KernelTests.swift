@@ -89,21 +89,30 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(moe_matvec_q_reference(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, s16, &reference), 0)
             // The activation the kernels see, dequantized.
             let xq = (0..<columns).map { Float(q[$0]) * d[$0 / 32] }
-            var row = [Float](repeating: 0, count: columns)
-            for r in 0..<rows {
-                try weights.withUnsafeBytes { raw in try type.dequantize(raw.baseAddress! + r * rowBytes, into: &row, count: columns) }
-                var exactOnQuantized: Double = 0, exact: Double = 0, magnitude: Double = 0
-                for i in 0..<columns {
-                    exactOnQuantized += Double(row[i]) * Double(xq[i])
-                    exact += Double(row[i]) * Double(x[i])
-                    magnitude += abs(Double(row[i]) * Double(x[i]))
-                }
-                let scale = Float(max(magnitude, 1e-6))
-                XCTAssertEqual(fast[r], reference[r], accuracy: 1e-5 * scale, "\(type) row \(r): SIMD vs scalar reference")
-                XCTAssertEqual(fast[r], Float(exactOnQuantized), accuracy: 1e-5 * scale, "\(type) row \(r): vs f64 on the same operands")
-                // 8-bit activations: each product's activation is off by at most half a step.
-                XCTAssertEqual(fast[r], Float(exact), accuracy: 1e-2 * scale, "\(type) row \(r): vs unquantized activations")
+            // 8-bit activations: each product's activation is off by at most half a step.
+            try checkRows(type, weights, rows: rows, columns: columns, x: x, xq: xq, fast: fast, reference: reference,
+                          label: "", unquantizedTolerance: 1e-2)
+        }
+    }
+
+    /// Each row's kernel result against the scalar reference, against f64 arithmetic on the same
+    /// (quantized) activations `xq`, and against the unquantized activations `x`.
+    func checkRows(_ type: GGMLType, _ weights: [UInt8], rows: Int, columns: Int, x: [Float], xq: [Float], fast: [Float],
+                   reference: [Float], label: String, unquantizedTolerance: Float) throws {
+        let rowBytes = type.traits.byteCount(elements: columns)!
+        var row = [Float](repeating: 0, count: columns)
+        for r in 0..<rows {
+            try weights.withUnsafeBytes { raw in try type.dequantize(raw.baseAddress! + r * rowBytes, into: &row, count: columns) }
+            var exactOnQuantized: Double = 0, exact: Double = 0, magnitude: Double = 0
+            for i in 0..<columns {
+                exactOnQuantized += Double(row[i]) * Double(xq[i])
+                exact += Double(row[i]) * Double(x[i])
+                magnitude += abs(Double(row[i]) * Double(x[i]))
             }
+            let scale = Float(max(magnitude, 1e-6))
+            XCTAssertEqual(fast[r], reference[r], accuracy: 1e-5 * scale, "\(type) row \(r): \(label)SIMD vs scalar reference")
+            XCTAssertEqual(fast[r], Float(exactOnQuantized), accuracy: 1e-5 * scale, "\(type) row \(r): \(label)vs f64 on the same operands")
+            XCTAssertEqual(fast[r], Float(exact), accuracy: unquantizedTolerance * scale, "\(type) row \(r): \(label)vs unquantized activations")
         }
     }
 
@@ -134,20 +143,8 @@ final class KernelTests: XCTestCase {
             guard format == 2 else { continue }  // portable level: the 32-block path, checked above
             XCTAssertEqual(moe_matvec_qk_reference(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, bsums, &reference), 0)
             let xq = (0..<columns).map { Float(q[$0]) * d[$0 / 256] }
-            var row = [Float](repeating: 0, count: columns)
-            for r in 0..<rows {
-                try weights.withUnsafeBytes { raw in try type.dequantize(raw.baseAddress! + r * rowBytes, into: &row, count: columns) }
-                var exactOnQuantized: Double = 0, exact: Double = 0, magnitude: Double = 0
-                for i in 0..<columns {
-                    exactOnQuantized += Double(row[i]) * Double(xq[i])
-                    exact += Double(row[i]) * Double(x[i])
-                    magnitude += abs(Double(row[i]) * Double(x[i]))
-                }
-                let scale = Float(max(magnitude, 1e-6))
-                XCTAssertEqual(fast[r], reference[r], accuracy: 1e-5 * scale, "\(type) row \(r): q8_K SIMD vs scalar reference")
-                XCTAssertEqual(fast[r], Float(exactOnQuantized), accuracy: 1e-5 * scale, "\(type) row \(r): q8_K vs f64 on the same operands")
-                XCTAssertEqual(fast[r], Float(exact), accuracy: 2e-2 * scale, "\(type) row \(r): q8_K vs unquantized activations")
-            }
+            try checkRows(type, weights, rows: rows, columns: columns, x: x, xq: xq, fast: fast, reference: reference,
+                          label: "q8_K ", unquantizedTolerance: 2e-2)
         }
     }
 
