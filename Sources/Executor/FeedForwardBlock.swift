@@ -62,7 +62,7 @@ struct SwiGLU: Sendable {
         let hidden = ws.hidden(width: size).reset(tokens: count)
         let path = pass.kernels
         if Kernels.needsQuantizedInput(gate.matrix.type, path: path) || Kernels.needsQuantizedInput(up.matrix.type, path: path) {
-            gathered.quantize()
+            gathered.quantize(on: pass.pool)
         }
         // Gate and up in one pass over rows, SiLU·mul fused into the same pass.
         try pass.parallel(size, grain: 8) { range, worker in

@@ -20,7 +20,7 @@ struct ForwardPass {
     /// Runs several linear layers over the same input in one parallel region, split by rows:
     /// `outputs[i][t * rows_i + r] = layers[i].W[r] · input[t]` (+ bias).
     func project(_ linears: [Linear], input: ActivationBatch, tokens: Range<Int>? = nil, outputs: [UnsafeMutablePointer<Float>]) throws {
-        if linears.contains(where: { Kernels.needsQuantizedInput($0.matrix.type, path: kernels) }) { input.quantize() }
+        if linears.contains(where: { Kernels.needsQuantizedInput($0.matrix.type, path: kernels) }) { input.quantize(on: pool) }
         let offsets = linears.reduce(into: [0]) { $0.append($0.last! + $1.outputs) }
         let path = kernels
         let ws = workspace
@@ -48,5 +48,15 @@ struct ForwardPass {
             do { try body(range, worker) } catch { failure.record(error) }
         }
         if let error = failure.error { throw error }
+    }
+}
+
+extension ActivationBatch {
+    /// ``quantize()`` with the tokens split across the pool (a prefill batch; one token runs
+    /// on the calling thread). The result is the same bytes whatever the split.
+    func quantize(on pool: ThreadPool) {
+        guard !isQuantized, isQuantizable else { return }
+        pool.parallelFor(tokens) { range, _ in self.quantize(tokens: range) }
+        markQuantized()
     }
 }

@@ -90,7 +90,7 @@ struct MoEFeedForward: FeedForwardBlock {
         let downs = try experts.map { try WeightMatrix(view: $0.down) }
         let path = pass.kernels
         if gates.contains(where: { Kernels.needsQuantizedInput($0.type, path: path) }) || ups.contains(where: { Kernels.needsQuantizedInput($0.type, path: path) }) {
-            input.quantize()
+            input.quantize(on: pass.pool)
         }
         let g = ws.gateOutput.reserve(k * size), u = ws.upOutput.reserve(k * size)
         let hidden = ws.hidden(width: size).reset(tokens: k)
@@ -109,7 +109,7 @@ struct MoEFeedForward: FeedForwardBlock {
                 }
             }
         }
-        if downs.contains(where: { Kernels.needsQuantizedInput($0.type, path: path) }) { hidden.quantize() }
+        if downs.contains(where: { Kernels.needsQuantizedInput($0.type, path: path) }) { hidden.quantize(on: pass.pool) }
         let y = ws.downOutput.reserve(k * h)
         let out = ws.ffnOutput.pointer
         try pass.parallel(h, grain: 16) { range, worker in

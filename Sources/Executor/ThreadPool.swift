@@ -31,6 +31,8 @@ public final class ThreadPool: @unchecked Sendable {
         let generation = Atomic<Int>(0)
         let remaining = Atomic<Int>(0)
         let stopping = Atomic<Bool>(false)
+        /// The next chunk of the running `parallelFor`; `run` resets it before publishing a region.
+        let nextChunk = Atomic<Int>(0)
         let condition = NSCondition()
         var job: ((Int) -> Void)?
 
@@ -99,6 +101,7 @@ public final class ThreadPool: @unchecked Sendable {
             withoutActuallyEscaping(body) { body in
                 shared.job = body
                 shared.remaining.store(threads - 1, ordering: .relaxed)
+                shared.nextChunk.store(0, ordering: .relaxed)
                 shared.publish()
                 body(0)
                 while shared.remaining.load(ordering: .acquiring) > 0 {}
@@ -107,19 +110,33 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Splits `0..<count` into one contiguous range per worker (ranges of at least `grain`,
-    /// fewer workers if the work is small) and runs `body(range, worker)` on each.
+    /// Chunks per thread that `parallelFor` hands out: enough that a worker which starts late
+    /// (woken from sleep) or runs slow (a shared core) leaves its share to the others.
+    static let chunksPerThread = 4
+
+    /// Splits `0..<count` into contiguous chunks (of at least `grain`, a multiple of it) and runs
+    /// `body(range, worker)` on each, the workers taking the next chunk as they finish one.
+    /// Every index is in exactly one call; a worker's calls run one after another, so a
+    /// per-worker scratch buffer is never shared. Fewer workers take part if the work is small.
     public func parallelFor(_ count: Int, grain: Int = 1, _ body: (Range<Int>, Int) -> Void) {
         guard count > 0 else { return }
-        let parts = min(threads, max(1, count / max(grain, 1)))
+        let grain = max(grain, 1)
+        let parts = min(threads, max(1, count / grain))
         if parts == 1 {
             body(0..<count, 0)
             return
         }
+        let target = max(grain, count / (parts * Self.chunksPerThread))
+        let chunk = (target + grain - 1) / grain * grain
+        let chunks = (count + chunk - 1) / chunk
+        let shared = self.shared  // run() resets its chunk counter inside the region
         run { worker in
             guard worker < parts else { return }
-            let start = count * worker / parts, end = count * (worker + 1) / parts
-            if start < end { body(start..<end, worker) }
+            while true {
+                let c = shared.nextChunk.add(1, ordering: .relaxed).oldValue
+                guard c < chunks else { return }
+                body(c * chunk..<min(count, (c + 1) * chunk), worker)
+            }
         }
     }
 }

@@ -82,11 +82,25 @@ public final class ActivationBatch {
     /// Quantizes every token (once until the values change), in both activation formats
     /// where the width allows the second (q8_K, for the K-quant kernels).
     public func quantize() {
-        guard quantizedTokens != tokens, isQuantizable else { return }
-        moe_quantize_activations(values, Int32(width * tokens), q, d, s16)
-        if let qk, let dk, let bsums, let sums { moe_quantize_activations_k(values, Int32(width * tokens), qk, dk, bsums, sums) }
-        quantizedTokens = tokens
+        guard !isQuantized, isQuantizable else { return }
+        quantize(tokens: 0..<tokens)
+        markQuantized()
     }
+
+    /// Quantizes the tokens in `range` (both forms), for a caller that splits a batch across
+    /// threads (disjoint ranges write disjoint memory); it calls ``markQuantized()`` after all.
+    public func quantize(tokens range: Range<Int>) {
+        guard isQuantizable, !range.isEmpty else { return }
+        precondition(range.lowerBound >= 0 && range.upperBound <= tokens, "tokens \(range) of \(tokens)")
+        let first = range.lowerBound * width, n = Int32(range.count * width)
+        moe_quantize_activations(values + first, n, q + first, d + first / 32, s16 + first / 16)
+        if let qk, let dk, let bsums, let sums {
+            moe_quantize_activations_k(values + first, n, qk + first, dk + first / 256, bsums + first / 16, sums + first / 16)
+        }
+    }
+
+    /// Declares every token quantized (after ``quantize(tokens:)`` covered them all).
+    public func markQuantized() { quantizedTokens = tokens }
 
     /// Both quantized forms for tokens from `first` on (C view for the kernels).
     func activations(from first: Int) -> moe_activations {

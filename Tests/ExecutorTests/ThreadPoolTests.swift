@@ -56,6 +56,36 @@ final class ThreadPoolTests: XCTestCase {
         }
     }
 
+    /// `parallelFor` hands out chunks: each starts at a multiple of the grain, a worker's calls
+    /// never overlap (its scratch is its own), and a worker that stalls leaves the rest of the
+    /// chunks to the others instead of holding the region up for its fixed share.
+    func testChunksFollowTheGrainAndAStalledWorkerLeavesItsShare() {
+        let pool = ThreadPool(threads: 2)
+        let count = 1000, grain = 8
+        let lock = NSLock()
+        var calls: [(range: Range<Int>, worker: Int)] = []
+        var busy = [false, false], overlapped = false, stalled = false
+        pool.parallelFor(count, grain: grain) { range, worker in
+            lock.lock()
+            if busy[worker] { overlapped = true }
+            busy[worker] = true
+            calls.append((range, worker))
+            let stall = worker == 1 && !stalled
+            if stall { stalled = true }
+            lock.unlock()
+            if stall { Thread.sleep(forTimeInterval: 0.2) }
+            lock.lock()
+            busy[worker] = false
+            lock.unlock()
+        }
+        XCTAssertFalse(overlapped, "a worker ran two chunks at once")
+        XCTAssertEqual(calls.map(\.range.count).reduce(0, +), count)
+        XCTAssertTrue(calls.allSatisfy { $0.range.lowerBound % grain == 0 && !$0.range.isEmpty })
+        XCTAssertGreaterThan(calls.count, 2, "more chunks than workers")
+        // Worker 1 slept 0.2 s in its first chunk (if it got one at all); worker 0 took the rest.
+        XCTAssertLessThanOrEqual(calls.filter { $0.worker == 1 }.count, 1)
+    }
+
     /// Counters of one thread's regions. `@unchecked Sendable`: only that thread's regions write
     /// them (each index from one worker per region, regions ordered by the pool), and the test
     /// reads them after joining the thread.
