@@ -552,6 +552,22 @@ static row_dotn_fn row_dotn(int type) { (void)type; return 0; }
 // Rows outer, tokens inner in tiles of 4: a weight row is read from memory once per call and
 // unpacked once per 4 tokens. Arithmetic per (row, token) is the same in both forms, so a
 // token gives the same result alone or in a batch.
+// Decode streams each weight row from memory once. The hardware prefetcher alone leaves a
+// single thread well below the machine's read bandwidth (the kernel's arithmetic and the
+// memory latency add up instead of overlapping), so while one row is computed the row about
+// MOE_PREFETCH_BYTES ahead is requested (Benchmarks/kernels/ab.sh, DRAM-resident weights, one
+// thread: q4_K 6.0 -> 9-12 GB/s, q8_0 8.0 -> 10-11, q6_K 7 -> 10-13; docs/performance.md).
+#define MOE_PREFETCH_BYTES 3072
+MOE_INLINE int prefetch_rows_ahead(size_t row_bytes) {
+    size_t rows = row_bytes ? (MOE_PREFETCH_BYTES + row_bytes - 1) / row_bytes : 1;
+    return rows > 8 ? 8 : (int)rows;
+}
+MOE_INLINE void prefetch_row(const uint8_t *w, size_t row_bytes, int r, int r1) {
+    if (r >= r1) return;
+    const uint8_t *p = w + (size_t)r * row_bytes;
+    for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int n, const uint8_t *w, size_t row_bytes, int r0,
                         int r1, int tokens, const int8_t *q, const float *d, const float *s16, float *y, int ldy) {
     if (dotn && tokens > 1) {  /* blocked as matmul_rows_k below; decode keeps the one-token entry point */
@@ -571,9 +587,11 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
         }
         return;
     }
+    const int ahead = prefetch_rows_ahead(row_bytes);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         int t = 0;
+        if (tokens == 1) prefetch_row(w, row_bytes, r + ahead, r1);
         if (dot4) {
             float out[4];
             for (; t + 4 <= tokens; t += 4) {
@@ -598,6 +616,7 @@ static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int n, const uint8
                           const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
     int block = tokens <= MOE_TILE_K ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
     if (block < 1) block = 1;
+    const int ahead = prefetch_rows_ahead(row_bytes);
     for (int rb = r0; rb < r1; rb += block) {
         int re = r1 - rb < block ? r1 : rb + block;
         for (int t = 0; t < tokens; t += MOE_TILE_K) {
@@ -605,6 +624,7 @@ static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int n, const uint8
             size_t a = (size_t)t * n;
             for (int r = rb; r < re; r++) {
                 float out[2 * MOE_TILE_K];
+                if (count == 1) prefetch_row(w, row_bytes, r + ahead, r1);
                 if (dot2 && count >= 2 && r + 1 < re) {
                     dot2(w + (size_t)r * row_bytes, row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
                     for (int i = 0; i < count; i++)
