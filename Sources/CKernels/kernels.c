@@ -573,6 +573,7 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
     if (dotn && tokens > 1) {  /* blocked as matmul_rows_k below; decode keeps the one-token entry point */
         int block = tokens <= MOE_TILE_Q ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
         if (block < 1) block = 1;
+        const int ahead = prefetch_rows_ahead(row_bytes);
         for (int rb = r0; rb < r1; rb += block) {
             int re = r1 - rb < block ? r1 : rb + block;
             for (int t = 0; t < tokens; t += MOE_TILE_Q) {
@@ -580,6 +581,7 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
                 size_t a = (size_t)t * n;
                 for (int r = rb; r < re; r++) {
                     float out[MOE_TILE_Q];
+                    if (t == 0) prefetch_row(w, row_bytes, r + ahead, r1);  /* the first tile reads the rows from memory */
                     dotn(w + (size_t)r * row_bytes, n, q + a, d + a / 32, s16 + a / 16, out, count);
                     for (int i = 0; i < count; i++) y[(size_t)(t + i) * ldy + r] = out[i];
                 }
@@ -591,7 +593,7 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         int t = 0;
-        if (tokens == 1) prefetch_row(w, row_bytes, r + ahead, r1);
+        prefetch_row(w, row_bytes, r + ahead, r1);  /* every token of this row runs before the next row */
         if (dot4) {
             float out[4];
             for (; t + 4 <= tokens; t += 4) {
@@ -624,8 +626,9 @@ static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int n, const uint8
             size_t a = (size_t)t * n;
             for (int r = rb; r < re; r++) {
                 float out[2 * MOE_TILE_K];
-                if (count == 1) prefetch_row(w, row_bytes, r + ahead, r1);
+                if (t == 0) prefetch_row(w, row_bytes, r + ahead, r1);  /* the first tile reads the rows from memory */
                 if (dot2 && count >= 2 && r + 1 < re) {
+                    if (t == 0) prefetch_row(w, row_bytes, r + 1 + ahead, r1);
                     dot2(w + (size_t)r * row_bytes, row_bytes, n, q + a, dk + a / 256, bs + a / 16, sk + a / 16, out, count);
                     for (int i = 0; i < count; i++)
                         y[(size_t)(t + i) * ldy + r] = out[i], y[(size_t)(t + i) * ldy + r + 1] = out[MOE_TILE_K + i];
