@@ -609,20 +609,33 @@ static void matmul_rows(row_dot_fn dot, row_dot4_fn dot4, row_dotn_fn dotn, int 
     }
 }
 
+/* Tokens per q8_K kernel call. Q4_K and Q5_K (whose 512-bit bodies hold the most per token)
+   halve the tile when its activations (MOE_TILE_K x n bytes) would crowd L1: an FFN's down
+   projection (n = 5632 in the benchmark model, 14336 in Mixtral). Benchmarks/kernels/ab.c,
+   4 MB of weights, 32 tokens, Gw·tok/s, tile 8 -> 4: q4_K 43.9 -> 51.5 (n = 5632), 42.2 -> 48.3
+   (14336), but 57.7 -> 52.5 at n = 4096; q5_K 33-42 -> 47.7 (5632). The other types lose
+   3-12% with the smaller tile at any width, so they keep 8. A token's arithmetic does not
+   depend on its tile, so results are the same. */
+#define MOE_TILE_BYTES (40 << 10)
+MOE_INLINE int k_tile(int type, int n) {
+    if ((type == MOE_Q4_K || type == MOE_Q5_K) && (size_t)MOE_TILE_K * (size_t)n > MOE_TILE_BYTES) return MOE_TILE_K / 2;
+    return MOE_TILE_K;
+}
+
 // The same for q8_K kernels, which take 1..MOE_TILE_K tokens per call.
 // Blocked: a block of rows (about 64 KB of weights, kept in L2) meets one token tile at a time
 // (its activations stay in L1), so neither operand is streamed from memory more than once per
 // block. A token's arithmetic is the same in any tile, so results do not depend on the blocking.
 // `dot2` (optional) takes two rows at once when a tile has two tokens or more.
-static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
+static void matmul_rows_k(row_dotk_fn dot, row_dotk2_fn dot2, int tile, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens,
                           const int8_t *q, const float *dk, const int16_t *bs, const float *sk, float *y, int ldy) {
-    int block = tokens <= MOE_TILE_K ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
+    int block = tokens <= tile ? r1 - r0 : (int)(65536 / (row_bytes ? row_bytes : 1));
     if (block < 1) block = 1;
     const int ahead = prefetch_rows_ahead(row_bytes);
     for (int rb = r0; rb < r1; rb += block) {
         int re = r1 - rb < block ? r1 : rb + block;
-        for (int t = 0; t < tokens; t += MOE_TILE_K) {
-            int count = tokens - t < MOE_TILE_K ? tokens - t : MOE_TILE_K;
+        for (int t = 0; t < tokens; t += tile) {
+            int count = tokens - t < tile ? tokens - t : tile;
             size_t a = (size_t)t * n;
             for (int r = rb; r < re; r++) {
                 float out[2 * MOE_TILE_K];
@@ -669,7 +682,7 @@ int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int 
                   const moe_activations *a, float *y, int ldy) {
     row_dotk_fn dotk = a->qk ? row_dotk(type) : 0;
     if (dotk && n % 256 == 0) {
-        matmul_rows_k(dotk, row_dotk2(type), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
+        matmul_rows_k(dotk, row_dotk2(type), k_tile(type, n), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
         return 0;
     }
     if (!a->q) return -1;

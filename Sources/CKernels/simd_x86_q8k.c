@@ -313,6 +313,7 @@ ZMM_TARGET static inline void q6k_z_body(const uint8_t *row, int n, const int8_t
                                           const int16_t *bs, const float *sk, float *out, int tokens) {           \
         if (tokens == 1) body(row, n, q, dk, bs, sk, out, 1 __VA_ARGS__);                                            \
         else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, sk, out, MOE_TILE_K __VA_ARGS__);                                       \
+        else if (tokens == MOE_TILE_K / 2) body(row, n, q, dk, bs, sk, out, MOE_TILE_K / 2 __VA_ARGS__);                             \
         else body(row, n, q, dk, bs, sk, out, tokens __VA_ARGS__);                                                   \
     }
 Z_ENTRY(q4_K, q45k_z_body, , 0)

@@ -202,6 +202,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
                                           const int16_t *bs, const float *sk, float *out, int tokens) {          \
         if (tokens == 1) body(row, n, q, dk, bs, sk, out, 1 __VA_ARGS__);                                           \
         else if (tokens == MOE_TILE_K) body(row, n, q, dk, bs, sk, out, MOE_TILE_K __VA_ARGS__);                                      \
+        else if (tokens == MOE_TILE_K / 2) body(row, n, q, dk, bs, sk, out, MOE_TILE_K / 2 __VA_ARGS__);                            \
         else body(row, n, q, dk, bs, sk, out, tokens __VA_ARGS__);                                                  \
     }
 K_ENTRY(q2_K, K_NAME(q2k_body))

@@ -154,8 +154,10 @@ final class KernelTests: XCTestCase {
 
     func checkBatchedMatmul() throws {
         var rng = Rng(state: 11)
-        for type in Self.fastTypes {
-            let columns = 256, rows = 5, tokens = 70  // more than one 64-token tile
+        // 256 columns, 70 tokens: several token tiles and row blocks; 5632 columns (an FFN's
+        // down projection), 13 tokens: the halved tile Q4_K and Q5_K take for wide rows, plus a remainder.
+        for (type, columns, tokens) in Self.fastTypes.flatMap({ [($0, 256, 70), ($0, 5632, 13)] }) {
+            let rows = 5
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!
             let batch = ActivationBatch(width: columns, capacity: tokens)
