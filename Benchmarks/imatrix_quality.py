@@ -183,6 +183,8 @@ def main() -> None:
         sources.append(("planned-proxy-plain", cal, ["--no-imatrix"]))
     if args.measured:
         sources.append(("planned-measured", measured, ["--imatrix", str(cal)]))
+    routing = json.loads(cal.read_text())
+    expert_total = len(routing["layers"]) * routing["expertCount"]  # MoE layers (their indices) x experts
     for kind, c, quantization in sources:
         for target in targets:
             p = work / f"{kind}-{target}.moe"
@@ -192,6 +194,10 @@ def main() -> None:
             counts: dict[str, int] = {}
             for e in plan.get("experts", []):
                 counts[e.get("type", "?")] = counts.get(e.get("type", "?"), 0) + 1
+            # The plan lists only the experts that differ from its "default" type; the rest are that type.
+            rest = expert_total - sum(counts.values())
+            if rest > 0:
+                counts[plan.get("default", "?")] = counts.get(plan.get("default", "?"), 0) + rest
             score(kind, f"{target / 1e6:.2f}MB", p, {"target": target, "types": ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))})
     curves = {k: sorted((r["bytes"], r["kld"]) for r in result["stores"] if r["kind"] == k) for k in CURVES}
     for r in result["stores"]:
