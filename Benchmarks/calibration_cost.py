@@ -8,7 +8,8 @@ For MODEL and TEXT, runs --repeats times each, alternating:
              statistics, then proxy sensitivities at every --types)
 
 and reports the median wall time of each, calibrate's own split ("routing pass X s, proxy
-sensitivities Y s"), the ratio calibrate / forward, the peak RSS of every run (GNU time's %M), and the 1-minute load average beside each timing. Extra flags after `--` go to both
+sensitivities Y s"), the ratio calibrate / forward (wall time, and CPU time, user + system, which other jobs
+pausing or preempting these do not inflate), the peak RSS of every run (GNU time's %M), and the 1-minute load average beside each timing. Extra flags after `--` go to both
 commands (e.g. `-- --memory 150MB` to page the model). Writes OUT (JSON) if given.
 
     python3 Benchmarks/calibration_cost.py --model .build-demo/demo-q8_0.gguf --text Models/demo/calibration.txt
@@ -43,11 +44,13 @@ def timed(cmd: list[str]) -> dict:
     return {"seconds": seconds, "load": load, "output": out + err}
 
 
-def rss_of(cmd: list[str]) -> tuple[dict, float]:
-    """timed() plus the command's peak RSS in MB (GNU time's %M)."""
-    r = timed(["/usr/bin/time", "-f", "MAXRSS_KB %M"] + cmd)
-    m = re.findall(r"MAXRSS_KB (\d+)", r["output"])
-    return r, (int(m[-1]) / 1024 if m else float("nan"))
+def rss_of(cmd: list[str]) -> tuple[dict, float, float]:
+    """timed() plus the command's peak RSS in MB (GNU time's %M) and its CPU seconds, user + system (%U + %S)."""
+    r = timed(["/usr/bin/time", "-f", "MAXRSS_KB %M CPU_S %U %S"] + cmd)
+    m = re.findall(r"MAXRSS_KB (\d+) CPU_S ([\d.]+) ([\d.]+)", r["output"])
+    if not m:
+        return r, float("nan"), float("nan")
+    return r, int(m[-1][0]) / 1024, float(m[-1][1]) + float(m[-1][2])
 
 
 def main() -> None:
@@ -71,8 +74,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"forward": [], "calibrate": []}
     for _ in range(args.repeats):
         for name, cmd in (("forward", forward), ("calibrate", calibrate)):
-            r, rss = rss_of(cmd)
-            row = {"seconds": round(r["seconds"], 2), "load": r["load"], "peak_rss_mb": round(rss, 1)}
+            r, rss, cpu = rss_of(cmd)
+            row = {"seconds": round(r["seconds"], 2), "cpu_seconds": round(cpu, 2), "load": r["load"], "peak_rss_mb": round(rss, 1)}
             m = re.search(r"routing pass ([\d.]+) s, (\w+) sensitivities ([\d.]+) s", r["output"])
             if m:
                 row.update(routing_seconds=float(m.group(1)), sensitivity=m.group(2), sensitivity_seconds=float(m.group(3)))
@@ -89,6 +92,10 @@ def main() -> None:
         "calibrate_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["calibrate"]),
     }
     summary["ratio"] = summary["calibrate_seconds"] / summary["forward_seconds"]
+    # CPU time (user + system) is blind to other jobs pausing or preempting these: a second view of the ratio.
+    summary["forward_cpu_seconds"] = med(runs["forward"], "cpu_seconds")
+    summary["calibrate_cpu_seconds"] = med(runs["calibrate"], "cpu_seconds")
+    summary["cpu_ratio"] = summary["calibrate_cpu_seconds"] / summary["forward_cpu_seconds"]
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,9 @@ KINDS = [("uniform", "#444", "uniform, plain (--no-imatrix)"), ("uniform-imatrix
          ("llama-imatrix", "#9467bd", "llama.cpp imatrix uniform"), ("planned-proxy", "#d62728", "planned (proxy) + act.-aware"),
          ("planned-proxy-plain", "#ff7f0e", "planned (proxy), plain"), ("planned-measured", "#1f77b4", "planned (measured) + act.-aware")]
 CURVES = ("uniform", "uniform-imatrix", "llama-imatrix")
+# Every store raw: --compression auto measures the disk and may LZ4 some records, which would make
+# "equal size" depend on the machine; the planner's sizes are raw record bytes too.
+RAW = ["--compression", "none"]
 
 
 def main() -> None:
@@ -153,10 +156,10 @@ def main() -> None:
 
     for t in types:
         p = work / f"plain-{t}.moe"
-        build(p, [moe, "convert", args.model, "-o", str(p), "--bits", t, "--no-imatrix"])
+        build(p, [moe, "convert", args.model, "-o", str(p), "--bits", t, "--no-imatrix"] + RAW)
         score("uniform", t, p)
         p = work / f"imatrix-{t}.moe"
-        build(p, [moe, "convert", args.model, "-o", str(p), "--bits", t, "--imatrix", str(cal)])
+        build(p, [moe, "convert", args.model, "-o", str(p), "--bits", t, "--imatrix", str(cal)] + RAW)
         score("uniform-imatrix", t, p)
     if not args.no_llama:
         imatrix = work / "llama.imatrix.gguf"
@@ -170,7 +173,7 @@ def main() -> None:
             build(g, [str(LLAMA / "llama-quantize"), "--allow-requantize", "--imatrix", str(imatrix)] + overrides +
                   [args.model, str(g), "Q8_0", str(args.threads)])
             p = work / f"llama-{t}.moe"
-            build(p, [moe, "convert", str(g), "-o", str(p), "--bits", "keep", "--no-imatrix"])
+            build(p, [moe, "convert", str(g), "-o", str(p), "--bits", "keep", "--no-imatrix"] + RAW)
             score("llama-imatrix", t, p)
     plain = sorted((r["bytes"], r["kld"]) for r in result["stores"] if r["kind"] == "uniform")
     fractions = [float(f) for f in args.fractions.split(",")]
@@ -180,15 +183,21 @@ def main() -> None:
         sources.append(("planned-proxy-plain", cal, ["--no-imatrix"]))
     if args.measured:
         sources.append(("planned-measured", measured, ["--imatrix", str(cal)]))
+    routing = json.loads(cal.read_text())
+    expert_total = len(routing["layers"]) * routing["expertCount"]  # MoE layers (their indices) x experts
     for kind, c, quantization in sources:
         for target in targets:
             p = work / f"{kind}-{target}.moe"
             build(p, [moe, "convert", args.model, "-o", str(p), "--target-size", str(target), "--calibration", str(c),
-                      "--plan-out", str(p.with_suffix(".plan.json"))] + quantization)
+                      "--plan-out", str(p.with_suffix(".plan.json"))] + quantization + RAW)
             plan = json.loads(p.with_suffix(".plan.json").read_text())
             counts: dict[str, int] = {}
             for e in plan.get("experts", []):
                 counts[e.get("type", "?")] = counts.get(e.get("type", "?"), 0) + 1
+            # The plan lists only the experts that differ from its "default" type; the rest are that type.
+            rest = expert_total - sum(counts.values())
+            if rest > 0:
+                counts[plan.get("default", "?")] = counts.get(plan.get("default", "?"), 0) + rest
             score(kind, f"{target / 1e6:.2f}MB", p, {"target": target, "types": ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))})
     curves = {k: sorted((r["bytes"], r["kld"]) for r in result["stores"] if r["kind"] == k) for k in CURVES}
     for r in result["stores"]:
