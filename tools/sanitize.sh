@@ -56,6 +56,12 @@ built=$(date +%s)
 echo "sanitize $kind: build $((built - start)) s, load average $(load)"
 args=(--package-path "$package" --skip-build --sanitize="$kind" --scratch-path "$scratch")
 [ -n "$filter" ] && args+=(--filter "$filter")
+# --core has no `moe` executable: the tests that run it are skipped (they would fail with "the
+# moe executable is not built"; two of them first build a model for minutes under a sanitizer).
+[ $core = 1 ] && args+=(--skip 'MemoryBudgetTests|WaveBudgetTests|TraceTuneCLITests|testCalibrateProxyThenPlanThroughTheCommandLine|testCalibrateThenPlanThroughTheCommandLine|testPerplexityTargetIsMetOnTheCalibrationText|testRecommendationRespectsTheBudgetAndRuns')
+# Under ASan the process's baseline RSS (shadow memory, ~685 MiB) is above this test's 200 MiB
+# --memory budget, so the budget check refuses the model before the check the test is about.
+[ "$kind" = address ] && args+=(--skip 'testCalibrationRoundTripsAndRejectsGarbage')
 status=0
 nice -n "$nice_level" swift test "${args[@]}" || status=$?
 echo "sanitize $kind: tests $(( $(date +%s) - built )) s, exit $status, load average $(load)"
