@@ -6,7 +6,18 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__clang__)
+// Under ThreadSanitizer the clones are left out (baseline code only): TSan instruments the
+// resolver that target_clones generates, and the dynamic loader runs resolvers while it
+// relocates the binary, before TSan's runtime is set up, so the binary died with SIGSEGV in
+// __tsan_func_entry before main (tools/sanitize.sh thread; docs/reliability.md). The threads
+// are in Swift, so the race checks lose nothing; the hand-written kernels still dispatch.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MOE_NO_CLONES 1
+#endif
+#endif
+
+#if defined(__x86_64__) && defined(__clang__) && !defined(MOE_NO_CLONES)
 #define MOE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MOE_CLONES
