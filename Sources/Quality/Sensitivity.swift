@@ -154,17 +154,14 @@ public struct CalibrationFile: Sendable, Equatable {
     /// Writes the file atomically (a temporary file renamed into place), so an interrupted
     /// calibration always leaves the last complete state.
     public func write(to path: String) throws {
+        // The routing table's members and the two sections as one object, keys sorted, without
+        // an object graph of the whole file (TransitionTable.json(merging:)).
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var object = try JSONSerialization.jsonObject(with: encoder.encode(routing)) as? [String: Any] ?? [:]
-        if let sensitivity {
-            object["sensitivity"] = try JSONSerialization.jsonObject(with: encoder.encode(sensitivity))
-        }
-        if let activations {
-            object["activations"] = try JSONSerialization.jsonObject(with: encoder.encode(activations.stored))
-        }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        try AtomicFile.write(data, to: path)
+        var extra: [String: Data] = [:]
+        if let sensitivity { extra["sensitivity"] = try encoder.encode(sensitivity) }
+        if let activations { extra["activations"] = try encoder.encode(activations.stored) }
+        try AtomicFile.write(try routing.json(merging: extra), to: path)
     }
 }
 

@@ -59,9 +59,74 @@ public struct TransitionTable: Codable, Sendable, Equatable {
     }
 
     public func write(to path: String) throws {
+        try json().write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// The table as one JSON object with sorted keys (what `JSONEncoder` with `.sortedKeys`
+    /// writes), plus `extra` members given as encoded JSON values, merged in key order. The
+    /// transition counts (layers × experts² × 2 numbers: 1.6 million for 48 layers of 128
+    /// experts) are written straight into the output: an encoder's value tree for them, or a
+    /// `JSONSerialization` object graph, would take several times the file's size in memory,
+    /// more than a `--memory` budget leaves (`moe calibrate` saves every few seconds).
+    public func json(merging extra: [String: Data] = [:]) throws -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        var members = extra
+        members["expertCount"] = Data(String(expertCount).utf8)
+        members["format"] = try encoder.encode(format)
+        members["frequency"] = Self.json(frequency)
+        var layerList = Data()
+        Self.append(row: layers, to: &layerList)
+        members["layers"] = layerList
+        members["next"] = Self.json(next)
+        members["skip"] = Self.json(skip)
+        members["tokens"] = Data(String(tokens).utf8)
+        members["version"] = Data(String(version).utf8)
+        var out = Data("{".utf8)
+        for (i, key) in members.keys.sorted().enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(try encoder.encode(key))
+            out.append(UInt8(ascii: ":"))
+            if let value = members[key] { out.append(value) }
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    private static func json(_ rows: [[Int]]) -> Data {
+        var out = Data()
+        out.reserveCapacity(rows.reduce(2) { $0 + 2 + 4 * $1.count })
+        append(rows, to: &out)
+        return out
+    }
+
+    private static func json(_ tables: [[[Int]]]) -> Data {
+        var out = Data()
+        out.reserveCapacity(tables.reduce(2) { $0 + $1.reduce(2) { $0 + 2 + 4 * $1.count } })
+        out.append(UInt8(ascii: "["))
+        for (i, rows) in tables.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            append(rows, to: &out)
+        }
+        out.append(UInt8(ascii: "]"))
+        return out
+    }
+
+    private static func append(_ rows: [[Int]], to out: inout Data) {
+        out.append(UInt8(ascii: "["))
+        for (i, row) in rows.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            append(row: row, to: &out)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    private static func append(row: [Int], to out: inout Data) {
+        out.append(UInt8(ascii: "["))
+        for (j, v) in row.enumerated() {
+            if j > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: String(v).utf8)
+        }
+        out.append(UInt8(ascii: "]"))
     }
 
     public static func load(path: String) throws -> TransitionTable {

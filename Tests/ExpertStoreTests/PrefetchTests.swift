@@ -28,6 +28,31 @@ final class PrefetchTests: XCTestCase {
         XCTAssertEqual(stats.recall(layer: 1), 0.5)
     }
 
+    /// The table's JSON is written directly (no encoder value tree, which for a many-expert
+    /// model took more memory than a --memory budget leaves); it must be byte for byte what
+    /// JSONEncoder with sorted keys writes, and merged sections keep the keys sorted.
+    func testTableJSONIsWhatJSONEncoderWritesAndMergesSections() throws {
+        var table = TransitionTable(layers: [0, 2, 5], expertCount: 5)
+        var state: UInt64 = 9
+        for _ in 0..<40 {
+            let route = (0..<3).map { _ -> [Int] in
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return [Int(state >> 33) % 5, Int(state >> 45) % 5]
+            }
+            table.record(route)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        XCTAssertEqual(String(decoding: try table.json(), as: UTF8.self), String(decoding: try encoder.encode(table), as: UTF8.self))
+        let merged = try table.json(merging: ["sensitivity": Data(#"{"a":1}"#.utf8), "activations": Data("[2.5]".utf8)])
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: merged) as? [String: Any])
+        XCTAssertEqual(Set(object.keys), ["activations", "expertCount", "format", "frequency", "layers", "next", "sensitivity", "skip", "tokens", "version"])
+        XCTAssertEqual(try JSONDecoder().decode(TransitionTable.self, from: merged), table)
+        let text = String(decoding: merged, as: UTF8.self)
+        XCTAssertTrue(text.hasPrefix(#"{"activations":[2.5],"expertCount":5,"#), text.prefix(60).description)
+        XCTAssertTrue(text.contains(#""next":"#) && text.range(of: #""next":"#)!.lowerBound < text.range(of: #""sensitivity":{"a":1},"skip":"#)!.lowerBound)
+    }
+
     func testCalibrationRoundTripsAndRejectsGarbage() throws {
         let dir = TemporaryDirectory()
         let model = try Model(path: Fixtures.path("olmoe/model-q8_0.gguf"), options: ExecutorOptions(threads: 1))
