@@ -53,11 +53,12 @@ final class DeepSeekCommandTests: XCTestCase {
             for l in moeLayers { for e in 0..<experts { catalogued += catalog.entry(ExpertKey(layer: l, expert: e))!.tensors.reduce(0) { $0 + $1.length } } }
             XCTAssertEqual(catalogued, routedBytes, c.name)
 
-            // The command line, under a --memory just above the minimum (~62 MB, mostly baseline and margin) too, generates what the resident run generates.
+            // The command line, under a --memory a little above the minimum (62-64 MB, mostly the process's own baseline, which
+            // moves with the size of the debug binary, and the margin) too, generates what the resident run generates.
             let args = ["generate", c.gguf, "--tokens", "5,17,200,33", "--max-new", "12", "--threads", "2"]
             let plain = try Fixtures.runMoe(args)
             XCTAssertEqual(plain.status, 0, plain.stderr)
-            for flags in [["--expert-cache", "min"], ["--memory", "64MB", "--expert-cache", "min"]] {
+            for flags in [["--expert-cache", "min"], ["--memory", "72MB", "--expert-cache", "min"]] {
                 let run = try Fixtures.runMoe(args + flags)
                 XCTAssertEqual(run.status, 0, "\(c.name) \(flags): \(run.stderr)")
                 XCTAssertEqual(run.stdout, plain.stdout, "\(c.name) \(flags)")
