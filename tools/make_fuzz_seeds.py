@@ -278,16 +278,8 @@ def dictionaries() -> None:
     write_dict("vocab", gguf)
     def json_keys(paths):
         out = set()
-        def walk(v):
-            if isinstance(v, dict):
-                for k, x in v.items():
-                    out.add(f'"{k}":'); walk(x)
-            elif isinstance(v, list):
-                for x in v[:50]: walk(x)
-            elif isinstance(v, str) and len(v) < 40:
-                out.add(f'"{v}"')
         for p in paths:
-            try: walk(json.loads(Path(p).read_bytes().split(MARKER)[0]))
+            try: out |= json_keys_from(Path(p).read_bytes().split(MARKER)[0], strings=True)
             except Exception: pass
         return out
     common = ['{', '}', '[', ']', ':', ',', 'null', 'true', 'false', '-1', '0', '1e308', '-0.0', '9223372036854775807',
@@ -317,7 +309,9 @@ def dictionaries() -> None:
     write_dict("template", jinja)
 
 
-def json_keys_from(data: bytes):
+def json_keys_from(data: bytes, strings: bool = False):
+    """Dictionary entries from one JSON document: every key as `"key":`, and with `strings`
+    every short string value as `"value"` (lists: their first 50 items)."""
     out = set()
     def walk(v):
         if isinstance(v, dict):
@@ -325,6 +319,8 @@ def json_keys_from(data: bytes):
                 out.add(f'"{k}":'); walk(x)
         elif isinstance(v, list):
             for x in v[:50]: walk(x)
+        elif strings and isinstance(v, str) and len(v) < 40:
+            out.add(f'"{v}"')
     walk(json.loads(data))
     return out
 
