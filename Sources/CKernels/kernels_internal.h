@@ -44,6 +44,13 @@ typedef void (*row_dotk2_fn)(const uint8_t *, size_t, int, const int8_t *, const
 #define MOE_DECLARE_DOTK(type, isa)                                                                       \
     void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
+/// Prefill GEMM for Q3_K and IQ4_XS at the AVX-512 VNNI level (simd_x86_tiled.c), q8_K format:
+/// rows [r0, r1) against the first `tokens - tokens % 16` tokens, y[t*ldy + r]. Returns how
+/// many tokens it did (0 when the type has none or tokens < 16); the rest go to the row kernels,
+/// whose arithmetic per (row, token) it repeats bit for bit.
+int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens, const int8_t *q,
+                       const float *dk, const int16_t *bs, float *y, int ldy);
+
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
 #include <string.h>

@@ -89,6 +89,14 @@ __attribute__((target("avx2"))) static inline __m256i k4_mins_pairs(const uint8_
 #undef K_SUFFIX
 #undef K_DPWSSD
 
+/* acc + float(Σ lanes of sum) · f, rounded once (a fused multiply-add): the float step of the
+   Q3_K and IQ4_XS kernels, in the order the tiled prefill GEMM (simd_x86_tiled.c) repeats per
+   token, so both paths give the same bits. */
+ZMM_TARGET static inline float z_fma_sum(__m512i sum, float f, float acc) {
+    const float s = (float)_mm512_reduce_add_epi32(sum);
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(s), _mm_set_ss(f), _mm_set_ss(acc)));
+}
+
 /* Σ over one super-block as four 64-byte vectors: vpmaddubsw(w, a) · int16 scale pairs, int32 lanes. */
 ZMM_TARGET static inline __m512i z_dot4(const __m512i *w, const __m512i *sv, const int8_t *a) {
     __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
@@ -156,8 +164,8 @@ ZMM_TARGET static inline void q3k_z_body(const uint8_t *row, int n, const int8_t
     const int nb = n / 256;
     const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
     const __m512i shifts[2] = {z_halves16(0, 2), z_halves16(4, 6)};
-    __m512 acc[MOE_TILE_K];
-    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
+    float acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = 0;
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 110 * u;
         const float dd = moe_half_to_float(b + 108);
@@ -174,10 +182,10 @@ ZMM_TARGET static inline void q3k_z_body(const uint8_t *row, int n, const int8_t
         for (int t = 0; t < tokens; t++) {
             __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + (size_t)t * (n / 16) + 16 * u)), sc16);
             __m512i sumi = _mm512_sub_epi32(z_dot4(w, sv, q + (size_t)t * n + 256 * u), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 2)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(dd * dk[(size_t)t * nb + u]), acc[t]);
+            acc[t] = z_fma_sum(sumi, dd * dk[(size_t)t * nb + u], acc[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < tokens; t++) out[t] = acc[t];
 }
 
 /* 512-bit IQ4_XS: sub-blocks 2k and 2k+1 (32 bytes of qs) become [lo | hi | lo | hi] by one
@@ -191,8 +199,8 @@ ZMM_TARGET static inline void iq4xs_z_body(const uint8_t *row, int n, const int8
     const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels));
     const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[MOE_TILE_K];
-    for (int t = 0; t < tokens; t++) acc[t] = _mm512_setzero_ps();
+    float acc[MOE_TILE_K];
+    for (int t = 0; t < tokens; t++) acc[t] = 0;
     for (int u = 0; u < nb; u++) {
         const uint8_t *b = row + 136 * u;
         const float dd = moe_half_to_float(b);
@@ -218,10 +226,10 @@ ZMM_TARGET static inline void iq4xs_z_body(const uint8_t *row, int n, const int8
                 s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(aw[k], _mm512_mask_sub_epi8(a0, neg[k], zero, a0)), sv[k]);
                 s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(aw[k + 1], _mm512_mask_sub_epi8(a1, neg[k + 1], zero, a1)), sv[k + 1]);
             }
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_set1_ps(dd * dk[(size_t)t * nb + u]), acc[t]);
+            acc[t] = z_fma_sum(_mm512_add_epi32(s0, s1), dd * dk[(size_t)t * nb + u], acc[t]);
         }
     }
-    for (int t = 0; t < tokens; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < tokens; t++) out[t] = acc[t];
 }
 
 /* 512-bit Q4_K/Q5_K: the low and high nibbles of a 32-byte run (sub-blocks 2j and 2j+1) fill one

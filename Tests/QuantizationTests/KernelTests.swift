@@ -148,15 +148,55 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A prefill batch through `Kernels.matmul` (at the VNNI level, Q3_K and IQ4_XS take the
+    /// tiled GEMM for whole 16-token tiles) against the scalar reference, token by token: 37
+    /// tokens (two tiles and a remainder), 11 rows (a full band of 8 and a short one).
+    func checkPrefillBatchAgainstReference() throws {
+        var rng = Rng(state: 17)
+        for type in Self.fastTypes where type.traits.blockSize == 256 {
+            let columns = 768, rows = 11, tokens = 37
+            let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
+            let rowBytes = type.traits.byteCount(elements: columns)!
+            let x = (0..<(columns * tokens)).map { i in rng.gaussian() * (i % 61 == 0 ? 4 : 1) }
+            let batch = ActivationBatch(width: columns, capacity: tokens)
+            batch.reset(tokens: tokens)
+            for i in 0..<(columns * tokens) { batch.values[i] = x[i] }
+            batch.quantize()
+            let w = try weights.withUnsafeBytes { try WeightMatrix(type: type, base: $0.baseAddress!, rows: rows, columns: columns) }
+            var together = [Float](repeating: 0, count: tokens * rows)
+            var scratch = [Float](repeating: 0, count: columns)
+            try Kernels.matmul(w, rows: 0..<rows, input: batch, output: &together, ldy: rows, path: .fast, scratch: &scratch)
+            guard moe_kernel_format(Int32(type.rawValue)) == 2 else { continue }
+            for t in 0..<tokens {
+                let xt = Array(x[(t * columns)..<((t + 1) * columns)])
+                var q = [Int8](repeating: 0, count: columns), d = [Float](repeating: 0, count: columns / 256)
+                var bsums = [Int16](repeating: 0, count: columns / 16), sums = [Float](repeating: 0, count: columns / 16)
+                moe_quantize_activations_k(xt, Int32(columns), &q, &d, &bsums, &sums)
+                var reference = [Float](repeating: 0, count: rows)
+                XCTAssertEqual(moe_matvec_qk_reference(Int32(type.rawValue), Int32(columns), weights, rowBytes, 0, Int32(rows), q, d, bsums, &reference), 0)
+                let xq = (0..<columns).map { Float(q[$0]) * d[$0 / 256] }
+                try checkRows(type, weights, rows: rows, columns: columns, x: xt, xq: xq,
+                              fast: Array(together[(t * rows)..<((t + 1) * rows)]), reference: reference,
+                              label: "batch token \(t) ", unquantizedTolerance: 2e-2)
+            }
+        }
+    }
+
+    func testPrefillBatchMatchesScalarReferenceAtEveryLevel() throws {
+        try forEachKernelLevel { _ in try checkPrefillBatchAgainstReference() }
+    }
+
     func testQ8KKernelsMatchScalarReferenceAtEveryLevel() throws {
         try forEachKernelLevel { _ in try checkQ8KKernels() }
     }
 
     func checkBatchedMatmul() throws {
         var rng = Rng(state: 11)
-        // 256 columns, 70 tokens: several token tiles and row blocks; 5632 columns (an FFN's
-        // down projection), 13 tokens: the halved tile Q4_K and Q5_K take for wide rows, plus a remainder.
-        for (type, columns, tokens) in Self.fastTypes.flatMap({ [($0, 256, 70), ($0, 5632, 13)] }) {
+        // 256 columns, 70 tokens: several token tiles and row blocks (and, for Q3_K and IQ4_XS at
+        // the VNNI level, four 16-token tiles of the tiled GEMM with a short band of 5 rows, then 6
+        // tokens through the row kernels); 5632 columns (an FFN's down projection), 21 tokens: the
+        // halved tile Q4_K and Q5_K take for wide rows, one GEMM tile plus a remainder.
+        for (type, columns, tokens) in Self.fastTypes.flatMap({ [($0, 256, 70), ($0, 5632, 21)] }) {
             let rows = 5
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!
