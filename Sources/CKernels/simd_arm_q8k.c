@@ -1,7 +1,8 @@
-// ARM64 kernels against q8_K activations (kernels_internal.h): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and
-// IQ4_XS with integer partial sums and one float multiply-add per 256 weights and token (two
-// for the types with minimums), as simd_x86_q8k.c does on x86. kernels.c picks them at run
-// time (moe_arm_row_dotk: one row, 1..MOE_TILE_K tokens; moe_arm_row_dotk2: i8mm, two rows).
+// ARM64 kernels against q8_K activations (kernels_internal.h): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+// IQ4_XS and the grid types IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S (their unpackers: simd_arm_iq.h)
+// with integer partial sums and one float multiply-add per 256 weights and token (two for the
+// types with minimums), as simd_x86_q8k.c and simd_x86_iq.c do on x86. kernels.c picks them at
+// run time (moe_arm_row_dotk: one row, 1..MOE_TILE_K tokens; moe_arm_row_dotk2: i8mm, two rows).
 //
 // Per super-block and (row, token), every level computes the same exact integers
 //   I = Σ_g scale_g · (Σ_16 w·a)   and   M = Σ_g min_g · bsum_g   (g = 16-weight groups)
@@ -9,7 +10,8 @@
 // the same float operations: acc = fma(acc, I, d·da), accm = fma(accm, M, dmin·da), out = acc -
 // accm. So all levels, a token alone or in a batch, a row alone or in an i8mm pair give
 // bit-identical results; they agree with kernels.c's scalar q8_K reference within rounding.
-// Signed weights (Q3_K, Q6_K, IQ4_XS) need no offset term: SDOT multiplies signed by signed.
+// Signed weights (Q3_K, Q6_K, IQ4_XS, the grid types) need no offset term: SDOT multiplies
+// signed by signed.
 #include "kernels_internal.h"
 #include "moe_kernels.h"
 
@@ -76,6 +78,9 @@ ARM_INLINE kscales kscales_iq4_xs(const uint8_t *b) {
     int8x8_t sc = vsub_s8(vreinterpret_s8_u8(vorr_u8(low, vshl_n_u8(high, 4))), vdup_n_s8(32));
     return (kscales){vreinterpretq_s8_u8(twice(vreinterpret_u8_s8(sc))), vdupq_n_s8(0), half(b), 0};
 }
+
+/* IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S: grid lookups, signs on the weights, odd scales 2s+1. */
+#include "simd_arm_iq.h"
 
 /* Groups 4c..4c+3's scales as int32 (chunk c of 64 weights). */
 ARM_INLINE void widen(int8x16_t s, int32x4_t *out) {
@@ -207,8 +212,14 @@ DEFINE_ARM_K(q4_K, 144, 1)
 DEFINE_ARM_K(q5_K, 176, 1)
 DEFINE_ARM_K(q6_K, 210, 0)
 DEFINE_ARM_K(iq4_xs, 136, 0)
+DEFINE_ARM_K(iq2_xxs, 66, 0)
+DEFINE_ARM_K(iq2_xs, 74, 0)
+DEFINE_ARM_K(iq3_xxs, 98, 0)
+DEFINE_ARM_K(iq3_s, 110, 0)
 
-#define ARM_K_TYPES(X) X(MOE_Q2_K, q2_K) X(MOE_Q3_K, q3_K) X(MOE_Q4_K, q4_K) X(MOE_Q5_K, q5_K) X(MOE_Q6_K, q6_K) X(MOE_IQ4_XS, iq4_xs)
+#define ARM_K_TYPES(X)                                                                                             \
+    X(MOE_Q2_K, q2_K) X(MOE_Q3_K, q3_K) X(MOE_Q4_K, q4_K) X(MOE_Q5_K, q5_K) X(MOE_Q6_K, q6_K) X(MOE_IQ4_XS, iq4_xs) \
+    X(MOE_IQ2_XXS, iq2_xxs) X(MOE_IQ2_XS, iq2_xs) X(MOE_IQ3_XXS, iq3_xxs) X(MOE_IQ3_S, iq3_s)
 
 row_dotk_fn moe_arm_row_dotk(int level, int type) {
     if (level < 1) return 0;

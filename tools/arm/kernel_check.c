@@ -15,7 +15,8 @@
 //     fold the same exact int32 sums with the same float code at every level).
 // Rows marked "qa" (when the header has llama.cpp's q8_K layout, MOE_KERNELS_Q8K) go through
 // moe_matmul_qa with both activation formats, as Swift calls it; "okK" means the level used the
-// q8_K format and was compared with moe_matvec_qk_reference. -DMOE_NO_Q8K_CHECK leaves them out
+// q8_K format and was compared with moe_matvec_qk_reference (every 256-weight type must, at every
+// SIMD level: the K-quants, IQ4_XS and the grid types IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S). -DMOE_NO_Q8K_CHECK leaves them out
 // (check.sh does, loudly, if this part no longer compiles against the header).
 // The f32/f16/bf16 helpers are checked against double sums. Prints a table; exits 1 on a failure.
 #include "moe_kernels.h"
@@ -186,6 +187,9 @@ static double check_type(const struct type_info *t, int n, int mode) {
         int f = 0;  // which activation format, hence which reference
 #if defined(MOE_HAVE_Q8K)
         f = has_k && moe_kernel_format(t->id) == 2;
+        // Every super-block type (K-quants, IQ4_XS, the grid types) has q8_K kernels at every
+        // SIMD level, x86 and ARM: a level that falls back to the 32-block form lost its dispatch.
+        if (has_k && level >= 1 && !f) fail("q8_K kernel not taken", t->name, n, level, -1, -1, moe_kernel_format(t->id), 2);
 #endif
         for (int k = 0; k < TOKENS; k++) {
             size_t e = (size_t)k * n;
