@@ -45,9 +45,10 @@ typedef void (*row_dotk2_fn)(const uint8_t *, size_t, int, const int8_t *, const
     void moe_dotk_##type##_##isa(const uint8_t *, int, const int8_t *, const float *, const int16_t *, const float *, float *, int);
 
 /// Prefill GEMM for Q3_K and IQ4_XS at the AVX-512 VNNI level (simd_x86_tiled.c), q8_K format:
-/// rows [r0, r1) against the first `tokens - tokens % 16` tokens, y[t*ldy + r]. Returns how
-/// many tokens it did (0 when the type has none or tokens < 16); the rest go to the row kernels,
-/// whose arithmetic per (row, token) it repeats bit for bit.
+/// rows [r0, r1) against the first tokens of the batch in tiles of 16, y[t*ldy + r]; a last tile
+/// of 6 tokens or more is padded with zero tokens. Returns how many tokens it did (0 when the
+/// type has none); the rest (at most 5) go to the row kernels, whose arithmetic per
+/// (row, token) it repeats bit for bit.
 int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens, const int8_t *q,
                        const float *dk, const int16_t *bs, float *y, int ldy);
 
@@ -133,6 +134,29 @@ MOE_DECLARE_DOTK(iq3_xxs, zmm)
 MOE_DECLARE_DOTK(iq3_xxs, avx2)
 MOE_DECLARE_DOTK(iq3_s, zmm)
 MOE_DECLARE_DOTK(iq3_s, avx2)
+/* Q3_K's sixteen scales minus 32 as bytes, in vector registers: the 12 packed bytes by a masked load (nothing read
+   past them), [u0 u1 u0 u1] >> [0 0 4 4] & 0x0f for the low nibbles, u2 >> [0 2 4 6] & 3 for the
+   high pairs. */
+MOE_ZMM_TARGET static inline __m128i q3k_scales_signed_v(const uint8_t *packed) {
+    const __m128i v = _mm_maskz_loadu_epi8(0x0FFF, packed);
+    const __m128i low = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(0x0F));
+    const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(0x03));
+    return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi32(high, 4)), _mm_set1_epi8(32));
+}
+
+/* The eight IQ4_XS scales (minus 32) as int16 lanes 0-7: low nibbles of scales_l, 2-bit fields of
+   scales_h, without a scalar loop. */
+MOE_ZMM_TARGET static inline __m128i iq4xs_scales_v(const uint8_t *b) {
+    uint32_t l;
+    uint16_t h;
+    memcpy(&l, b + 4, 4);
+    memcpy(&h, b + 2, 2);
+    const __m128i lv = _mm_cvtsi32_si128((int)l), nib = _mm_set1_epi8(0x0F);
+    const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(lv, nib), _mm_and_si128(_mm_srli_epi16(lv, 4), nib)));
+    const __m128i high = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)h), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)), _mm_set1_epi16(3));
+    return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi16(32));
+}
+
 #endif
 
 #if defined(__aarch64__)

@@ -41,29 +41,6 @@ static inline int iq4xs_scale(const uint8_t *b, int s) {
     return (int)(((b[4 + s / 2] >> (4 * (s % 2))) & 0x0F) | (((scales_h >> (2 * s)) & 3) << 4)) - 32;
 }
 
-/* q3k_scales_signed in vector registers: the 12 packed bytes by a masked load (nothing read
-   past them), [u0 u1 u0 u1] >> [0 0 4 4] & 0x0f for the low nibbles, u2 >> [0 2 4 6] & 3 for the
-   high pairs. */
-ZMM_TARGET static inline __m128i q3k_scales_signed_v(const uint8_t *packed) {
-    const __m128i v = _mm_maskz_loadu_epi8(0x0FFF, packed);
-    const __m128i low = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(0x0F));
-    const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(0x03));
-    return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi32(high, 4)), _mm_set1_epi8(32));
-}
-
-/* The eight IQ4_XS scales (minus 32) as int16 lanes 0-7: low nibbles of scales_l, 2-bit fields of
-   scales_h, without a scalar loop. */
-ZMM_TARGET static inline __m128i iq4xs_scales_v(const uint8_t *b) {
-    uint32_t l;
-    uint16_t h;
-    memcpy(&l, b + 4, 4);
-    memcpy(&h, b + 2, 2);
-    const __m128i lv = _mm_cvtsi32_si128((int)l), nib = _mm_set1_epi8(0x0F);
-    const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(lv, nib), _mm_and_si128(_mm_srli_epi16(lv, 4), nib)));
-    const __m128i high = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)h), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)), _mm_set1_epi16(3));
-    return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi16(32));
-}
-
 /* Q4_K/Q5_K's eight 6-bit scales (out[0..7]) and eight 6-bit mins (out[8..15]). */
 static inline void k4_scales_mins(const uint8_t *s, uint8_t *out) {
     uint32_t u[4];

@@ -27,6 +27,8 @@
 #define ZT MOE_ZMM_TARGET
 #define TILE_TOKENS 16
 #define BAND_ROWS 8
+/* The fewest tokens a padded last tile may hold. */
+#define MIN_SHORT_TILE 6
 
 /* One growing scratch buffer per thread (pool threads live as long as the process). */
 static _Thread_local uint8_t *scratch_base;
@@ -43,63 +45,73 @@ static uint8_t *scratch(size_t bytes) {
 
 static inline float half_to_float(const uint8_t *p) { return moe_half_to_float(p); }
 
-/* Q3_K super-block (hmask[32] | qs[64] | scales[12] | d) to 256 bytes w·s + 124, column order. */
+/* Q3_K super-block (hmask[32] | qs[64] | scales[12] | d) to 256 bytes w·s + 124, column order.
+   64 weights (groups 4k..4k+3 of 16) at a time, as the row kernel forms them: the 2-bit planes
+   by a variable shift of a broadcast qs run, + 4 where the group's hmask bit is set (the stored
+   value v = w + 4). Each group's products v·s + 124 - 4s come from an 8-entry table per 128-bit
+   lane (vpshufb), built once per super-block from the scales. */
 ZT static void unpack_q3k(const uint8_t *b, uint8_t *out) {
-    const uint8_t *sc = b + 96;
-    const __m128i three = _mm_set1_epi8(3), one = _mm_set1_epi8(1);
-    for (int g = 0; g < 16; g++) {
-        /* group g = 8 half + 2 shift + part: 16 weights (qs >> 2 shift) & 3, hmask bit 4 half + shift */
-        const int half = g / 8, shift = (g / 2) % 4, part = g % 2;
-        const int low4 = g < 8 ? (sc[g] & 0x0F) : (sc[g - 8] >> 4);
-        const int s = (low4 | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
-        const __m128i qs = _mm_loadu_si128((const __m128i *)(b + 32 + 32 * half + 16 * part));
-        const __m128i hm = _mm_loadu_si128((const __m128i *)(b + 16 * part));
-        const __m128i lo = _mm_and_si128(_mm_srl_epi16(qs, _mm_cvtsi32_si128(2 * shift)), three);
-        const __m128i hi = _mm_and_si128(_mm_srl_epi16(hm, _mm_cvtsi32_si128(4 * half + shift)), one);
-        /* stored value v = w + 4 in [0, 7]: out = v·s + 124 - 4s */
-        const __m256i v16 = _mm256_cvtepu8_epi16(_mm_or_si128(lo, _mm_slli_epi16(hi, 2)));
-        const __m256i o16 = _mm256_add_epi16(_mm256_mullo_epi16(v16, _mm256_set1_epi16((short)s)), _mm256_set1_epi16((short)(124 - 4 * s)));
-        _mm_storeu_si128((__m128i *)(out + 16 * g), _mm256_cvtepi16_epi8(o16));
+    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    /* int16 lane l of table m: group 4m + l/8, entry v = l % 8 */
+    static const int16_t entry[32] = {-4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3,
+                                      -4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3};
+    static const int16_t group[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    const __m512i vm4 = _mm512_loadu_si512((const void *)entry), g4 = _mm512_loadu_si512((const void *)group);
+    const __m512i spread = _mm512_setr_epi64(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(q3k_scales_signed_v(b + 96)));
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b));
+    for (int k = 0; k < 4; k++) {
+        const __m512i sk = _mm512_permutexvar_epi16(_mm512_add_epi16(g4, _mm512_set1_epi16((short)(4 * k))), s16);
+        const __m512i t16 = _mm512_add_epi16(_mm512_mullo_epi16(vm4, sk), _mm512_set1_epi16(124));
+        const __m512i table = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(_mm512_cvtepi16_epi8(t16)));
+        const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (k / 2))));
+        const __m512i low = _mm512_and_si512(_mm512_srlv_epi16(run, k % 2 ? shift1 : shift0), three);
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))), _mm256_set1_epi8((char)(2 << (2 * k))), 1);
+        const __m512i v = _mm512_mask_add_epi8(low, _mm512_test_epi8_mask(hm, bit), low, four);
+        _mm512_storeu_si512((void *)(out + 64 * k), _mm512_shuffle_epi8(table, v));
     }
 }
 
 /* IQ4_XS super-block (d | scales_h | scales_l[4] | qs[128]) to 256 bytes level + 128 and the
-   eight sub-block scales. */
+   eight sub-block scales. Sub-blocks 4h..4h+3 are one 64-byte load; their low and high nibbles
+   go back into column order by two two-source permutes, then through the levels table. */
 ZT static void unpack_iq4xs(const uint8_t *b, uint8_t *out, int32_t *scales) {
-    const unsigned scales_h = (unsigned)b[2] | ((unsigned)b[3] << 8);
-    /* the levels + 128 as a byte table for vpshufb */
-    const __m128i lut = _mm_xor_si128(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels), _mm_set1_epi8((char)0x80));
-    const __m128i low = _mm_set1_epi8(0x0F);
-    for (int sub = 0; sub < 8; sub++) {
-        scales[sub] = (int32_t)((((b[4 + sub / 2] >> (4 * (sub % 2))) & 0x0F) | (((scales_h >> (2 * sub)) & 3) << 4))) - 32;
-        const __m128i v = _mm_loadu_si128((const __m128i *)(b + 8 + 16 * sub));
-        _mm_storeu_si128((__m128i *)(out + 32 * sub), _mm_shuffle_epi8(lut, _mm_and_si128(v, low)));
-        _mm_storeu_si128((__m128i *)(out + 32 * sub + 16), _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(v, 4), low)));
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels), _mm_set1_epi8((char)0x80)));
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    _mm256_storeu_si256((__m256i *)scales, _mm256_cvtepi16_epi32(iq4xs_scales_v(b)));
+    for (int h = 0; h < 2; h++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(b + 8 + 64 * h));
+        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+        _mm512_storeu_si512((void *)(out + 128 * h), _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair01, hi)));
+        _mm512_storeu_si512((void *)(out + 128 * h + 64), _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair23, hi)));
     }
 }
 
-/* Interleaves 16 tokens' int8 activations: x[64 g + 4 t + i] = q[t n + 4 g + i]. */
-static void interleave(const int8_t *q, int n, int8_t *x) {
+/* Interleaves 16 tokens' int8 activations: x[64 g + 4 t + i] = q[t n + 4 g + i] (zero for t >= count). */
+static void interleave(const int8_t *q, int n, int count, int8_t *x) {
     int32_t *dst = (int32_t *)x;
     for (int t = 0; t < TILE_TOKENS; t++) {
         const int8_t *src = q + (size_t)t * n;
         for (int g = 0; g < n / 4; g++) {
-            int32_t v;
-            memcpy(&v, src + 4 * g, 4);
+            int32_t v = 0;  /* tokens past `count` pad a short tile with zeros */
+            if (t < count) memcpy(&v, src + 4 * g, 4);
             dst[TILE_TOKENS * g + t] = v;
         }
     }
 }
 
 /* 8 rows × 16 tokens of one Q3_K super-block: the biased weights are one vpdpbusd run. */
-ZT static inline void q3k_band(const uint8_t *uw, int n, const int8_t *x, __m512i corr, __m512 ddk[BAND_ROWS], __m512 f[BAND_ROWS]) {
+ZT static inline void q3k_band(const uint8_t *ub, const int8_t *x, __m512i corr, __m512 ddk[BAND_ROWS], __m512 f[BAND_ROWS]) {
     __m512i acc[BAND_ROWS];
     for (int r = 0; r < BAND_ROWS; r++) acc[r] = _mm512_setzero_si512();
     for (int g = 0; g < 64; g++) {
         const __m512i a = _mm512_load_si512((const void *)(x + 64 * g));
         for (int r = 0; r < BAND_ROWS; r++) {
             int32_t w;
-            memcpy(&w, uw + (size_t)r * n + 4 * g, 4);
+            memcpy(&w, ub + 256 * r + 4 * g, 4);
             acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(w), a);
         }
     }
@@ -109,7 +121,7 @@ ZT static inline void q3k_band(const uint8_t *uw, int n, const int8_t *x, __m512
 /* 8 rows × 16 tokens of one IQ4_XS super-block: per 32-wide sub-block, vpdpbusd, the bias off,
    times the row's scale. The corrections and the float accumulators stay in memory (one access
    per sub-block or super-block) so that the 16 integer accumulators do not spill. */
-ZT static inline void iq4xs_band(const uint8_t *uw, int n, const int32_t *sc, int nb_stride, const int8_t *x, const int32_t *corr,
+ZT static inline void iq4xs_band(const uint8_t *ub, const int32_t *sc, int nb_stride, const int8_t *x, const int32_t *corr,
                                  const float *wd, int wd_stride, __m512 dv, float *f) {
     __m512i sum[BAND_ROWS];
     for (int r = 0; r < BAND_ROWS; r++) sum[r] = _mm512_setzero_si512();
@@ -120,7 +132,7 @@ ZT static inline void iq4xs_band(const uint8_t *uw, int n, const int32_t *sc, in
             const __m512i a = _mm512_load_si512((const void *)(x + 64 * g));
             for (int r = 0; r < BAND_ROWS; r++) {
                 int32_t w;
-                memcpy(&w, uw + (size_t)r * n + 4 * g, 4);
+                memcpy(&w, ub + 256 * r + 4 * g, 4);
                 acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(w), a);
             }
         }
@@ -137,8 +149,13 @@ ZT static inline void iq4xs_band(const uint8_t *uw, int n, const int32_t *sc, in
 ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens, const int8_t *q,
                           const float *dk, const int16_t *bs, float *y, int ldy) {
     const int iq4 = type == MOE_IQ4_XS;
-    if ((type != MOE_Q3_K && !iq4) || n % 256 != 0 || tokens < TILE_TOKENS || r1 <= r0) return 0;
-    const int nb = n / 256, tiles = tokens / TILE_TOKENS, subs = iq4 ? 8 : 1;
+    if ((type != MOE_Q3_K && !iq4) || n % 256 != 0 || r1 <= r0) return 0;
+    /* A short last tile is padded with zero tokens when that beats the row kernels on what is
+       left (they run about a third of the tiled GEMM's speed per token). */
+    const int rest = tokens % TILE_TOKENS, padded = rest >= MIN_SHORT_TILE;
+    const int tiles = tokens / TILE_TOKENS + padded, done = padded ? tokens : tokens - rest;
+    if (tiles == 0) return 0;
+    const int nb = n / 256, subs = iq4 ? 8 : 1;
     const size_t block_bytes = iq4 ? 136 : 110;
     /* Scratch: interleaved activations, per tile and super-block d_a and bias corrections, and
        the band's unpacked weights, scales and d_w. */
@@ -156,12 +173,17 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
     float *wd = (float *)((uint8_t *)sc + sbytes);
 
     for (int tile = 0; tile < tiles; tile++) {
-        const int t0 = tile * TILE_TOKENS;
-        interleave(q + (size_t)t0 * n, n, x + (size_t)tile * n * TILE_TOKENS);
+        const int t0 = tile * TILE_TOKENS, count = done - t0 < TILE_TOKENS ? done - t0 : TILE_TOKENS;
+        interleave(q + (size_t)t0 * n, n, count, x + (size_t)tile * n * TILE_TOKENS);
         for (int u = 0; u < nb; u++) {
             float *dv = da + ((size_t)tile * nb + u) * TILE_TOKENS;
             int32_t *cv = corr + ((size_t)tile * nb + u) * subs * TILE_TOKENS;
             for (int t = 0; t < TILE_TOKENS; t++) {
+                if (t >= count) {
+                    dv[t] = 0;
+                    for (int j = 0; j < subs; j++) cv[j * TILE_TOKENS + t] = 0;
+                    continue;
+                }
                 const int16_t *b16 = bs + (size_t)(t0 + t) * (n / 16) + 16 * u;
                 dv[t] = dk[(size_t)(t0 + t) * nb + u];
                 if (iq4) {
@@ -177,22 +199,24 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
 
     for (int rb = r0; rb < r1; rb += BAND_ROWS) {
         const int rows = r1 - rb < BAND_ROWS ? r1 - rb : BAND_ROWS;
-        for (int r = 0; r < BAND_ROWS; r++) {
-            uint8_t *dst = uw + (size_t)r * n;
-            if (r >= rows) {  /* a short band: zero weights, zero scale, results dropped */
-                memset(dst, 0, (size_t)n);
-                for (int u = 0; u < nb; u++) wd[(size_t)r * nb + u] = 0;
-                if (iq4) memset(sc + (size_t)r * nb * 8, 0, (size_t)nb * 8 * sizeof(int32_t));
-                continue;
-            }
+        /* The band's weights by super-block: uw[(8 u + r) · 256 + k] is weight 256 u + k of row r,
+           so a group's 8 broadcasts read at fixed distances from one address. A short band's
+           missing rows are zero weights with zero d, their results dropped. */
+        if (rows < BAND_ROWS) {
+            memset(uw, 0, ubytes);
+            memset(wd, 0, wdbytes);
+            if (iq4) memset(sc, 0, sbytes);
+        }
+        for (int r = 0; r < rows; r++) {
             const uint8_t *row = w + (size_t)(rb + r) * row_bytes;
             for (int u = 0; u < nb; u++) {
                 const uint8_t *b = row + block_bytes * u;
+                uint8_t *dst = uw + ((size_t)u * BAND_ROWS + r) * 256;
                 if (iq4) {
-                    unpack_iq4xs(b, dst + 256 * u, sc + ((size_t)r * nb + u) * 8);
+                    unpack_iq4xs(b, dst, sc + ((size_t)r * nb + u) * 8);
                     wd[(size_t)r * nb + u] = half_to_float(b);
                 } else {
-                    unpack_q3k(b, dst + 256 * u);
+                    unpack_q3k(b, dst);
                     wd[(size_t)r * nb + u] = half_to_float(b + 108);
                 }
             }
@@ -204,7 +228,7 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
                 memset(out, 0, sizeof out);
                 for (int u = 0; u < nb; u++) {
                     const __m512 dv = _mm512_load_ps(da + ((size_t)tile * nb + u) * TILE_TOKENS);
-                    iq4xs_band(uw + 256 * u, n, sc + (size_t)u * 8, nb * 8, xt + (size_t)u * 256 * TILE_TOKENS,
+                    iq4xs_band(uw + (size_t)u * 256 * BAND_ROWS, sc + (size_t)u * 8, nb * 8, xt + (size_t)u * 256 * TILE_TOKENS,
                                corr + ((size_t)tile * nb + u) * subs * TILE_TOKENS, wd + u, nb, dv, &out[0][0]);
                 }
             } else {
@@ -214,15 +238,16 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
                     const __m512 dv = _mm512_load_ps(da + ((size_t)tile * nb + u) * TILE_TOKENS);
                     __m512 ddk[BAND_ROWS];
                     for (int r = 0; r < BAND_ROWS; r++) ddk[r] = _mm512_mul_ps(_mm512_set1_ps(wd[(size_t)r * nb + u]), dv);
-                    q3k_band(uw + 256 * u, n, xt + (size_t)u * 256 * TILE_TOKENS,
+                    q3k_band(uw + (size_t)u * 256 * BAND_ROWS, xt + (size_t)u * 256 * TILE_TOKENS,
                              _mm512_load_si512((const void *)(corr + ((size_t)tile * nb + u) * TILE_TOKENS)), ddk, f);
                 }
                 for (int r = 0; r < BAND_ROWS; r++) _mm512_store_ps(out[r], f[r]);
             }
+            const int count = done - tile * TILE_TOKENS < TILE_TOKENS ? done - tile * TILE_TOKENS : TILE_TOKENS;
             for (int r = 0; r < rows; r++)
-                for (int t = 0; t < TILE_TOKENS; t++) y[(size_t)(tile * TILE_TOKENS + t) * ldy + rb + r] = out[r][t];
+                for (int t = 0; t < count; t++) y[(size_t)(tile * TILE_TOKENS + t) * ldy + rb + r] = out[r][t];
         }
     }
-    return tiles * TILE_TOKENS;
+    return done;
 }
 #endif
