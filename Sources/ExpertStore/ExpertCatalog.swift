@@ -24,12 +24,58 @@ public struct ExpertCatalog: Sendable {
 
     public struct Entry: Sendable {
         public var location: Location
-        /// Where gate, up and down lie in the decoded expert (as in a `.moe` record, whatever
-        /// the source: the pool holds every expert laid out the same way).
+        /// The expert's tensors as a `.moe` record lays them out (types, shapes, record offsets).
         public var layout: ExpertRecordLayout
-        /// gate, up, down: type, ggml shape, offset and length within the decoded expert.
-        public var tensors: [ExpertRecordLayout.Tensor] { layout.tensors }
-        public var decodedLength: Int { layout.decodedLength }
+        /// gate, up, down: type, ggml shape, offset and length within the expert's pool block.
+        /// A `.moe` record decodes to its record layout. A slab source's tensor sits in its own
+        /// window of the block, at its file offset modulo 4096 (``slabWindows(_:)``), so one
+        /// direct read of the slab's aligned file range lands it in place, with no staging copy.
+        public let tensors: [ExpertRecordLayout.Tensor]
+        /// Bytes of the pool block the expert needs (before the pool rounds it up).
+        public let decodedLength: Int
+
+        init(location: Location, layout: ExpertRecordLayout) throws {
+            self.location = location
+            self.layout = layout
+            switch location {
+            case .record:
+                tensors = layout.tensors
+                decodedLength = layout.decodedLength
+            case let .slabs(slabs):
+                let windows = try ExpertCatalog.slabWindows(slabs)
+                tensors = zip(layout.tensors, zip(slabs, windows)).map { t, sw in
+                    ExpertRecordLayout.Tensor(type: t.type, shape: t.shape, offset: sw.1.at + (sw.0.offset - sw.1.start), length: t.length)
+                }
+                // The last window's room (its length may be one 4096 short of it).
+                decodedLength = try Array(zip(slabs, windows)).last.map { slab, w in
+                    guard let room = alignUp(slab.length, to: DirectReader.alignment) else {
+                        throw ExpertStoreError.readFailed(path: "slab", offset: slab.offset, length: slab.length, reason: "range too large")
+                    }
+                    return w.at + room + DirectReader.alignment
+                } ?? 0
+            }
+        }
+    }
+
+    /// Each slab's aligned file range (`start`, `length`: whole 4096-byte blocks around it) and
+    /// where that range lies in the expert's pool block (`at`). Every slab gets a window of its
+    /// length rounded up to 4096 plus one more 4096 — room for the range whatever the slab's
+    /// offset — so experts whose tensors have the same lengths take blocks of the same size (a
+    /// pool of equal blocks does not fragment). The bytes around a slab in its window belong to
+    /// other experts and are never used.
+    public static func slabWindows(_ slabs: [Slab]) throws -> [(start: Int, length: Int, at: Int)] {
+        let a = DirectReader.alignment
+        var at = 0
+        return try slabs.map { slab in
+            let start = slab.offset / a * a
+            // The slab lies inside a mapped file, so this cannot overflow; checked all the same.
+            guard let end = alignUp(slab.offset + slab.length, to: a), let room = alignUp(slab.length, to: a).map({ $0 + a }),
+                  at <= Int.max - room else {
+                throw ExpertStoreError.readFailed(path: "slab", offset: slab.offset, length: slab.length, reason: "range too large")
+            }
+            defer { at += room }
+            return (start, end - start, at)
+        }
     }
 
     public let files: [String]
@@ -60,6 +106,14 @@ public struct ExpertCatalog: Sendable {
 
     public var totalBytes: Int { entries.joined().reduce(0) { $0 + ExpertPool.rounded($1.decodedLength) } }
 
+    /// Whether any expert is stored compressed (its loading needs a decode buffer).
+    public var decodes: Bool {
+        entries.joined().contains { entry in
+            if case let .record(record, _) = entry.location { return record.compression != .none }
+            return false
+        }
+    }
+
     /// The largest single read, for sizing staging buffers.
     public var largestRead: Int {
         entries.joined().map { entry -> Int in
@@ -86,7 +140,7 @@ public struct ExpertCatalog: Sendable {
                     guard let layout = ExpertRecordLayout(record: r), let readLength = r.paddedLength else {
                         throw ModelFormatError.invalidTensor(path: store.path, tensor: "expert \(e) of layer \(l)", reason: "record is not laid out as docs/store-format.md says")
                     }
-                    return Entry(location: .record(r, readLength: readLength), layout: layout)
+                    return try Entry(location: .record(r, readLength: readLength), layout: layout)
                 }
             }
         case .gguf, .huggingFace:
@@ -109,7 +163,7 @@ public struct ExpertCatalog: Sendable {
                         }()
                         return Slab(file: index, offset: offset, length: view.data.count)
                     }
-                    return Entry(location: .slabs(slabs), layout: layout)
+                    return try Entry(location: .slabs(slabs), layout: layout)
                 }
             }
             files = paths

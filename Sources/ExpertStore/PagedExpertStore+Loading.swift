@@ -46,38 +46,16 @@ extension PagedExpertStore {
         return DiskProbe.bandwidth(path: path, depth: readQueue.depth, piece: piece / a * a, buffer: buffers.staging)
     }
 
-    /// Where each slab's aligned read lands in a staging buffer: its aligned file range
-    /// (`start`, `length`) and its offset `at` in the buffer, one window after another.
-    static func stagingWindows(_ slabs: [ExpertCatalog.Slab], files: [String]) throws -> [(start: Int, length: Int, at: Int)] {
-        let a = DirectReader.alignment
-        var at = 0
-        return try slabs.map { slab in
-            let start = slab.offset / a * a
-            // The catalog found the slab inside a mapped file, so this cannot overflow.
-            guard let end = alignUp(slab.offset + slab.length, to: a) else {
-                throw ExpertStoreError.readFailed(path: files[slab.file], offset: slab.offset, length: slab.length, reason: "range too large")
-            }
-            defer { at += end - start }
-            return (start, end - start, at)
-        }
-    }
-
     private static func entries(_ catalog: ExpertCatalog) -> [ExpertCatalog.Entry] {
         (0..<catalog.layerCount).flatMap { l in (0..<catalog.expertCount).compactMap { catalog.entry(ExpertKey(layer: l, expert: $0)) } }
     }
 
-    /// A record's padded length, or, for slab sources, all of an expert's slab windows
-    /// (``stagingWindows(_:files:)``): read at once, they need room together. That is at most
-    /// the largest slab read plus one decoded expert, what the memory plan charges a loading
-    /// thread for its staging and decode buffers together (slab sources decode nothing).
+    /// The staging buffer of a loading thread: the longest read (a record's padded length, or a
+    /// slab's aligned range). Records that decode read into it; raw records and slabs are read
+    /// straight into their pool block, so for them it serves only the disk probe.
     static func stagingSize(_ catalog: ExpertCatalog) throws -> Int {
-        var largest = catalog.largestRead
-        for entry in entries(catalog) {
-            guard case let .slabs(slabs) = entry.location else { continue }
-            if let w = try stagingWindows(slabs, files: catalog.files).last { largest = max(largest, w.at + w.length) }
-        }
-        guard let size = alignUp(largest, to: DirectReader.alignment) else {
-            throw ExpertStoreError.cannotReserve(bytes: largest)
+        guard let size = alignUp(catalog.largestRead, to: DirectReader.alignment) else {
+            throw ExpertStoreError.cannotReserve(bytes: catalog.largestRead)
         }
         return max(DirectReader.alignment, size)
     }
@@ -85,12 +63,7 @@ extension PagedExpertStore {
     /// The decode buffer: as long as the longest decoded expert when records may be compressed
     /// (slab sources and raw records decode nothing, so one byte).
     static func scratchSize(_ catalog: ExpertCatalog) -> Int {
-        let all = entries(catalog)
-        let decodes = all.contains { entry in
-            if case let .record(record, _) = entry.location { return record.compression != .none }
-            return false
-        }
-        return decodes ? max(1, all.map(\.decodedLength).max() ?? 1) : 1
+        catalog.decodes ? max(1, entries(catalog).map(\.decodedLength).max() ?? 1) : 1
     }
 
     func load(_ key: ExpertKey, _ entry: ExpertCatalog.Entry, into destination: UnsafeMutableRawPointer, buffers: IOBuffers, cost: inout LoadCost) throws -> ExpertWeights {
@@ -127,24 +100,18 @@ extension PagedExpertStore {
             }
         case let .slabs(slabs):
             // All three slabs (gate, up, down: far apart in a GGUF) in one queue of aligned
-            // pieces, each into its own window of the staging buffer; a slab is copied to the
-            // pool block as soon as it has landed, while the later slabs' pieces are in flight.
+            // pieces, each straight into its window of the pool block (ExpertCatalog.Entry):
+            // the tensors land where the block's layout has them, nothing is copied.
             let t0 = clock()
-            let windows = try PagedExpertStore.stagingWindows(slabs, files: catalog.files)
-            guard let total = windows.last.map({ $0.at + $0.length }), total <= buffers.stagingSize else {
+            let windows = try ExpertCatalog.slabWindows(slabs)
+            guard let total = windows.last.map({ $0.at + $0.length }), total <= ExpertPool.rounded(entry.decodedLength) else {
                 throw ExpertStoreError.readFailed(path: catalog.files[slabs.first?.file ?? 0], offset: slabs.first?.offset ?? 0,
-                                                  length: slabs.reduce(0) { $0 + $1.length }, reason: "expert larger than its staging buffer")
+                                                  length: slabs.reduce(0) { $0 + $1.length }, reason: "expert larger than its pool block")
             }
             let requests = zip(slabs, windows).map { slab, w in
-                ReadQueue.Request(reader: readers[slab.file], offset: w.start, length: w.length, buffer: buffers.staging + w.at)
+                ReadQueue.Request(reader: readers[slab.file], offset: w.start, length: w.length, buffer: destination + w.at)
             }
-            let tensors = entry.tensors
-            try ExpertStoreError.naming(layer: key.layer, expert: key.expert) {
-                try readQueue.read(requests) { i in
-                    let w = windows[i]
-                    (destination + tensors[i].offset).copyMemory(from: buffers.staging + w.at + (slabs[i].offset - w.start), byteCount: slabs[i].length)
-                }
-            }
+            try ExpertStoreError.naming(layer: key.layer, expert: key.expert) { try readQueue.read(requests) }
             cost.bytes += total
             cost.read += clock() - t0
         }

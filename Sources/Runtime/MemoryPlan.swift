@@ -55,9 +55,11 @@ public struct MemoryPlan: Codable, Sendable {
         let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
         let fixedScratch = 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
-        // Each loading thread (the caller, and every prefetch loader) has a staging and a decode buffer.
+        // Each loading thread (the caller, and every prefetch loader) has a staging buffer (the
+        // longest read) and, where records are compressed, a decode buffer (the largest expert);
+        // raw records and GGUF/Hugging Face slabs are read straight into their pool blocks.
         // `--on-miss lowbit` adds one buffer per top-k slot for the low-bit copies.
-        let staging = (1 + loaderThreads) * (catalog.largestRead + catalog.largestActiveSet(k: 1)) + missCopyBuffers
+        let staging = (1 + loaderThreads) * (catalog.largestRead + (catalog.decodes ? catalog.largestActiveSet(k: 1) : 0)) + missCopyBuffers
         var plan = MemoryPlan(
             budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes + (inspection.absorbedAttentionBytes ?? 0), kvCache: kv,
             scratch: fixedScratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
