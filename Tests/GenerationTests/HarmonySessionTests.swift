@@ -51,9 +51,19 @@ final class HarmonySessionTests: XCTestCase {
         XCTAssertEqual(second.promptTokens, reference.turns[1].promptTokens)
         XCTAssertGreaterThan(second.reusedTokens, reference.turns[0].promptTokens - 1)
         XCTAssertEqual(second.text, final)
+        // The template puts the date into the system header (strftime_now): render on the day
+        // transformers rendered the reference, read from its prompt, not on today's.
+        let expected = try XCTUnwrap(reference.turns[1].renderedPrompt)
+        let day = try XCTUnwrap(expected.range(of: #"Current date: \d{4}-\d{2}-\d{2}"#, options: .regularExpression).map {
+            String(expected[$0].suffix(10))
+        }, "the reference prompt names its date")
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = try XCTUnwrap(TimeZone(identifier: "UTC"))
+        let parts = day.split(separator: "-").compactMap { Int($0) }
+        let noon = try XCTUnwrap(calendar.date(from: DateComponents(year: parts[0], month: parts[1], day: parts[2], hour: 12)))
         let rendered = try session.template.render(messages: Array(session.history.dropLast()), addGenerationPrompt: true,
-                                                   bosToken: "<|startoftext|>", eosToken: "<|return|>")
-        XCTAssertEqual(rendered, reference.turns[1].renderedPrompt)
+                                                   bosToken: "<|startoftext|>", eosToken: "<|return|>", now: noon)
+        XCTAssertEqual(rendered, expected)
 
         // The same model without channels (a raw continuation of the same tokens) shows nothing
         // of the structure but the text, as before.
