@@ -46,9 +46,9 @@ typedef void (*row_dotk2_fn)(const uint8_t *, size_t, int, const int8_t *, const
 
 /// Prefill GEMM for Q3_K and IQ4_XS at the AVX-512 VNNI level (simd_x86_tiled.c), q8_K format:
 /// rows [r0, r1) against the first tokens of the batch in tiles of 16, y[t*ldy + r]; a last tile
-/// of 6 tokens or more is padded with zero tokens. Returns how many tokens it did (0 when the
-/// type has none); the rest (at most 5) go to the row kernels, whose arithmetic per
-/// (row, token) it repeats bit for bit.
+/// of 5 tokens or more is padded with zero tokens (5-8 in 256-bit registers). Returns how many
+/// tokens it did (0 when the type has none); the rest (at most 4) go to the row kernels, whose
+/// arithmetic per (row, token) it repeats bit for bit.
 int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, int r0, int r1, int tokens, const int8_t *q,
                        const float *dk, const int16_t *bs, float *y, int ldy);
 

@@ -149,13 +149,14 @@ final class KernelTests: XCTestCase {
     }
 
     /// A prefill batch through `Kernels.matmul` (at the VNNI level, Q3_K and IQ4_XS take the
-    /// tiled GEMM in 16-token tiles) against the scalar reference, token by token: 37 tokens
-    /// (two tiles, 5 left for the row kernels) and 45 (two tiles and one padded with 3 zero
-    /// tokens); 11 rows (a full band of 8 and a short one).
+    /// tiled GEMM in 16-token tiles) against the scalar reference, token by token: 36 tokens
+    /// (two tiles, 4 left for the row kernels), 39 (two tiles and a 256-bit one padded from 7)
+    /// and 45 (two tiles and a 512-bit one padded from 13); 11 rows (a full band of 8 and a
+    /// short one).
     func checkPrefillBatchAgainstReference() throws {
         var rng = Rng(state: 17)
         for type in Self.fastTypes where type.traits.blockSize == 256 {
-          for tokens in [37, 45] {
+          for tokens in [36, 39, 45] {
             let columns = 768, rows = 11
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!
@@ -197,9 +198,9 @@ final class KernelTests: XCTestCase {
         var rng = Rng(state: 11)
         // 256 columns, 70 tokens: several token tiles and row blocks (and, for Q3_K and IQ4_XS at
         // the VNNI level, four 16-token tiles of the tiled GEMM with a short band of 5 rows, and a
-        // fifth padded from 6 tokens); 5632 columns (an FFN's down projection), 21 tokens: the
-        // halved tile Q4_K and Q5_K take for wide rows, one GEMM tile plus 5 tokens for the row kernels.
-        for (type, columns, tokens) in Self.fastTypes.flatMap({ [($0, 256, 70), ($0, 5632, 21)] }) {
+        // 256-bit fifth padded from 6 tokens); 5632 columns (an FFN's down projection), 20 tokens:
+        // the halved tile Q4_K and Q5_K take for wide rows, one GEMM tile plus 4 tokens for the row kernels.
+        for (type, columns, tokens) in Self.fastTypes.flatMap({ [($0, 256, 70), ($0, 5632, 20)] }) {
             let rows = 5
             let weights = try randomRows(type, rows: rows, columns: columns, rng: &rng)
             let rowBytes = type.traits.byteCount(elements: columns)!
