@@ -122,7 +122,7 @@ struct HFTokenizerReader {
         guard let model = root["model"] as? [String: Any] else { throw TokenizerError.missingKey(source: path, key: "model") }
         let type = model["type"] as? String ?? (model["merges"] != nil ? "BPE" : "?")
         guard type == "BPE" else {
-            throw unsupported("model.type \"\(type)\" (this build reads BPE models: byte-level and SentencePiece-converted)")
+            throw unsupported("model.type \(quoted(type)) (this build reads BPE models: byte-level and SentencePiece-converted)")
         }
         guard let vocabObj = model["vocab"] as? [String: Any] else { throw TokenizerError.missingKey(source: path, key: "model.vocab") }
         var byId: [Int: String] = [:]
@@ -241,7 +241,7 @@ struct HFTokenizerReader {
             guard !isRegex else { throw unsupported("\(key): Replace with a regex pattern") }
             return [.replace(pattern, with: n["content"] as? String ?? "")]
         default:
-            throw unsupported("\(key).type \"\(type)\"")
+            throw unsupported("\(key).type \(quoted(type))")
         }
     }
 
@@ -259,7 +259,7 @@ struct HFTokenizerReader {
             let (pattern, isRegex) = try patternString(p["pattern"], key: key + ".pattern")
             if p["invert"] as? Bool == true { throw unsupported("\(key): Split with invert") }
             let name = p["behavior"] as? String ?? "Isolated"
-            guard let behavior = PreTokenizerStep.Behavior(rawValue: name) else { throw unsupported("\(key): Split behavior \(name)") }
+            guard let behavior = PreTokenizerStep.Behavior(rawValue: name) else { throw unsupported("\(key): Split behavior \(quoted(name))") }
             return [.split(isRegex ? try SplitPattern(regex: pattern, origin: path) : SplitPattern(literal: pattern), behavior)]
         case "ByteLevel":
             byteLevel = true
@@ -270,7 +270,7 @@ struct HFTokenizerReader {
             let replacement = p["replacement"] as? String ?? "\u{2581}"
             let scheme: PreTokenizerStep.PrependScheme
             if let s = p["prepend_scheme"] as? String {
-                guard let v = PreTokenizerStep.PrependScheme(rawValue: s) else { throw unsupported("\(key): prepend_scheme \(s)") }
+                guard let v = PreTokenizerStep.PrependScheme(rawValue: s) else { throw unsupported("\(key): prepend_scheme \(quoted(s))") }
                 scheme = v
             } else {
                 scheme = (p["add_prefix_space"] as? Bool ?? true) ? .always : .never
@@ -279,7 +279,7 @@ struct HFTokenizerReader {
         case "Digits":
             return [.digits(individual: p["individual_digits"] as? Bool ?? false)]
         default:
-            throw unsupported("\(key).type \"\(type)\"")
+            throw unsupported("\(key).type \(quoted(type))")
         }
     }
 
@@ -315,12 +315,12 @@ struct HFTokenizerReader {
                     byteLevel = true
                     return .byteLevel
                 case let other:
-                    throw unsupported("\(k).type \"\(other)\"")
+                    throw unsupported("\(k).type \(quoted(other))")
                 }
             }
             return .sentencePiece(stripLeadingSpace: strip)
         default:
-            throw unsupported("\(key).type \"\(type)\"")
+            throw unsupported("\(key).type \(quoted(type))")
         }
     }
 
@@ -356,7 +356,7 @@ struct HFTokenizerReader {
             }
             return (prefix, suffix)
         case let other:
-            throw unsupported("\(key).type \"\(other)\"")
+            throw unsupported("\(key).type \(quoted(other))")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormats
 
 /// One self-contained HTML page about a trace: five SVG figures, each with the numbers it
 /// shows in a table beside it. The same figures are available as standalone SVG files.
@@ -25,11 +26,11 @@ public struct TraceReport {
         let h = trace.header
         let a = TraceAnalysis(trace)
         let moe = h.moeLayers
-        guard !moe.isEmpty, h.expertCount > 0 else { throw TraceError.invalid(path: h.model, reason: "the trace has no MoE layers to report on") }
+        guard !moe.isEmpty, h.expertCount > 0 else { throw TraceError.invalid(path: ModelFormatError.shown(h.model), reason: "the trace has no MoE layers to report on") }
         let pair = pair ?? (moe[0], moe.count > 1 ? moe[1] : moe[0])
         let layer = layer ?? moe[0]
         for l in [pair.0, pair.1, layer] where !moe.contains(l) {
-            throw TraceError.invalid(path: h.model, reason: "layer \(l) is not a MoE layer of this trace (MoE layers: \(moe.map(String.init).joined(separator: ", ")))")
+            throw TraceError.invalid(path: ModelFormatError.shown(h.model), reason: "layer \(l) is not a MoE layer of this trace (MoE layers: \(moe.map(String.init).joined(separator: ", ")))")
         }
         let experts = (0..<h.expertCount).map { "e\($0)" }
         func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }

@@ -107,6 +107,7 @@ final class TokenizerTests: XCTestCase {
             XCTFail("expected an error mentioning \(fragment)", file: file, line: line)
         } catch let error as TokenizerError {
             XCTAssertTrue(error.description.contains(fragment), error.description, file: file, line: line)
+            XCTAssertFalse(error.description.contains("\n"), "the message is one line: \(error.description)", file: file, line: line)
         } catch {
             XCTFail("not a TokenizerError: \(error)", file: file, line: line)
         }
@@ -168,6 +169,12 @@ final class TokenizerTests: XCTestCase {
             // Names from the file are shown escaped and cut, on one line.
             (#"{"model": {"type": "BPE", "vocab": {"a\n"# + String(repeating: "b", count: 5000) + #"": "x"}}}"#, #"token "a\nbbbb"#),
             (#"{"model": {"type": "BPE", "vocab": {"a\n"# + String(repeating: "b", count: 5000) + #"": "x"}}}"#, "(4882 more characters)"),
+            // Found by fuzzing (target tokenizer, 2026-12-01): a type name with a newline was quoted raw.
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prep\nd"}]}}"#,
+             #"normalizer.normalizers[0].type "Prep\nd""#),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Split", "pattern": {"String": "-"}, "behavior": "Iso\nlated"}}"#,
+             #"Split behavior "Iso\nlated""#),
+            (#"{"model": {"type": "B\nPE", "vocab": {"a": 0}}}"#, #"model.type "B\nPE""#),
         ]
         for (json, fragment) in cases {
             let dir = TemporaryDirectory()

@@ -153,6 +153,19 @@ final class TraceFormatTests: XCTestCase {
         }
     }
 
+    /// Found by fuzzing (target trace, 2026-12-01): the model path a trace's header names is
+    /// text from the file; a report's errors show it escaped, on one line.
+    func testReportErrorsShowTheHeadersModelEscaped() throws {
+        var trace = Self.sample()
+        trace.header.model = "/tmp/a\nb/y.gguf"
+        trace.header.moeLayers = []
+        XCTAssertThrowsError(try TraceReport(trace: trace)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains(#"/tmp/a\nb/y.gguf"#), message)
+            XCTAssertFalse(message.contains("\n"), message)
+        }
+    }
+
     func testPerfettoExportHoldsTheTimeline() throws {
         let trace = Self.sample()
         let object = try JSONSerialization.jsonObject(with: try TracePerfetto.encode(trace)) as? [String: Any]
