@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The table docs/fuzzing.md reports: per target of a `tools/fuzz.sh background` run, CPU seconds
 # so far (finished segments from cpu.txt + the live libFuzzer process from /proc), executions
-# (each segment's final count, or its last status line while it runs), corpus size, crashes.
+# (each segment's final count, or its last status line while it runs), corpus size, crashes
+# (crash, timeout and out-of-memory inputs; libFuzzer's slow-unit reports are not counted).
 #   tools/fuzz_status.sh [DIR]     DIR: FUZZ_OUT of the run (default /work/fuzz-runs, else .build-fuzz/runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +25,5 @@ for t in $(tools/fuzz.sh list); do
     pid=$(awk -v t="$t" '$1 == t { p = $2 } END { print p }' "$dir/PIDS" 2>/dev/null || true)
     if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then state=running; fi
     printf '| %-11s | %-8s | %8s | %11s | %6s | %7s |\n' "$t" "$state" "$(FUZZ_OUT="$dir" tools/fuzz.sh _cpu "$d")" "$execs" \
-        "$(ls "$d/corpus" 2>/dev/null | wc -l)" "$(ls "$d/crashes" 2>/dev/null | wc -l)"
+        "$(ls "$d/corpus" 2>/dev/null | wc -l)" "$(ls "$d/crashes" 2>/dev/null | grep -vc '^slow-unit-')"
 done
