@@ -53,7 +53,12 @@ public struct MemoryPlan: Codable, Sendable {
             : maxPositions * c.kvBytesPerPosition(elementSize: kvElement)
         let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
         let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
+        // The tiled prefill GEMM (Q3_K, IQ4_XS) keeps, per compute thread, an interleaved int8 copy
+        // of its input tokens plus per-256-column scales and sums: at most 1 + 1/8 + 1/64 bytes per
+        // column and token of the widest matrix input.
+        let tiledCopy = options.threads * (widest + widest / 8 + widest / 64)
         let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
+            + tiledCopy
         let fixedScratch = 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
         // Each loading thread (the caller, and every prefetch loader) has a staging buffer (the
         // longest read) and, where records are compressed, a decode buffer (the largest expert);
