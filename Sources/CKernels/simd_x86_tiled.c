@@ -112,10 +112,10 @@ static void interleave(const int8_t *q, int n, int count, int8_t *x) {
    bias off, times the row's scale. Its corrections and float accumulators stay in memory (one
    access per sub-block or super-block) so that the 16 integer accumulators do not spill. */
 #define DEFINE_BANDS(W, VI, VF, PFX, BITS)                                                                                          \
-    ZT static inline void q3k_band##W(const uint8_t *ub, const int8_t *x, VI corr, VF ddk[BAND_ROWS], VF f[BAND_ROWS]) {           \
-        VI acc[BAND_ROWS];                                                                                                          \
+    /* acc[r] = Σ over column groups [g0, g1) of row r's 4 weights (broadcast) · those columns of the tokens */              \
+    ZT static inline void groups##W(const uint8_t *ub, const int8_t *x, int g0, int g1, VI acc[BAND_ROWS]) {                       \
         for (int r = 0; r < BAND_ROWS; r++) acc[r] = PFX##_setzero_si##BITS();                                                     \
-        for (int g = 0; g < 64; g++) {                                                                                              \
+        for (int g = g0; g < g1; g++) {                                                                                             \
             const VI a = PFX##_load_si##BITS((const void *)(x + 64 * g));                                                         \
             for (int r = 0; r < BAND_ROWS; r++) {                                                                                   \
                 int32_t w;                                                                                                          \
@@ -123,6 +123,10 @@ static void interleave(const int8_t *q, int n, int count, int8_t *x) {
                 acc[r] = PFX##_dpbusd_epi32(acc[r], PFX##_set1_epi32(w), a);                                                        \
             }                                                                                                                       \
         }                                                                                                                           \
+    }                                                                                                                               \
+    ZT static inline void q3k_band##W(const uint8_t *ub, const int8_t *x, VI corr, VF ddk[BAND_ROWS], VF f[BAND_ROWS]) {           \
+        VI acc[BAND_ROWS];                                                                                                          \
+        groups##W(ub, x, 0, 64, acc);                                                                                               \
         for (int r = 0; r < BAND_ROWS; r++) f[r] = PFX##_fmadd_ps(PFX##_cvtepi32_ps(PFX##_sub_epi32(acc[r], corr)), ddk[r], f[r]); \
     }                                                                                                                               \
     ZT static inline void iq4xs_band##W(const uint8_t *ub, const int32_t *sc, int nb_stride, const int8_t *x, const int32_t *corr, \
@@ -131,15 +135,7 @@ static void interleave(const int8_t *q, int n, int count, int8_t *x) {
         for (int r = 0; r < BAND_ROWS; r++) sum[r] = PFX##_setzero_si##BITS();                                                     \
         for (int j = 0; j < 8; j++) {                                                                                               \
             VI acc[BAND_ROWS];                                                                                                      \
-            for (int r = 0; r < BAND_ROWS; r++) acc[r] = PFX##_setzero_si##BITS();                                                 \
-            for (int g = 8 * j; g < 8 * j + 8; g++) {                                                                               \
-                const VI a = PFX##_load_si##BITS((const void *)(x + 64 * g));                                                     \
-                for (int r = 0; r < BAND_ROWS; r++) {                                                                               \
-                    int32_t w;                                                                                                      \
-                    memcpy(&w, ub + 256 * r + 4 * g, 4);                                                                            \
-                    acc[r] = PFX##_dpbusd_epi32(acc[r], PFX##_set1_epi32(w), a);                                                    \
-                }                                                                                                                   \
-            }                                                                                                                       \
+            groups##W(ub, x, 8 * j, 8 * j + 8, acc);                                                                                \
             const VI cj = PFX##_load_si##BITS((const void *)(corr + j * TILE_TOKENS));                                            \
             for (int r = 0; r < BAND_ROWS; r++)                                                                                     \
                 sum[r] = PFX##_add_epi32(sum[r], PFX##_mullo_epi32(PFX##_sub_epi32(acc[r], cj), PFX##_set1_epi32(sc[(size_t)r * nb_stride + j]))); \
