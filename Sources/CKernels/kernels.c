@@ -463,8 +463,12 @@ static int simd_level(void) {
     int detected = detected_level();
     return forced_level >= 0 && forced_level < detected ? forced_level : detected;
 }
+// Detected once. The pool's threads may all ask first at the same time: the cache is read and
+// written atomically (relaxed: every thread computes the same value, nothing else is published
+// with it), as moe_arm_detected_level does. A plain int here was a data race (TSan).
 static int detected_level(void) {
-    static int level = -1;
+    static int cached = -1;
+    int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (level < 0) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
@@ -474,6 +478,7 @@ static int detected_level(void) {
             level = 1;
         else
             level = 0;
+        __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
     }
     return level;
 }

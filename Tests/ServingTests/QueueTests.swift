@@ -73,7 +73,6 @@ import Testing
     /// so and frees the model for the next request.
     @Test func disconnectMidStreamFreesTheEngine() async throws {
         try await TestServer.with(defaults: Self.endless, maxQueue: 0) { server in
-            let started = ContinuousClock.now
             let task = Task {
                 let response = try await server.request(.POST, "/v1/completions", body: completion("import ", maxTokens: 100_000, extra: ["stream": true]))
                 var received = 0
@@ -86,10 +85,11 @@ import Testing
             try await waitUntil { try await server.metric("moe_requests_running") == 0 }
             let next = try await server.post("/v1/completions", completion("def "))
             #expect(next.status == 200)
-            // The abandoned request generated far fewer than the ~1000 tokens it would have.
+            // The abandoned request generated far fewer than the ~1000 tokens it would have. This
+            // count is the check that generation stopped; no wall-clock bound, since a build's
+            // speed (debug, a sanitizer: TSan took 4.8 s here) is not what the test is about.
             let generated = try #require(try await server.metric("moe_completion_tokens_total"))
             #expect(generated < 600)
-            #expect(ContinuousClock.now - started < .seconds(4))
             let statuses = try await server.get("/metrics").body
             #expect(statuses.contains(#"moe_requests_total{endpoint="/v1/completions",status="200",engine="local"} 2"#))
             // The response head said 200 before the client left; the cancellation has its own counter.
