@@ -5,17 +5,17 @@ import XCTest
 
 /// `moe calibrate --memory B` keeps its peak RSS (VmHWM, as it reports it) under B, with the
 /// routing pass, the proxy sensitivities and the periodic saves of the file (issue #21). The
-/// model has many small experts (16 MoE layers × 128, 100 MiB of f32 experts), so what the
+/// model has many small experts (16 MoE layers × 128, 48 MiB of f32 experts), so what the
 /// command keeps beside the model — routing statistics (layers × experts² counts), activation
 /// statistics, the cache policy's transition counts that the proxy step fills — is large next
-/// to the budget: before they were counted, this run (release build) peaked 126 MiB at 96 MiB.
+/// to the budget: before they were counted, this run (release build) peaked 103 MiB at 80 MiB.
 final class CalibrationMemoryTests: XCTestCase {
-    static let budget = 96 << 20
+    static let budget = 80 << 20
 
     /// A random-weight Mixtral-layout GGUF with the SentencePiece test tokenizer; every expert of
     /// a layer shares one random slab (generation stays fast; reads and routing are real).
     static func makeModel(at path: String) throws -> Int {
-        let hidden = 128, ffn = 32, layers = 16, experts = 128, heads = 4, kvHeads = 2
+        let hidden = 64, ffn = 32, layers = 16, experts = 128, heads = 4, kvHeads = 2
         let tokenizer = try GGUFFile(path: Fixtures.path("tokenizers/spm/tokenizer.gguf"))
         guard case let .array(_, tokens)? = tokenizer.metadata["tokenizer.ggml.tokens"] else { throw CocoaError(.fileReadCorruptFile) }
         let vocab = tokens.count
@@ -75,7 +75,12 @@ final class CalibrationMemoryTests: XCTestCase {
         let dir = TemporaryDirectory()
         let model = dir.path("many.gguf")
         let expertBytes = try Self.makeModel(at: model)
-        XCTAssertGreaterThanOrEqual(expertBytes, Self.budget, "the experts must not fit")
+        XCTAssertGreaterThan(expertBytes, Self.budget / 2)
+        // The generator's buffers are freed: give the heap back, for the tests after this one in
+        // this process that plan a budget from its resident size.
+        if let trim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(trim, to: (@convention(c) (Int) -> Int32).self)(0)
+        }
         // As a model read from disk: the file just written sits in the page cache in large
         // folios, which a mapping's first touches would map (and count) whole.
         let fd = open(model, O_RDONLY)
