@@ -17,17 +17,17 @@ public final class NextUsePolicy: CachePolicy {
     private var turns: [Int: Double] = [:]
     /// `[from layer l, expert a]` → times a layer-(l+1) turn directly followed a turn of l that chose a.
     private var follows: [ExpertKey: Double] = [:]
-    /// `[from (l, a), to expert b of layer l+1]` → times b was chosen in that following turn.
-    private var transitions: [TransitionKey: Double] = [:]
+    /// `transitions[(l, a)][b]` → times expert b of layer l+1 was chosen in a turn that followed
+    /// a turn of l that chose a. One row of counts per `(l, a)` seen, as long as the largest b
+    /// seen (its capacity the next power of two): at most layers × experts × 4 × (experts
+    /// rounded up to a power of two) bytes (3 MB for 48 layers of 128 experts), where a
+    /// dictionary keyed by the pair took about 11 times that once every pair had been seen (a
+    /// pass that requests every expert in order, as `moe calibrate`'s proxy step does, sees them all).
+    private var transitions: [ExpertKey: [UInt32]] = [:]
     private var currentLayer: Int?
     private var currentChoices: [Int] = []
     private var previousChoices: (layer: Int, experts: [Int])?
     private let recency = LRUPolicy()
-
-    struct TransitionKey: Hashable {
-        var from: ExpertKey
-        var to: Int
-    }
 
     public init(layerCount: Int) { self.layerCount = max(layerCount, 1) }
 
@@ -48,8 +48,26 @@ public final class NextUsePolicy: CachePolicy {
         guard !currentChoices.contains(key.expert) else { return }
         currentChoices.append(key.expert)
         if let prev = previousChoices {
-            for a in prev.experts { transitions[TransitionKey(from: ExpertKey(layer: prev.layer, expert: a), to: key.expert), default: 0] += 1 }
+            for a in prev.experts { countTransition(from: ExpertKey(layer: prev.layer, expert: a), to: key.expert) }
         }
+    }
+
+    private func countTransition(from: ExpertKey, to b: Int) {
+        guard b >= 0 else { return }
+        func count(_ row: inout [UInt32]) {
+            if row.count <= b {
+                // Rows grow to the next power of two of the largest expert seen, not beyond.
+                row.reserveCapacity(1 << (Int.bitWidth - b.leadingZeroBitCount))
+                row.append(contentsOf: repeatElement(0, count: b + 1 - row.count))
+            }
+            if row[b] < .max { row[b] += 1 }
+        }
+        count(&transitions[from, default: []])
+    }
+
+    private func transitionCount(from: ExpertKey, to b: Int) -> Double {
+        guard b >= 0, let row = transitions[from], b < row.count else { return 0 }
+        return Double(row[b])
     }
 
     public func recordInsert(_ key: ExpertKey) { recency.recordInsert(key) }
@@ -65,7 +83,7 @@ public final class NextUsePolicy: CachePolicy {
             var hits = 0.0, total = 0.0
             for a in currentChoices {
                 let from = ExpertKey(layer: currentLayer, expert: a)
-                hits += transitions[TransitionKey(from: from, to: key.expert)] ?? 0
+                hits += transitionCount(from: from, to: key.expert)
                 total += follows[from] ?? 0
             }
             p = (hits + p) / (total + 1)

@@ -17,10 +17,16 @@ public enum AtomicFile {
 
     /// Writes `data` to `path` atomically (see the type's description).
     public static func write(_ data: Data, to path: String) throws {
+        try write(to: path) { file in try data.withUnsafeBytes { try file.write($0) } }
+    }
+
+    /// Writes what `body` writes to `path` atomically: a file too large to hold whole in memory
+    /// goes out piece by piece.
+    public static func write(to path: String, _ body: (Writer) throws -> Void) throws {
         let temporary = temporaryPath(for: path)
         let file = try Writer(creating: temporary, destination: path)
         do {
-            try data.withUnsafeBytes { try file.write($0) }
+            try body(file)
             try file.sync()
             try file.close()
             try commit(temporary, to: path)

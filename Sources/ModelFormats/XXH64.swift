@@ -29,15 +29,24 @@ public enum XXH64 {
                 v4 = round(v4, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)))
                 i += 32
             }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = merge(h, v1)
-            h = merge(h, v2)
-            h = merge(h, v3)
-            h = merge(h, v4)
+            h = converge(v1, v2, v3, v4)
         } else {
             h = seed &+ p5
         }
-        h = h &+ UInt64(count)
+        return finish(h &+ UInt64(count), base + i, count - i)
+    }
+
+    @inline(__always) static func converge(_ v1: UInt64, _ v2: UInt64, _ v3: UInt64, _ v4: UInt64) -> UInt64 {
+        var h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+        h = merge(h, v1)
+        h = merge(h, v2)
+        h = merge(h, v3)
+        return merge(h, v4)
+    }
+
+    /// The last steps: the remaining `count` (< 32) bytes at `base`, then the avalanche.
+    static func finish(_ start: UInt64, _ base: UnsafeRawPointer, _ count: Int) -> UInt64 {
+        var h = start, i = 0
         while i + 8 <= count {
             h ^= round(0, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
             h = rotl(h, 27) &* p1 &+ p4
@@ -72,5 +81,54 @@ public enum XXH64 {
 
     public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 {
         bytes.withUnsafeBytes { hash($0, seed: seed) }
+    }
+
+    /// The same hash over bytes given in pieces (``update(_:)``): equal to ``hash(_:seed:)`` of
+    /// their concatenation, without holding it.
+    public struct Hasher: Sendable {
+        private var v1: UInt64, v2: UInt64, v3: UInt64, v4: UInt64
+        private let seed: UInt64
+        private var pending = [UInt8](repeating: 0, count: 32)
+        private var pendingCount = 0
+        private var total = 0
+
+        public init(seed: UInt64 = 0) {
+            self.seed = seed
+            (v1, v2, v3, v4) = (seed &+ p1 &+ p2, seed &+ p2, seed, seed &- p1)
+        }
+
+        private mutating func stripe(_ p: UnsafeRawPointer) {
+            v1 = round(v1, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
+            v2 = round(v2, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            v3 = round(v3, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+            v4 = round(v4, UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+        }
+
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            total += bytes.count
+            var i = 0
+            if pendingCount > 0 {
+                let take = min(32 - pendingCount, bytes.count)
+                pending.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: pendingCount).copyMemory(from: base, byteCount: take) }
+                pendingCount += take
+                i = take
+                guard pendingCount == 32 else { return }
+                pending.withUnsafeBytes { stripe($0.baseAddress!) }
+                pendingCount = 0
+            }
+            while i + 32 <= bytes.count {
+                stripe(base + i)
+                i += 32
+            }
+            let rest = bytes.count - i
+            if rest > 0 { pending.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: base + i, byteCount: rest) } }
+            pendingCount = rest
+        }
+
+        public func finalize() -> UInt64 {
+            let h = total >= 32 ? converge(v1, v2, v3, v4) : seed &+ p5
+            return pending.withUnsafeBytes { finish(h &+ UInt64(total), $0.baseAddress!, pendingCount) }
+        }
     }
 }

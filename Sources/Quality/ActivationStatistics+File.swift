@@ -27,7 +27,7 @@ extension ActivationStatistics {
 
     static let encoding = "float32-le-base64"
 
-    static func bytes(_ values: [Float]) -> Data {
+    static func bytes<C: Collection<Float>>(_ values: C) -> Data {
         var data = Data(capacity: values.count * 4)
         for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
         return data
@@ -45,6 +45,73 @@ extension ActivationStatistics {
         return String(all.withUnsafeBytes { XXH64.hash($0) }, radix: 16)
     }
 
+    /// Floats per piece when written: 48 KiB, a multiple of 3 bytes, so base64 pieces join
+    /// into the base64 of the whole.
+    static let pieceFloats = 3 * 4096
+
+    /// `values`' little-endian bytes, one piece at a time.
+    static func forEachPiece(_ values: [Float], _ body: (Data) throws -> Void) rethrows {
+        var start = 0
+        while start < values.count {
+            let end = min(start + pieceFloats, values.count)
+            try body(bytes(values[start..<end]))
+            start = end
+        }
+    }
+
+    /// The JSON of ``stored`` (`JSONEncoder`, sorted keys), written to `sink` in pieces: the
+    /// four arrays, most of the file (experts × (hidden + 3 × FFN) floats), are hashed and
+    /// base64-encoded a piece at a time, never copied whole.
+    func writeStored(to sink: TransitionTable.JSONSink) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var hasher = XXH64.Hasher()
+        for values in [inputSquares, hiddenSquares, upGain, gateGain] {
+            ActivationStatistics.forEachPiece(values) { piece in piece.withUnsafeBytes { hasher.update($0) } }
+        }
+        var first = true
+        func key(_ name: String) throws {
+            try sink(Data(((first ? "{" : ",") + "\"\(name)\":").utf8))
+            first = false
+        }
+        func member(_ name: String, _ value: some Encodable) throws {
+            try key(name)
+            try sink(try encoder.encode(value))
+        }
+        func base64(_ name: String, _ values: [Float]) throws {
+            try key(name)
+            try sink(Data("\"".utf8))
+            // As JSONEncoder writes it: "/" escaped as "\/".
+            try ActivationStatistics.forEachPiece(values) { piece in
+                var escaped = Data()
+                for byte in piece.base64EncodedData() {
+                    if byte == UInt8(ascii: "/") { escaped.append(UInt8(ascii: "\\")) }
+                    escaped.append(byte)
+                }
+                try sink(escaped)
+            }
+            try sink(Data("\"".utf8))
+        }
+        try member("checksum", String(hasher.finalize(), radix: 16))
+        try member("encoding", ActivationStatistics.encoding)
+        try member("expertCount", expertCount)
+        try member("ffnSize", ffnSize)
+        try member("format", ActivationStatistics.format)
+        try base64("gateGain", gateGain)
+        try member("hiddenSize", hiddenSize)
+        try base64("hiddenSquares", hiddenSquares)
+        try base64("inputSquares", inputSquares)
+        try member("layers", layers)
+        try member("routerWeightSquares", routerWeightSquares)
+        try member("settings", settings)
+        try member("tokens", tokens)
+        try base64("upGain", upGain)
+        try member("uses", uses)
+        try member("version", ActivationStatistics.version)
+        try sink(Data("}".utf8))
+    }
+
+    /// The stored object as one value (tests compare ``writeStored(to:)`` with its `JSONEncoder` bytes).
     var stored: Stored {
         let parts = [inputSquares, hiddenSquares, upGain, gateGain].map(ActivationStatistics.bytes)
         return Stored(format: ActivationStatistics.format, version: ActivationStatistics.version, settings: settings, layers: layers,

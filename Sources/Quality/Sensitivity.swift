@@ -154,14 +154,74 @@ public struct CalibrationFile: Sendable, Equatable {
     /// Writes the file atomically (a temporary file renamed into place), so an interrupted
     /// calibration always leaves the last complete state.
     public func write(to path: String) throws {
-        // The routing table's members and the two sections as one object, keys sorted, without
-        // an object graph of the whole file (TransitionTable.json(merging:)).
+        try AtomicFile.write(to: path) { file in
+            var buffer = Data()
+            buffer.reserveCapacity(CalibrationFile.writeBuffer)
+            try write { piece in
+                buffer.append(piece)
+                guard buffer.count >= CalibrationFile.writeBuffer else { return }
+                try buffer.withUnsafeBytes { try file.write($0) }
+                buffer.removeAll(keepingCapacity: true)
+            }
+            try buffer.withUnsafeBytes { try file.write($0) }
+        }
+    }
+
+    /// Bytes gathered before each write(2) of the file.
+    static let writeBuffer = 1 << 20
+
+    /// The file's bytes, in pieces: the routing table's members and the two sections as one
+    /// object with sorted keys, as `JSONEncoder` writes it, without the whole file, an object
+    /// graph of it or a copy of the statistics in memory (a save costs what `moe calibrate`'s
+    /// memory plan reserves for it, ``CalibrationMemory``).
+    func write(to sink: TransitionTable.JSONSink) throws {
+        var extra: [String: (TransitionTable.JSONSink) throws -> Void] = [:]
+        if let sensitivity { extra["sensitivity"] = { try sensitivity.writeJSON(to: $0) } }
+        if let activations { extra["activations"] = { try activations.writeStored(to: $0) } }
+        try routing.writeJSON(merging: extra, to: sink)
+    }
+}
+
+extension SensitivityTable {
+    /// Measurements per piece written.
+    static let pieceMeasurements = 1024
+
+    /// The table's JSON as `JSONEncoder` with sorted keys writes it, to `sink` in pieces of
+    /// ``pieceMeasurements`` measurements (an encoder's value tree of all of them would take
+    /// many times their size).
+    func writeJSON(to sink: TransitionTable.JSONSink) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var extra: [String: Data] = [:]
-        if let sensitivity { extra["sensitivity"] = try encoder.encode(sensitivity) }
-        if let activations { extra["activations"] = try encoder.encode(activations.stored) }
-        try AtomicFile.write(try routing.json(merging: extra), to: path)
+        var first = true
+        func key(_ name: String) throws {
+            try sink(Data(((first ? "{" : ",") + "\"\(name)\":").utf8))
+            first = false
+        }
+        func member(_ name: String, _ value: (some Encodable)?) throws {
+            guard let value else { return }
+            try key(name)
+            try sink(try encoder.encode(value))
+        }
+        try member("activations", activations)
+        try member("baseNLL", baseNLL)
+        try member("format", format)
+        try key("measurements")
+        try sink(Data("[".utf8))
+        var start = 0
+        while start < measurements.count {
+            let end = min(start + SensitivityTable.pieceMeasurements, measurements.count)
+            // The encoded slice without its brackets, joined to the previous one by a comma.
+            let encoded = try encoder.encode(Array(measurements[start..<end]))
+            try sink((start > 0 ? Data(",".utf8) : Data()) + encoded.dropFirst().dropLast())
+            start = end
+        }
+        try sink(Data("]".utf8))
+        try member("method", method)
+        try member("scoredTokens", scoredTokens)
+        try member("settings", settings)
+        try member("sourceTypes", sourceTypes)
+        try member("version", version)
+        try sink(Data("}".utf8))
     }
 }
 

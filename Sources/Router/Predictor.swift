@@ -69,45 +69,57 @@ public struct TransitionTable: Codable, Sendable, Equatable {
     /// `JSONSerialization` object graph, would take several times the file's size in memory,
     /// more than a `--memory` budget leaves (`moe calibrate` saves every few seconds).
     public func json(merging extra: [String: Data] = [:]) throws -> Data {
+        var out = Data()
+        try writeJSON(merging: extra.mapValues { value in { sink in try sink(value) } }, to: { out.append($0) })
+        return out
+    }
+
+    /// Where ``writeJSON(merging:to:)`` sends the file, piece by piece.
+    public typealias JSONSink = (Data) throws -> Void
+
+    /// ``json(merging:)`` written to `sink` in pieces of at most one layer's transition counts,
+    /// `extra` members written by their own writers: the file never sits whole in memory.
+    public func writeJSON(merging extra: [String: (JSONSink) throws -> Void], to sink: JSONSink) throws {
         let encoder = JSONEncoder()
         var members = extra
-        members["expertCount"] = Data(String(expertCount).utf8)
-        members["format"] = try encoder.encode(format)
-        members["frequency"] = Self.json(frequency)
+        func value(_ data: Data) -> (JSONSink) throws -> Void { { try $0(data) } }
+        func tables(_ tables: [[[Int]]]) -> (JSONSink) throws -> Void {
+            { sink in
+                try sink(Data("[".utf8))
+                for (i, rows) in tables.enumerated() {
+                    var out = Data(i > 0 ? ",".utf8 : "".utf8)
+                    out.reserveCapacity(rows.reduce(2) { $0 + 2 + 4 * $1.count })
+                    Self.append(rows, to: &out)
+                    try sink(out)
+                }
+                try sink(Data("]".utf8))
+            }
+        }
+        members["expertCount"] = value(Data(String(expertCount).utf8))
+        members["format"] = value(try encoder.encode(format))
+        members["frequency"] = value(Self.json(frequency))
         var layerList = Data()
         Self.append(row: layers, to: &layerList)
-        members["layers"] = layerList
-        members["next"] = Self.json(next)
-        members["skip"] = Self.json(skip)
-        members["tokens"] = Data(String(tokens).utf8)
-        members["version"] = Data(String(version).utf8)
-        var out = Data("{".utf8)
+        members["layers"] = value(layerList)
+        members["next"] = tables(next)
+        members["skip"] = tables(skip)
+        members["tokens"] = value(Data(String(tokens).utf8))
+        members["version"] = value(Data(String(version).utf8))
+        try sink(Data("{".utf8))
         for (i, key) in members.keys.sorted().enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(try encoder.encode(key))
-            out.append(UInt8(ascii: ":"))
-            if let value = members[key] { out.append(value) }
+            var name = Data(i > 0 ? ",".utf8 : "".utf8)
+            name.append(try encoder.encode(key))
+            name.append(UInt8(ascii: ":"))
+            try sink(name)
+            try members[key]?(sink)
         }
-        out.append(UInt8(ascii: "}"))
-        return out
+        try sink(Data("}".utf8))
     }
 
     private static func json(_ rows: [[Int]]) -> Data {
         var out = Data()
         out.reserveCapacity(rows.reduce(2) { $0 + 2 + 4 * $1.count })
         append(rows, to: &out)
-        return out
-    }
-
-    private static func json(_ tables: [[[Int]]]) -> Data {
-        var out = Data()
-        out.reserveCapacity(tables.reduce(2) { $0 + $1.reduce(2) { $0 + 2 + 4 * $1.count } })
-        out.append(UInt8(ascii: "["))
-        for (i, rows) in tables.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            append(rows, to: &out)
-        }
-        out.append(UInt8(ascii: "]"))
         return out
     }
 

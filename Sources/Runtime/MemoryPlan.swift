@@ -14,6 +14,9 @@ public struct MemoryPlan: Codable, Sendable {
     public var kvCache: Int
     public var scratch: Int
     public var staging: Int
+    /// Bytes the command keeps beside the model (``Model/MemoryOptions/reserved``: `moe
+    /// calibrate`'s statistics and file writing); nil when none.
+    public var reserved: Int?
     public var margin: Int
     public var pool: Int
     /// The smallest pool that can hold one layer's active experts at once.
@@ -27,7 +30,7 @@ public struct MemoryPlan: Codable, Sendable {
     /// budget = fixed needs + minimum pool + margin(budget)).
     public var minimumBudget: Int {
         let fixedMargin = margin - budget * MemoryPlan.marginPercent / 100
-        let needs = baseline + denseWeights + kvCache + scratch + staging + fixedMargin + minimumPool
+        let needs = baseline + denseWeights + kvCache + scratch + staging + (reserved ?? 0) + fixedMargin + minimumPool
         return (needs * 100 + (100 - MemoryPlan.marginPercent) - 1) / (100 - MemoryPlan.marginPercent)
     }
 
@@ -37,10 +40,10 @@ public struct MemoryPlan: Codable, Sendable {
     static func margin(for budget: Int, threads: Int) -> Int { 24 << 20 + threads * (1 << 20) + budget * marginPercent / 100 }
 
     /// Plans `budget` for `source` running contexts of up to `maxPositions` tokens, prompts
-    /// of up to `promptChunk` tokens per forward pass.
+    /// of up to `promptChunk` tokens per forward pass, beside `reserved` bytes of the command's own.
     public static func make(
         budget: Int, source: ModelSource, catalog: ExpertCatalog, options: ExecutorOptions, maxPositions: Int, promptChunk: Int,
-        loaderThreads: Int = 0, missCopyBuffers: Int = 0
+        loaderThreads: Int = 0, missCopyBuffers: Int = 0, reserved: Int = 0
     ) throws -> MemoryPlan {
         let c = source.configuration
         let inspection = try ModelInspection(source: source)
@@ -67,9 +70,9 @@ public struct MemoryPlan: Codable, Sendable {
         let staging = (1 + loaderThreads) * (catalog.largestRead + (catalog.decodes ? catalog.largestActiveSet(k: 1) : 0)) + missCopyBuffers
         var plan = MemoryPlan(
             budget: budget, baseline: ProcessStats.residentBytes ?? 32 << 20, denseWeights: inspection.denseBytes + (inspection.absorbedAttentionBytes ?? 0), kvCache: kv,
-            scratch: fixedScratch, staging: staging, margin: margin(for: budget, threads: options.threads), pool: 0,
+            scratch: fixedScratch, staging: staging, reserved: reserved > 0 ? reserved : nil, margin: margin(for: budget, threads: options.threads), pool: 0,
             minimumPool: catalog.minimumPool(k: c.expertsPerToken), promptChunk: 1)
-        let rest = budget - plan.baseline - plan.denseWeights - plan.kvCache - fixedScratch - plan.staging - plan.margin
+        let rest = budget - plan.baseline - plan.denseWeights - plan.kvCache - fixedScratch - plan.staging - max(reserved, 0) - plan.margin
         // A prompt never outgrows the context, so a short context plans a shorter chunk.
         plan.promptChunk = chunk(requested: min(promptChunk, maxPositions), perToken: perToken, available: rest,
                                  wave: max(plan.minimumPool, catalog.largestActiveSet(k: 1 + options.readAhead)), minimumPool: plan.minimumPool)
@@ -95,6 +98,6 @@ public struct MemoryPlan: Codable, Sendable {
     }
 
     public var breakdown: String {
-        "baseline \(Units.formatBytes(baseline)) + dense weights \(Units.formatBytes(denseWeights)) + KV cache \(Units.formatBytes(kvCache)) + scratch \(Units.formatBytes(scratch)) (\(promptChunk)-token prompt chunks) + staging \(Units.formatBytes(staging)) + margin \(Units.formatBytes(margin)) + at least \(Units.formatBytes(minimumPool)) of experts for one layer"
+        "baseline \(Units.formatBytes(baseline)) + dense weights \(Units.formatBytes(denseWeights)) + KV cache \(Units.formatBytes(kvCache)) + scratch \(Units.formatBytes(scratch)) (\(promptChunk)-token prompt chunks) + staging \(Units.formatBytes(staging))\(reserved.map { " + the command's own \(Units.formatBytes($0))" } ?? "") + margin \(Units.formatBytes(margin)) + at least \(Units.formatBytes(minimumPool)) of experts for one layer"
     }
 }

@@ -62,6 +62,9 @@ public final class Model: Sendable {
         /// What a decode step does on a miss: wait for the exact expert, or compute it from the
         /// store's low-bit copy while the exact one loads (lossy).
         public var onMiss: MissPolicy
+        /// Bytes the caller keeps resident beside the model (a command's own data, such as `moe
+        /// calibrate`'s statistics): the budget's plan takes them from the expert pool.
+        public var reserved = 0
 
         public init(budget: Int? = nil, cachePolicy: CachePolicyKind = .auto, maxContext: Int? = nil, promptChunk: Int = 512,
                     prefetch: PredictorKind = .none, prefetchDepth: Int = 1, prefetchWidth: Int? = nil, calibration: String? = nil,
@@ -108,7 +111,7 @@ public final class Model: Sendable {
             if let budget = memory.budget {
                 let plan = try MemoryPlan.make(budget: budget, source: source, catalog: catalog, options: options, maxPositions: maxContext,
                                                promptChunk: memory.promptChunk, loaderThreads: loaders,
-                                               missCopyBuffers: (copies?.slotSize ?? 0) * (copies?.slotCount ?? 0))
+                                               missCopyBuffers: (copies?.slotSize ?? 0) * (copies?.slotCount ?? 0), reserved: memory.reserved)
                 memoryPlan = plan
                 capacity = plan.pool
                 options.promptChunk = plan.promptChunk

@@ -17,7 +17,9 @@ struct Calibrate: ParsableCommand, CheckedArguments {
             --sensitivity-windows windows of --ctx-size tokens, the mean KL divergence from the \
             model as given (experts × types reruns: small models only). The result \
             file is rewritten every few seconds; run the same command again to resume an \
-            interrupted calibration. Results are deterministic for a given model, text and settings.
+            interrupted calibration. Results are deterministic for a given model, text and settings. \
+            Under --memory, the statistics, the saves of the file and the sensitivity step's copies \
+            count in the budget: they are taken from the expert pool.
 
             Calibrate the model you will convert (the GGUF or Hugging Face original, ideally F16/BF16/F32). \
             Writes MODEL.calibration.json next to the model unless -o is given; runs pick it up automatically.
@@ -48,26 +50,53 @@ struct Calibrate: ParsableCommand, CheckedArguments {
         guard !typeList.isEmpty, Set(typeList).count == typeList.count else { throw ValidationError("--types needs distinct type names") }
     }
 
+    /// glibc's `malloc_trim(0)` (not in Swift's Glibc module; looked up at run time), a no-op elsewhere.
+    static func releaseFreedHeap() {
+        #if os(Linux)
+        typealias Trim = @convention(c) (Int) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(symbol, to: Trim.self)(0)
+        }
+        #endif
+    }
+
     var typeList: [String] { types.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
 
     func run() throws {
         try reportingErrors {
             // Ctrl-C or SIGTERM: no temporary file left behind; the output is whole or as it was.
             PartialFiles.removeOnInterrupt()
+            // Everything the run holds besides the model is loaded, or reserved, before the model
+            // opens: the memory plan counts what is resident then and takes the reservation from
+            // the expert pool, so the whole run stays under --memory (CalibrationMemory).
+            let path = self.model.model
             let content = try readText(text)
-            var options = runtime.resolved
-            options.prefetch = PredictorKind.none
-            let model = try window.open(model.model, with: options)
-            let ctxSize = try window.resolve(for: model)
-            let tokenizer = try Tokenizer(path: model.source.path)
+            let tokenizer = try Tokenizer(path: path)
             var tokens = tokenizer.encode(content)
             if let maxTokens { tokens = Array(tokens.prefix(maxTokens)) }
+            let out = output ?? Model.calibrationPath(for: path)
+            let previous = !restart && FileManager.default.fileExists(atPath: out) ? try? CalibrationFile.load(path: out) : nil
+            // Decoding a large file leaves freed heap resident: give it back before the plan
+            // measures the baseline.
+            Calibrate.releaseFreedHeap()
+            var options = runtime.resolved
+            options.prefetch = PredictorKind.none
+            options.context = options.context ?? window.planned
+            var memory = options.memoryOptions
+            if memory.budget != nil {
+                let c = try ModelSource(path: path, randomAccess: true).configuration
+                let shape = CalibrationMemory.Shape(moeLayers: c.moeLayers.count, experts: c.expertCount, hiddenSize: c.hiddenSize,
+                                                    ffnSize: c.expertFFNSize, expertsPerToken: c.expertsPerToken)
+                memory.reserved = CalibrationMemory.reserved(shape, context: min(window.planned, tokens.count), types: noSensitivity ? 0 : typeList.count,
+                                                             workers: ProcessInfo.processInfo.activeProcessorCount, policy: memory.cachePolicy,
+                                                             statisticsLoaded: previous?.activations?.isComplete == true)
+            }
+            let model = try Model(path: path, options: options.executorOptions, memory: memory)
+            let ctxSize = try window.resolve(for: model)
             let interactive = isatty(STDERR_FILENO) != 0
             func status(_ line: String, final: Bool = false) {
                 FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line + (final ? "\n" : "") : line + "\n").utf8))
             }
-            let out = output ?? Model.calibrationPath(for: model.source.path)
-            let previous = !restart && FileManager.default.fileExists(atPath: out) ? try? CalibrationFile.load(path: out) : nil
             let fingerprint = try model.source.expertFingerprint()
             let activationSettings = ActivationStatistics.Settings(
                 model: model.source.path, modelFingerprint: fingerprint, text: text,
@@ -125,6 +154,8 @@ struct Calibrate: ParsableCommand, CheckedArguments {
                                                                   sensitivity.rawValue, Date().timeIntervalSince(start)).utf8))
             }
             try file.write(to: out)
+            let peak = ProcessStats.peakResidentBytes
+            FileHandle.standardError.write(Data("peak RSS \(Units.formatBytes(peak)) (\(peak) bytes)\(model.memoryPlan.map { ", budget \(Units.formatBytes($0.budget))" } ?? "")\n".utf8))
             if json {
                 print(try prettyJSON(CalibrationSummary(file: file, path: out)))
                 return

@@ -1,0 +1,107 @@
+import Foundation
+import ModelFormats
+import TestSupport
+import XCTest
+
+/// `moe calibrate --memory B` keeps its peak RSS (VmHWM, as it reports it) under B, with the
+/// routing pass, the proxy sensitivities and the periodic saves of the file (issue #21). The
+/// model has many small experts (16 MoE layers × 128, 48 MiB of f32 experts), so what the
+/// command keeps beside the model — routing statistics (layers × experts² counts), activation
+/// statistics, the cache policy's transition counts that the proxy step fills — is large next
+/// to the budget: before they were counted, this run (release build) peaked 103 MiB at 80 MiB.
+final class CalibrationMemoryTests: XCTestCase {
+    static let budget = 80 << 20
+
+    /// A random-weight Mixtral-layout GGUF with the SentencePiece test tokenizer; every expert of
+    /// a layer shares one random slab (generation stays fast; reads and routing are real).
+    static func makeModel(at path: String) throws -> Int {
+        let hidden = 64, ffn = 32, layers = 16, experts = 128, heads = 4, kvHeads = 2
+        let tokenizer = try GGUFFile(path: Fixtures.path("tokenizers/spm/tokenizer.gguf"))
+        guard case let .array(_, tokens)? = tokenizer.metadata["tokenizer.ggml.tokens"] else { throw CocoaError(.fileReadCorruptFile) }
+        let vocab = tokens.count
+        var state: UInt64 = 21
+        func random(_ count: Int, scale: Float = 0.05) -> Data {
+            var data = Data(capacity: count * 4)
+            for _ in 0..<count {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                let v = (Float(state >> 40) / Float(1 << 24) * 2 - 1) * scale
+                withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+            }
+            return data
+        }
+        func ones(_ n: Int) -> Data { Data((0..<n).flatMap { _ in withUnsafeBytes(of: Float(1).bitPattern.littleEndian, Array.init) }) }
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        for (k, v) in [("block_count", layers), ("context_length", 256), ("embedding_length", hidden), ("feed_forward_length", ffn),
+                       ("attention.head_count", heads), ("attention.head_count_kv", kvHeads), ("expert_count", experts), ("expert_used_count", 4)] {
+            w.set("llama.\(k)", .uint32(UInt32(v)))
+        }
+        w.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
+        for key in tokenizer.metadataKeys where key.hasPrefix("tokenizer.") {
+            if let value = tokenizer.metadata[key] { w.set(key, value) }
+        }
+        func add(_ name: String, _ shape: [Int], _ data: Data) { w.tensors.append(.init(name: name, type: .f32, shape: shape, data: data)) }
+        add("token_embd.weight", [hidden, vocab], random(vocab * hidden))
+        add("output_norm.weight", [hidden], ones(hidden))
+        add("output.weight", [hidden, vocab], random(vocab * hidden))
+        let kvDim = kvHeads * hidden / heads
+        var expertBytes = 0
+        for l in 0..<layers {
+            add("blk.\(l).attn_norm.weight", [hidden], ones(hidden))
+            add("blk.\(l).ffn_norm.weight", [hidden], ones(hidden))
+            add("blk.\(l).attn_q.weight", [hidden, hidden], random(hidden * hidden))
+            add("blk.\(l).attn_k.weight", [hidden, kvDim], random(kvDim * hidden))
+            add("blk.\(l).attn_v.weight", [hidden, kvDim], random(kvDim * hidden))
+            add("blk.\(l).attn_output.weight", [hidden, hidden], random(hidden * hidden))
+            add("blk.\(l).ffn_gate_inp.weight", [hidden, experts], random(hidden * experts, scale: 1))
+            let gate = Data(repeatElement(random(ffn * hidden), count: experts).joined())
+            add("blk.\(l).ffn_gate_exps.weight", [hidden, ffn, experts], gate)
+            add("blk.\(l).ffn_up_exps.weight", [hidden, ffn, experts], gate)
+            add("blk.\(l).ffn_down_exps.weight", [ffn, hidden, experts], Data(repeatElement(random(hidden * ffn), count: experts).joined()))
+            expertBytes += 3 * gate.count
+        }
+        try w.write(to: path)
+        return expertBytes
+    }
+
+    static func peakBytes(_ stderr: String) -> Int? {
+        guard let range = stderr.range(of: #"peak RSS [^(]*\((\d+) bytes\)"#, options: .regularExpression) else { return nil }
+        let match = stderr[range]
+        guard let open = match.lastIndex(of: "("), let space = match[open...].firstIndex(of: " ") else { return nil }
+        return Int(match[match.index(after: open)..<space])
+    }
+
+    func testCalibrateWithProxySensitivitiesStaysUnderBudget() throws {
+        let dir = TemporaryDirectory()
+        let model = dir.path("many.gguf")
+        let expertBytes = try Self.makeModel(at: model)
+        XCTAssertGreaterThan(expertBytes, Self.budget / 2)
+        // The generator's buffers are freed: give the heap back, for the tests after this one in
+        // this process that plan a budget from its resident size.
+        if let trim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(trim, to: (@convention(c) (Int) -> Int32).self)(0)
+        }
+        // As a model read from disk: the file just written sits in the page cache in large
+        // folios, which a mapping's first touches would map (and count) whole.
+        let fd = open(model, O_RDONLY)
+        fsync(fd)
+        posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        close(fd)
+        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("perplexity/reference.json")))) as? [String: Any]
+        let text = dir.path("text.txt")
+        try String(repeating: try XCTUnwrap(reference?["text"] as? String), count: 3).write(toFile: text, atomically: true, encoding: .utf8)
+        let out = dir.path("cal.json")
+        let r = try Fixtures.runMoe(["calibrate", model, "--text", text, "--ctx-size", "64", "--max-tokens", "64", "--types", "q8_0",
+                                     "--memory", "\(Self.budget)", "--threads", "2", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let peak = try XCTUnwrap(Self.peakBytes(r.stderr), "no peak RSS in: \(r.stderr)")
+        XCTAssertLessThanOrEqual(peak, Self.budget, "peak RSS \(peak) over the budget \(Self.budget)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out))
+        print("calibrate: peak RSS \(peak) of budget \(Self.budget)")
+        // A budget below what the run needs is refused at start-up, naming the minimum.
+        let small = try Fixtures.runMoe(["calibrate", model, "--text", text, "--max-tokens", "64", "--types", "q8_0",
+                                         "--memory", "\(40 << 20)", "-o", dir.path("small.json")])
+        XCTAssertEqual(small.status, 1, small.stderr)
+        XCTAssertTrue(small.stderr.contains("needs at least") && small.stderr.contains("the command's own"), small.stderr)
+    }
+}
