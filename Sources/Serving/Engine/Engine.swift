@@ -106,14 +106,23 @@ public final class Engine: Sendable {
                           cancelled: CancellationFlag,
                           into continuation: AsyncThrowingStream<EngineEvent, any Error>.Continuation) {
         let thread = Thread { [self] in
-            defer { ticket.finish() }
+            defer { ticket.finish() }  // every path; finishing twice is harmless
             let timedOut = { deadline.map { ContinuousClock.now >= $0 } ?? false }
             do {
-                let result = try session.generate(tokens: prompt, options: options, channels: channels,
+                let result: GenerationResult
+                do {
+                    result = try session.generate(tokens: prompt, options: options, channels: channels,
                                                   isCancelled: { cancelled.isSet || timedOut() },
                                                   onReasoning: { continuation.yield(.reasoning($0.text)) }) { text in
-                    continuation.yield(.text(text))
+                        continuation.yield(.text(text))
+                    }
+                } catch {
+                    ticket.finish()
+                    throw error
                 }
+                // The model is free before the answer ends, so a client that sends its next request
+                // or reads /metrics as soon as it has the answer finds it idle.
+                ticket.finish()
                 metrics.recordGeneration(result)
                 if result.finishReason == .cancelled, cancelled.isSet { metrics.recordCancelled() }
                 if result.finishReason == .cancelled, !cancelled.isSet {
