@@ -698,19 +698,14 @@ int moe_matmul_qa(int type, int n, const void *w, size_t row_bytes, int r0, int 
                   const moe_activations *a, float *y, int ldy) {
     row_dotk_fn dotk = a->qk ? row_dotk(type) : 0;
     if (dotk && n % 256 == 0) {
+        int done = 0;  /* tokens the tiled GEMM took (16-token tiles, where the type has one); the row kernels take the rest */
 #if defined(__x86_64__) && defined(__clang__)
-        if (simd_level() == 2) {  /* 16-token tiles where the type has a tiled GEMM, the rest below */
-            int done = moe_tiled_matmul_k(type, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, y, ldy);
-            if (done == tokens) return 0;
-            if (done > 0) {
-                matmul_rows_k(dotk, row_dotk2(type), k_tile(type, n), n, (const uint8_t *)w, row_bytes, r0, r1, tokens - done,
-                              a->qk + (size_t)done * n, a->dk + (size_t)done * (n / 256), a->bsums + (size_t)done * (n / 16),
-                              a->sums + (size_t)done * (n / 16), y + (size_t)done * ldy, ldy);
-                return 0;
-            }
-        }
+        if (simd_level() == 2) done = moe_tiled_matmul_k(type, n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, y, ldy);
 #endif
-        matmul_rows_k(dotk, row_dotk2(type), k_tile(type, n), n, (const uint8_t *)w, row_bytes, r0, r1, tokens, a->qk, a->dk, a->bsums, a->sums, y, ldy);
+        if (done < tokens)
+            matmul_rows_k(dotk, row_dotk2(type), k_tile(type, n), n, (const uint8_t *)w, row_bytes, r0, r1, tokens - done,
+                          a->qk + (size_t)done * n, a->dk + (size_t)done * (n / 256), a->bsums + (size_t)done * (n / 16),
+                          a->sums + (size_t)done * (n / 16), y + (size_t)done * ldy, ldy);
         return 0;
     }
     if (!a->q) return -1;

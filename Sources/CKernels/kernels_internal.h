@@ -144,6 +144,29 @@ MOE_ZMM_TARGET static inline __m128i q3k_scales_signed_v(const uint8_t *packed) 
     return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi32(high, 4)), _mm_set1_epi8(32));
 }
 
+/* Q3_K's stored values (weight + 4, 0-7) of groups 4k..4k+3 of 16, in column order: the 2-bit
+   plane of qs run k/2 at shifts 4(k%2) (low half) and 4(k%2)+2 (high half), + 4 where hmask bit
+   2k (low half) or 2k+1 (high half) is set. `hm` is the super-block's 32 hmask bytes in both
+   256-bit halves. Shared by the row kernel and the tiled GEMM's unpacker. */
+MOE_ZMM_TARGET static inline __m512i q3k_values_v(const uint8_t *b, __m512i hm, int k) {
+    const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * (k % 2))), _mm256_set1_epi16((short)(4 * (k % 2) + 2)), 1);
+    const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))), _mm256_set1_epi8((char)(2 << (2 * k))), 1);
+    const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (k / 2))));
+    const __m512i low = _mm512_and_si512(_mm512_srlv_epi16(run, shift), _mm512_set1_epi8(3));
+    return _mm512_mask_add_epi8(low, _mm512_test_epi8_mask(hm, bit), low, _mm512_set1_epi8(4));
+}
+
+/* IQ4_XS's level indices (0-15) of sub-blocks 4h..4h+3, in column order, as two 64-byte vectors:
+   one 64-byte load of qs, its low and high nibbles put back in order ([lo | hi] per sub-block)
+   by two two-source permutes. Shared by the row kernel and the tiled GEMM's unpacker. */
+MOE_ZMM_TARGET static inline void iq4xs_indices_v(const uint8_t *b, int h, __m512i out[2]) {
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const __m512i v = _mm512_loadu_si512((const void *)(b + 8 + 64 * h));
+    const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+    out[0] = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi);
+    out[1] = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi);
+}
+
 /* The eight IQ4_XS scales (minus 32) as int16 lanes 0-7: low nibbles of scales_l, 2-bit fields of
    scales_h, without a scalar loop. */
 MOE_ZMM_TARGET static inline __m128i iq4xs_scales_v(const uint8_t *b) {

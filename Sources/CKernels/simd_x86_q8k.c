@@ -187,12 +187,6 @@ ZMM_TARGET static inline void q3k_z_body(const uint8_t *row, int n, const int8_t
                                          float *out, int tokens) {
     (void)sk;
     const int nb = n / 256;
-    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-    const __m512i shifts[2] = {z_halves16(0, 2), z_halves16(4, 6)};
-    /* hmask bit 2k (low half) and 2k + 1 (high half): + 4 where set */
-    __m512i hbit[4];
-    for (int k = 0; k < 4; k++)
-        hbit[k] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))), _mm256_set1_epi8((char)(1 << (2 * k + 1))), 1);
     float acc[MOE_TILE_K];
     for (int t = 0; t < tokens; t++) acc[t] = 0;
     /* Super-blocks' integer sums wait in fours for one shared reduction (z_flush). */
@@ -205,9 +199,7 @@ ZMM_TARGET static inline void q3k_z_body(const uint8_t *row, int n, const int8_t
         const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b));
         __m512i w[4], sv[4];
         for (int k = 0; k < 4; k++) {
-            const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (k / 2))));
-            const __m512i low = _mm512_and_si512(_mm512_srlv_epi16(run, shifts[k % 2]), three);
-            w[k] = _mm512_mask_add_epi8(low, _mm512_test_epi8_mask(hm, hbit[k]), low, four);
+            w[k] = q3k_values_v(b, hm, k);
             sv[k] = z_scales16(sc16, k);
         }
         for (int t = 0; t < tokens; t++) {
@@ -229,9 +221,7 @@ ZMM_TARGET static inline void iq4xs_z_body(const uint8_t *row, int n, const int8
     (void)bs;
     (void)sk;
     const int nb = n / 256;
-    const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels));
-    const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     const __m512i zero = _mm512_setzero_si512();
     /* int16 lanes 0-15: scale 2k, lanes 16-31: scale 2k + 1 */
     const __m512i pick[4] = {_mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(1), 1), _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(3), 1),
@@ -247,10 +237,10 @@ ZMM_TARGET static inline void iq4xs_z_body(const uint8_t *row, int n, const int8
         __m512i aw[4], sv[4];
         __mmask64 neg[4];
         for (int h = 0; h < 2; h++) {
-            const __m512i v = _mm512_loadu_si512((const void *)(b + 8 + 64 * h));
-            const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            __m512i idx[2];
+            iq4xs_indices_v(b, h, idx);
             for (int j = 0; j < 2; j++) {
-                const __m512i w = _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, j ? pair23 : pair01, hi));
+                const __m512i w = _mm512_shuffle_epi8(lut, idx[j]);
                 aw[2 * h + j] = _mm512_abs_epi8(w);
                 neg[2 * h + j] = _mm512_movepi8_mask(w);
             }

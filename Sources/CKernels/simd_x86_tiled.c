@@ -46,14 +46,10 @@ static uint8_t *scratch(size_t bytes) {
 static inline float half_to_float(const uint8_t *p) { return moe_half_to_float(p); }
 
 /* Q3_K super-block (hmask[32] | qs[64] | scales[12] | d) to 256 bytes w·s + 124, column order.
-   64 weights (groups 4k..4k+3 of 16) at a time, as the row kernel forms them: the 2-bit planes
-   by a variable shift of a broadcast qs run, + 4 where the group's hmask bit is set (the stored
-   value v = w + 4). Each group's products v·s + 124 - 4s come from an 8-entry table per 128-bit
+   64 weights (groups 4k..4k+3 of 16) at a time, decoded as the row kernel decodes them
+   (q3k_values_v: the stored value v = w + 4). Each group's products v·s + 124 - 4s come from an 8-entry table per 128-bit
    lane (vpshufb), built once per super-block from the scales. */
 ZT static void unpack_q3k(const uint8_t *b, uint8_t *out) {
-    const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-    const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-    const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
     /* int16 lane l of table m: group 4m + l/8, entry v = l % 8 */
     static const int16_t entry[32] = {-4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3,
                                       -4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3};
@@ -66,27 +62,21 @@ ZT static void unpack_q3k(const uint8_t *b, uint8_t *out) {
         const __m512i sk = _mm512_permutexvar_epi16(_mm512_add_epi16(g4, _mm512_set1_epi16((short)(4 * k))), s16);
         const __m512i t16 = _mm512_add_epi16(_mm512_mullo_epi16(vm4, sk), _mm512_set1_epi16(124));
         const __m512i table = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(_mm512_cvtepi16_epi8(t16)));
-        const __m512i run = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (k / 2))));
-        const __m512i low = _mm512_and_si512(_mm512_srlv_epi16(run, k % 2 ? shift1 : shift0), three);
-        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))), _mm256_set1_epi8((char)(2 << (2 * k))), 1);
-        const __m512i v = _mm512_mask_add_epi8(low, _mm512_test_epi8_mask(hm, bit), low, four);
-        _mm512_storeu_si512((void *)(out + 64 * k), _mm512_shuffle_epi8(table, v));
+        _mm512_storeu_si512((void *)(out + 64 * k), _mm512_shuffle_epi8(table, q3k_values_v(b, hm, k)));
     }
 }
 
 /* IQ4_XS super-block (d | scales_h | scales_l[4] | qs[128]) to 256 bytes level + 128 and the
-   eight sub-block scales. Sub-blocks 4h..4h+3 are one 64-byte load; their low and high nibbles
-   go back into column order by two two-source permutes, then through the levels table. */
+   eight sub-block scales: the row kernel's level indices (iq4xs_indices_v) through a table of
+   the levels + 128. */
 ZT static void unpack_iq4xs(const uint8_t *b, uint8_t *out, int32_t *scales) {
     const __m512i lut = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)moe_iq4nl_levels), _mm_set1_epi8((char)0x80)));
-    const __m512i low = _mm512_set1_epi8(0x0F);
-    const __m512i pair01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pair23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     _mm256_storeu_si256((__m256i *)scales, _mm256_cvtepi16_epi32(iq4xs_scales_v(b)));
     for (int h = 0; h < 2; h++) {
-        const __m512i v = _mm512_loadu_si512((const void *)(b + 8 + 64 * h));
-        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        _mm512_storeu_si512((void *)(out + 128 * h), _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair01, hi)));
-        _mm512_storeu_si512((void *)(out + 128 * h + 64), _mm512_shuffle_epi8(lut, _mm512_permutex2var_epi64(lo, pair23, hi)));
+        __m512i idx[2];
+        iq4xs_indices_v(b, h, idx);
+        _mm512_storeu_si512((void *)(out + 128 * h), _mm512_shuffle_epi8(lut, idx[0]));
+        _mm512_storeu_si512((void *)(out + 128 * h + 64), _mm512_shuffle_epi8(lut, idx[1]));
     }
 }
 
