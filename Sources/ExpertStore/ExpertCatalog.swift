@@ -28,11 +28,14 @@ public struct ExpertCatalog: Sendable {
         public var layout: ExpertRecordLayout
         /// gate, up, down: type, ggml shape, offset and length within the expert's pool block.
         /// A `.moe` record decodes to its record layout. A slab source's tensor sits in its own
-        /// window of the block, at its file offset modulo 4096 (``slabWindows(_:)``), so one
-        /// direct read of the slab's aligned file range lands it in place, with no staging copy.
+        /// window of the block, at its file offset modulo 4096 (``windows``), so one direct read
+        /// of the slab's aligned file range lands it in place, with no staging copy.
         public let tensors: [ExpertRecordLayout.Tensor]
         /// Bytes of the pool block the expert needs (before the pool rounds it up).
         public let decodedLength: Int
+        /// A slab source's reads, one per slab (empty for a `.moe` record): its aligned file range
+        /// (`start`, `length`) and where that range goes in the pool block (`at`).
+        public let windows: [(start: Int, length: Int, at: Int)]
 
         init(location: Location, layout: ExpertRecordLayout) throws {
             self.location = location
@@ -41,32 +44,26 @@ public struct ExpertCatalog: Sendable {
             case .record:
                 tensors = layout.tensors
                 decodedLength = layout.decodedLength
+                windows = []
             case let .slabs(slabs):
-                let windows = try ExpertCatalog.slabWindows(slabs)
+                (windows, decodedLength) = try ExpertCatalog.slabWindows(slabs)
                 tensors = zip(layout.tensors, zip(slabs, windows)).map { t, sw in
                     ExpertRecordLayout.Tensor(type: t.type, shape: t.shape, offset: sw.1.at + (sw.0.offset - sw.1.start), length: t.length)
                 }
-                // The last window's room (its length may be one 4096 short of it).
-                decodedLength = try Array(zip(slabs, windows)).last.map { slab, w in
-                    guard let room = alignUp(slab.length, to: DirectReader.alignment) else {
-                        throw ExpertStoreError.readFailed(path: "slab", offset: slab.offset, length: slab.length, reason: "range too large")
-                    }
-                    return w.at + room + DirectReader.alignment
-                } ?? 0
             }
         }
     }
 
     /// Each slab's aligned file range (`start`, `length`: whole 4096-byte blocks around it) and
-    /// where that range lies in the expert's pool block (`at`). Every slab gets a window of its
-    /// length rounded up to 4096 plus one more 4096 — room for the range whatever the slab's
-    /// offset — so experts whose tensors have the same lengths take blocks of the same size (a
-    /// pool of equal blocks does not fragment). The bytes around a slab in its window belong to
-    /// other experts and are never used.
-    public static func slabWindows(_ slabs: [Slab]) throws -> [(start: Int, length: Int, at: Int)] {
+    /// where that range lies in the expert's pool block (`at`), and the block's length. Every
+    /// slab gets a window of its length rounded up to 4096 plus one more 4096 — room for the
+    /// range whatever the slab's offset — so experts whose tensors have the same lengths take
+    /// blocks of the same size (a pool of equal blocks does not fragment). The bytes around a
+    /// slab in its window belong to other experts and are never used.
+    static func slabWindows(_ slabs: [Slab]) throws -> (windows: [(start: Int, length: Int, at: Int)], blockLength: Int) {
         let a = DirectReader.alignment
         var at = 0
-        return try slabs.map { slab in
+        let windows = try slabs.map { slab in
             let start = slab.offset / a * a
             // The slab lies inside a mapped file, so this cannot overflow; checked all the same.
             guard let end = alignUp(slab.offset + slab.length, to: a), let room = alignUp(slab.length, to: a).map({ $0 + a }),
@@ -76,6 +73,7 @@ public struct ExpertCatalog: Sendable {
             defer { at += room }
             return (start, end - start, at)
         }
+        return (windows, at)
     }
 
     public let files: [String]

@@ -103,8 +103,8 @@ extension PagedExpertStore {
             // pieces, each straight into its window of the pool block (ExpertCatalog.Entry):
             // the tensors land where the block's layout has them, nothing is copied.
             let t0 = clock()
-            let windows = try ExpertCatalog.slabWindows(slabs)
-            guard let total = windows.last.map({ $0.at + $0.length }), total <= ExpertPool.rounded(entry.decodedLength) else {
+            let windows = entry.windows
+            guard let last = windows.last, last.at + last.length <= ExpertPool.rounded(entry.decodedLength) else {
                 throw ExpertStoreError.readFailed(path: catalog.files[slabs.first?.file ?? 0], offset: slabs.first?.offset ?? 0,
                                                   length: slabs.reduce(0) { $0 + $1.length }, reason: "expert larger than its pool block")
             }
@@ -112,7 +112,7 @@ extension PagedExpertStore {
                 ReadQueue.Request(reader: readers[slab.file], offset: w.start, length: w.length, buffer: destination + w.at)
             }
             try ExpertStoreError.naming(layer: key.layer, expert: key.expert) { try readQueue.read(requests) }
-            cost.bytes += total
+            cost.bytes += windows.reduce(0) { $0 + $1.length }  // what was read (the windows' room between is not)
             cost.read += clock() - t0
         }
         let views = zip(ExpertTensor.allCases, entry.tensors).map { kind, t in
