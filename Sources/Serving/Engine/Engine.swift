@@ -101,28 +101,25 @@ public final class Engine: Sendable {
 
     private struct TimedOut: Error {}
 
-    /// Generates on a thread of its own (forward passes block); the ticket is finished when it ends.
+    /// Generates on a thread of its own (forward passes block); the ticket is finished as soon as
+    /// generation returns, before the answer's last event.
     private func generate(_ ticket: Ticket, _ prompt: [Int], _ options: GenerationOptions, channels: Bool, deadline: ContinuousClock.Instant?,
                           cancelled: CancellationFlag,
                           into continuation: AsyncThrowingStream<EngineEvent, any Error>.Continuation) {
         let thread = Thread { [self] in
-            defer { ticket.finish() }  // every path; finishing twice is harmless
             let timedOut = { deadline.map { ContinuousClock.now >= $0 } ?? false }
-            do {
-                let result: GenerationResult
-                do {
-                    result = try session.generate(tokens: prompt, options: options, channels: channels,
-                                                  isCancelled: { cancelled.isSet || timedOut() },
-                                                  onReasoning: { continuation.yield(.reasoning($0.text)) }) { text in
-                        continuation.yield(.text(text))
-                    }
-                } catch {
-                    ticket.finish()
-                    throw error
+            let generated = Result(catching: {
+                try session.generate(tokens: prompt, options: options, channels: channels,
+                                     isCancelled: { cancelled.isSet || timedOut() },
+                                     onReasoning: { continuation.yield(.reasoning($0.text)) }) { text in
+                    continuation.yield(.text(text))
                 }
-                // The model is free before the answer ends, so a client that sends its next request
-                // or reads /metrics as soon as it has the answer finds it idle.
-                ticket.finish()
+            })
+            // The model is free before the answer ends, so a client that sends its next request
+            // or reads /metrics as soon as it has the answer finds it idle.
+            ticket.finish()
+            do {
+                let result = try generated.get()
                 metrics.recordGeneration(result)
                 if result.finishReason == .cancelled, cancelled.isSet { metrics.recordCancelled() }
                 if result.finishReason == .cancelled, !cancelled.isSet {
