@@ -43,7 +43,8 @@ static uint8_t *scratch(size_t bytes) {
     return scratch_base;
 }
 
-static inline float half_to_float(const uint8_t *p) { return moe_half_to_float(p); }
+/* Real tokens in tile `tile` of a call that does `done` tokens (the last may be short). */
+static inline int tile_count(int done, int tile) { return done - tile * TILE_TOKENS < TILE_TOKENS ? done - tile * TILE_TOKENS : TILE_TOKENS; }
 
 /* Q3_K super-block (hmask[32] | qs[64] | scales[12] | d) to 256 bytes w·s + 124, column order.
    64 weights (groups 4k..4k+3 of 16) at a time, decoded as the row kernel decodes them
@@ -192,7 +193,7 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
     float *wd = (float *)((uint8_t *)sc + sbytes);
 
     for (int tile = 0; tile < tiles; tile++) {
-        const int t0 = tile * TILE_TOKENS, count = done - t0 < TILE_TOKENS ? done - t0 : TILE_TOKENS;
+        const int t0 = tile * TILE_TOKENS, count = tile_count(done, tile);
         interleave(q + (size_t)t0 * n, n, count, x + (size_t)tile * n * TILE_TOKENS);
         for (int u = 0; u < nb; u++) {
             float *dv = da + ((size_t)tile * nb + u) * TILE_TOKENS;
@@ -233,10 +234,10 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
                 uint8_t *dst = uw + ((size_t)u * BAND_ROWS + r) * 256;
                 if (iq4) {
                     unpack_iq4xs(b, dst, sc + ((size_t)r * nb + u) * 8);
-                    wd[(size_t)r * nb + u] = half_to_float(b);
+                    wd[(size_t)r * nb + u] = moe_half_to_float(b);
                 } else {
                     unpack_q3k(b, dst);
-                    wd[(size_t)r * nb + u] = half_to_float(b + 108);
+                    wd[(size_t)r * nb + u] = moe_half_to_float(b + 108);
                 }
             }
         }
@@ -247,7 +248,7 @@ ZT int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, i
                 RUN_TILE(8, __m256, _mm256, 256);
             else
                 RUN_TILE(16, __m512, _mm512, 512);
-            const int count = done - tile * TILE_TOKENS < TILE_TOKENS ? done - tile * TILE_TOKENS : TILE_TOKENS;
+            const int count = tile_count(done, tile);
             for (int r = 0; r < rows; r++)
                 for (int t = 0; t < count; t++) y[(size_t)(tile * TILE_TOKENS + t) * ldy + rb + r] = out[r][t];
         }
