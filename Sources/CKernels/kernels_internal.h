@@ -60,11 +60,16 @@ int moe_tiled_matmul_k(int type, int n, const uint8_t *w, size_t row_bytes, int 
 #define MOE_ZMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 #define MOE_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
-/// The f16 at p (unaligned) as a float.
+/// The f16 at p (unaligned) as a float, inserted into a register zeroed for it. With _cvtsh_ss
+/// (or vmovd) clang emits vpinsrw into whatever register it likes, which in a kernel loop was
+/// the float accumulator, so every block's scale conversion waited for
+/// the previous block's FMA (Q8_0 decode on AVX2: ~20 cycles per block, 4.8 GB/s of 13.5).
 __attribute__((target("f16c"))) static inline float moe_half_to_float(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
+    __m128i v = _mm_insert_epi16(_mm_setzero_si128(), h, 0);
+    __asm__("" : "+x"(v));  /* every lane used, as far as clang knows: the zeros stay zeros */
+    return _mm_cvtss_f32(_mm_cvtph_ps(v));
 }
 
 /// Sum of the 8 lanes; AVX only, so every kernel can inline it.
