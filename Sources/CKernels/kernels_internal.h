@@ -173,15 +173,17 @@ MOE_ZMM_TARGET static inline void iq4xs_indices_v(const uint8_t *b, int h, __m51
 }
 
 /* The eight IQ4_XS scales (minus 32) as int16 lanes 0-7: low nibbles of scales_l, 2-bit fields of
-   scales_h, without a scalar loop. */
-MOE_ZMM_TARGET static inline __m128i iq4xs_scales_v(const uint8_t *b) {
+   scales_h, without a scalar loop. AVX2 only (32-bit variable shifts), so the AVX2 row kernel
+   and the 512-bit ones share it. */
+MOE_AVX2_TARGET static inline __m128i iq4xs_scales_v(const uint8_t *b) {
     uint32_t l;
     uint16_t h;
     memcpy(&l, b + 4, 4);
     memcpy(&h, b + 2, 2);
     const __m128i lv = _mm_cvtsi32_si128((int)l), nib = _mm_set1_epi8(0x0F);
     const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(lv, nib), _mm_and_si128(_mm_srli_epi16(lv, 4), nib)));
-    const __m128i high = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)h), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)), _mm_set1_epi16(3));
+    const __m256i hv = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+    const __m128i high = _mm_packs_epi32(_mm256_castsi256_si128(hv), _mm256_extracti128_si256(hv, 1));
     return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi16(32));
 }
 

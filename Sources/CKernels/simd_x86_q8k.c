@@ -35,20 +35,6 @@ __attribute__((target("avx2"))) static inline __m128i q3k_scales_signed(const ui
     return _mm_sub_epi8(_mm_loadu_si128((const __m128i *)scales), _mm_set1_epi8(32));
 }
 
-/* The eight IQ4_XS scales (minus 32) as int16 lanes 0-7 with AVX2 only (iq4xs_scales_v less the
-   16-bit variable shift): the scalar loop of iq4xs_scale cost ~8 instructions per scale. */
-__attribute__((target("avx2"))) static inline __m128i iq4xs_scales_avx2(const uint8_t *b) {
-    uint32_t l;
-    uint16_t h;
-    memcpy(&l, b + 4, 4);
-    memcpy(&h, b + 2, 2);
-    const __m128i lv = _mm_cvtsi32_si128((int)l), nib = _mm_set1_epi8(0x0F);
-    const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(lv, nib), _mm_and_si128(_mm_srli_epi16(lv, 4), nib)));
-    const __m256i hv = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
-    const __m128i high = _mm_packs_epi32(_mm256_castsi256_si128(hv), _mm256_extracti128_si256(hv, 1));
-    return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi16(32));
-}
-
 /* Byte shuffles that broadcast int16 lane s. */
 static const uint8_t word_shuffle[8][16] = {
     {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1},         {2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},

@@ -179,7 +179,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
             w[2 * k] = _mm256_shuffle_epi8(lut, _mm256_permute2x128_si256(lo, hi, 0x20));
             w[2 * k + 1] = _mm256_shuffle_epi8(lut, _mm256_permute2x128_si256(lo, hi, 0x31));
         }
-        const __m256i sc = _mm256_broadcastsi128_si256(iq4xs_scales_avx2(b));
+        const __m256i sc = _mm256_broadcastsi128_si256(iq4xs_scales_v(b));
         for (int s = 0; s < 8; s++) {
             sv[s] = _mm256_shuffle_epi8(sc, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)word_shuffle[s])));
             aw[s] = _mm256_abs_epi8(w[s]);
