@@ -72,6 +72,13 @@ __attribute__((target("f16c"))) static inline float moe_half_to_float(const uint
     return _mm_cvtss_f32(_mm_cvtph_ps(v));
 }
 
+/// The f16 scales of four blocks `bytes` apart, starting at p, as four floats.
+__attribute__((target("avx2,f16c"))) static inline __m128 moe_half4_to_float4(const uint8_t *p, int bytes) {
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++) memcpy(&h[i], p + bytes * i, 2);
+    return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+}
+
 /// Sum of the 8 lanes; AVX only, so every kernel can inline it.
 __attribute__((target("avx"))) static inline float moe_hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

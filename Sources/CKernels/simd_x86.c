@@ -271,9 +271,7 @@ static inline void q8_0_z_body(const uint8_t *row, int n, const int8_t *q, const
                                          _mm256_loadu_si256((const __m256i *)(w0 + 104)), 1);
         __m512i ax01 = _mm512_abs_epi8(x01), ax23 = _mm512_abs_epi8(x23);
         __mmask64 n01 = _mm512_movepi8_mask(x01), n23 = _mm512_movepi8_mask(x23);
-        uint16_t h[4];
-        for (int i = 0; i < 4; i++) memcpy(&h[i], w0 + 34 * i, 2);
-        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        const __m128 dw = moe_half4_to_float4(w0, 34);
         for (int t = 0; t < tokens; t++) {
             const int8_t *a = q + (size_t)t * n + 32 * b;
             __m512i a01 = _mm512_loadu_si512((const void *)a), a23 = _mm512_loadu_si512((const void *)(a + 64));

@@ -21,13 +21,6 @@ static inline float lut_e8m0_half(const uint8_t *p) {
     return out;
 }
 
-/* The scales of four consecutive blocks as floats. */
-__attribute__((target("avx2,f16c"))) static inline __m128 lut_half4(const uint8_t *b, int bytes) {
-    uint16_t h[4];
-    for (int i = 0; i < 4; i++) memcpy(&h[i], b + bytes * i, 2);
-    return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
-}
-
 __attribute__((target("avx2"))) static inline __m128 lut_e8m0_half4(const uint8_t *b, int bytes) {
     const __m128i e = _mm_setr_epi32(b[0], b[bytes], b[2 * bytes], b[3 * bytes]);
     const __m128i normal = _mm_slli_epi32(_mm_sub_epi32(e, _mm_set1_epi32(1)), 23);
@@ -168,6 +161,6 @@ MOE_AVX2_TARGET static inline __m256i lut_block(const uint8_t *qs, __m256i lut) 
 
 LUT_AVX2(iq4_nl, 18, 2, moe_half_to_float, moe_iq4nl_levels)
 LUT_AVX2(mxfp4, 17, 1, lut_e8m0_half, mxfp4_levels)
-LUT_ZMM(iq4_nl, 18, 2, moe_half_to_float, lut_half4, moe_iq4nl_levels)
+LUT_ZMM(iq4_nl, 18, 2, moe_half_to_float, moe_half4_to_float4, moe_iq4nl_levels)
 LUT_ZMM(mxfp4, 17, 1, lut_e8m0_half, lut_e8m0_half4, mxfp4_levels)
 #endif

@@ -35,13 +35,6 @@ __attribute__((target("avx2"))) static inline __m128i q3k_scales_signed(const ui
     return _mm_sub_epi8(_mm_loadu_si128((const __m128i *)scales), _mm_set1_epi8(32));
 }
 
-/* Byte shuffles that broadcast int16 lane s. */
-static const uint8_t word_shuffle[8][16] = {
-    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1},         {2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
-    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5},         {6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
-    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9},         {10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
-    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13}, {14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
-
 /* Q4_K/Q5_K's eight 6-bit scales (out[0..7]) and eight 6-bit mins (out[8..15]). */
 static inline void k4_scales_mins(const uint8_t *s, uint8_t *out) {
     uint32_t u[4];

@@ -181,7 +181,7 @@ K_TARGET static inline void K_NAME(iq4xs_body)(const uint8_t *row, int n, const 
         }
         const __m256i sc = _mm256_broadcastsi128_si256(iq4xs_scales_v(b));
         for (int s = 0; s < 8; s++) {
-            sv[s] = _mm256_shuffle_epi8(sc, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)word_shuffle[s])));
+            sv[s] = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((2 * s + 1) << 8 | 2 * s)));  /* int16 lane s everywhere */
             aw[s] = _mm256_abs_epi8(w[s]);
         }
         for (int t = 0; t < tokens; t++) {
