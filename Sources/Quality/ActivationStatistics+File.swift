@@ -163,3 +163,60 @@ extension ActivationStatistics {
         gateGain = arrays[3]
     }
 }
+
+extension ActivationStatistics.Stored {
+    /// The stored object from `reader` (the value of a calibration file's `activations`
+    /// member), each member as it comes; `settings` through `JSONDecoder`.
+    static func read(_ reader: JSONPullReader) throws -> ActivationStatistics.Stored {
+        var format: String?, version: Int?, settings: ActivationStatistics.Settings?, layers: [Int]?, expertCount: Int?
+        var hiddenSize: Int?, ffnSize: Int?, tokens: Int?, uses: [[Int]]?, routerWeightSquares: [[Float]]?
+        var encoding: String?, inputSquares: String?, hiddenSquares: String?, upGain: String?, gateGain: String?, checksum: String?
+        // Base64 of float32 statistics: no longer than the file that holds it.
+        let long = Int(Int32.max)
+        try reader.object { key in
+            switch key {
+            case "format": format = try reader.string(limit: 256)
+            case "version": version = try reader.int()
+            case "settings": settings = try JSONDecoder().decode(ActivationStatistics.Settings.self, from: try reader.raw(limit: 1 << 20))
+            case "layers": layers = try reader.ints()
+            case "expertCount": expertCount = try reader.int()
+            case "hiddenSize": hiddenSize = try reader.int()
+            case "ffnSize": ffnSize = try reader.int()
+            case "tokens": tokens = try reader.int()
+            case "uses": uses = try reader.intRows()
+            case "routerWeightSquares":
+                var rows: [[Float]] = []
+                try reader.array { _ in rows.append(try reader.floats()) }
+                routerWeightSquares = rows
+            case "encoding": encoding = try reader.string(limit: 256)
+            case "inputSquares": inputSquares = try reader.string(limit: long)
+            case "hiddenSquares": hiddenSquares = try reader.string(limit: long)
+            case "upGain": upGain = try reader.string(limit: long)
+            case "gateGain": gateGain = try reader.string(limit: long)
+            case "checksum": checksum = try reader.string(limit: 256)
+            default: try reader.skip()
+            }
+        }
+        func missing(_ key: String) -> JSONPullReader.Failure { reader.fail("the activation statistics have no \(key)") }
+        guard let format else { throw missing("format") }
+        guard let version else { throw missing("version") }
+        guard let settings else { throw missing("settings") }
+        guard let layers else { throw missing("layers") }
+        guard let expertCount else { throw missing("expertCount") }
+        guard let hiddenSize else { throw missing("hiddenSize") }
+        guard let ffnSize else { throw missing("ffnSize") }
+        guard let tokens else { throw missing("tokens") }
+        guard let uses else { throw missing("uses") }
+        guard let routerWeightSquares else { throw missing("routerWeightSquares") }
+        guard let encoding else { throw missing("encoding") }
+        guard let inputSquares else { throw missing("inputSquares") }
+        guard let hiddenSquares else { throw missing("hiddenSquares") }
+        guard let upGain else { throw missing("upGain") }
+        guard let gateGain else { throw missing("gateGain") }
+        guard let checksum else { throw missing("checksum") }
+        return ActivationStatistics.Stored(format: format, version: version, settings: settings, layers: layers, expertCount: expertCount,
+                                           hiddenSize: hiddenSize, ffnSize: ffnSize, tokens: tokens, uses: uses,
+                                           routerWeightSquares: routerWeightSquares, encoding: encoding, inputSquares: inputSquares,
+                                           hiddenSquares: hiddenSquares, upGain: upGain, gateGain: gateGain, checksum: checksum)
+    }
+}

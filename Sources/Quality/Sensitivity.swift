@@ -115,23 +115,31 @@ public struct CalibrationFile: Sendable, Equatable {
         self.activations = activations
     }
 
-    enum Keys: String, CodingKey { case sensitivity }
-
+    /// Reads and checks the file, in pieces (``ModelFormats/JSONPullReader``): its peak memory is about
+    /// what the result holds (plus, for activation statistics, their base64 text once), where
+    /// `JSONDecoder` took about 14 times the file's size.
     public static func load(path: String) throws -> CalibrationFile {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let reader: JSONPullReader
+        do { reader = try JSONPullReader(path: path) } catch {
             throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
         }
-        let routing = try TransitionTable.decode(data, path: path)
-        struct Wrapper: Decodable {
-            var sensitivity: SensitivityTable?
-            var activations: ActivationStatistics.Stored?
+        var sensitivity: SensitivityTable?
+        var stored: ActivationStatistics.Stored?
+        let routing = try TransitionTable.read(reader, path: path) { key in
+            do {
+                switch key {
+                case "sensitivity": sensitivity = try reader.null() ? nil : try SensitivityTable.read(reader)
+                case "activations": stored = try reader.null() ? nil : try ActivationStatistics.Stored.read(reader)
+                default: try reader.skip()
+                }
+            } catch let error as DecodingError {
+                throw PredictorError.invalidCalibration(path: path, reason: "\(Self.section(key)) is not valid (\(ModelFormatError.shown(decoding: error)))")
+            } catch let failure as JSONPullReader.Failure where key == "sensitivity" || key == "activations" {
+                throw PredictorError.invalidCalibration(path: path, reason: "\(Self.section(key)) is not valid (\(ModelFormatError.shown(failure.description)))")
+            }
         }
-        let wrapper: Wrapper
-        do { wrapper = try JSONDecoder().decode(Wrapper.self, from: data) } catch {
-            throw PredictorError.invalidCalibration(path: path, reason: "the sensitivity table or activations are not valid (\(ModelFormatError.shown(decoding: error)))")
-        }
-        let activations = try wrapper.activations.map { try ActivationStatistics(stored: $0, routing: routing, path: path) }
-        if let s = wrapper.sensitivity {
+        let activations = try stored.map { try ActivationStatistics(stored: $0, routing: routing, path: path) }
+        if let s = sensitivity {
             guard s.format == "swiftmoe-sensitivity", (1...2).contains(s.version), s.settings.windows > 0, s.settings.context >= 2,
                   !s.settings.types.isEmpty, s.method == nil || s.method == "measured" || s.method == "proxy" else {
                 throw PredictorError.invalidCalibration(path: path, reason: "sensitivity format \(ModelFormatError.shown(s.format)) version \(s.version) is not swiftmoe-sensitivity version 1 or 2 (method measured or proxy)")
@@ -148,8 +156,10 @@ public struct CalibrationFile: Sendable, Equatable {
                 }
             }
         }
-        return CalibrationFile(routing: routing, sensitivity: wrapper.sensitivity, activations: activations)
+        return CalibrationFile(routing: routing, sensitivity: sensitivity, activations: activations)
     }
+
+    static func section(_ key: String) -> String { key == "sensitivity" ? "the sensitivity table" : "the activation statistics" }
 
     /// Writes the file atomically (a temporary file renamed into place), so an interrupted
     /// calibration always leaves the last complete state.
@@ -183,6 +193,45 @@ public struct CalibrationFile: Sendable, Equatable {
 }
 
 extension SensitivityTable {
+    /// The table from `reader` (the value of a calibration file's `sensitivity` member): the
+    /// measurements one by one, the small members through `JSONDecoder`.
+    static func read(_ reader: JSONPullReader) throws -> SensitivityTable {
+        var format: String?, version: Int?, method: String?, settings: Settings?, baseNLL: Double?, scoredTokens: Int?
+        var sourceTypes: [String]?, measurements: [Measurement]?, activations: [[Int]]?
+        func missing(_ key: String) -> JSONPullReader.Failure { reader.fail("the sensitivity table has no \(key)") }
+        try reader.object { key in
+            switch key {
+            case "format": format = try reader.string(limit: 256)
+            case "version": version = try reader.int()
+            case "method": method = try reader.null() ? nil : try reader.string(limit: 256)
+            case "settings": settings = try JSONDecoder().decode(Settings.self, from: try reader.raw(limit: 1 << 20))
+            case "baseNLL": baseNLL = try reader.double()
+            case "scoredTokens": scoredTokens = try reader.int()
+            case "sourceTypes": sourceTypes = try reader.strings(limit: 256)
+            case "activations": activations = try reader.null() ? nil : try reader.intRows()
+            case "measurements":
+                var out: [Measurement] = []
+                try reader.array { _ in out.append(try Measurement.read(reader)) }
+                measurements = out
+            default: try reader.skip()
+            }
+        }
+        guard let format else { throw missing("format") }
+        guard let version else { throw missing("version") }
+        guard let settings else { throw missing("settings") }
+        guard let baseNLL else { throw missing("baseNLL") }
+        guard let scoredTokens else { throw missing("scoredTokens") }
+        guard let sourceTypes else { throw missing("sourceTypes") }
+        guard let measurements else { throw missing("measurements") }
+        var table = SensitivityTable(settings: settings, baseNLL: baseNLL, scoredTokens: scoredTokens, sourceTypes: sourceTypes,
+                                     measurements: measurements)
+        table.format = format
+        table.version = version
+        table.method = method
+        table.activations = activations
+        return table
+    }
+
     /// Measurements per piece written.
     static let pieceMeasurements = 1024
 
@@ -222,6 +271,26 @@ extension SensitivityTable {
         try member("sourceTypes", sourceTypes)
         try member("version", version)
         try sink(Data("}".utf8))
+    }
+}
+
+extension SensitivityTable.Measurement {
+    static func read(_ reader: JSONPullReader) throws -> SensitivityTable.Measurement {
+        var layer: Int?, expert: Int?, type: String?, kld: Double?, deltaNLL: Double?
+        try reader.object { key in
+            switch key {
+            case "layer": layer = try reader.int()
+            case "expert": expert = try reader.int()
+            case "type": type = try reader.string(limit: 256)
+            case "kld": kld = try reader.double()
+            case "deltaNLL": deltaNLL = try reader.double()
+            default: try reader.skip()
+            }
+        }
+        guard let layer, let expert, let type, let kld, let deltaNLL else {
+            throw reader.fail("a measurement without layer, expert, type, kld and deltaNLL")
+        }
+        return SensitivityTable.Measurement(layer: layer, expert: expert, type: type, kld: kld, deltaNLL: deltaNLL)
     }
 }
 

@@ -141,11 +141,97 @@ public struct TransitionTable: Codable, Sendable, Equatable {
         out.append(UInt8(ascii: "]"))
     }
 
+    /// Reads the routing statistics of a calibration file, in pieces (``read(_:path:other:)``);
+    /// the file's other members are checked as JSON and skipped.
     public static func load(path: String) throws -> TransitionTable {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let reader: JSONPullReader
+        do { reader = try JSONPullReader(path: path) } catch {
             throw PredictorError.invalidCalibration(path: path, reason: "cannot read the file")
         }
-        return try decode(data, path: path)
+        return try read(reader, path: path) { _ in try reader.skip() }
+    }
+
+    /// Reads the calibration file's top-level object from `reader`, keeping the routing members
+    /// and passing every other key to `other`, which must read its value; then checks the
+    /// table as ``decode(_:path:)`` does. Memory: the table plus the reader's buffer (the
+    /// tables are built row by row; no row may be longer than `expertCount` when that came first,
+    /// as the writer's sorted keys put it).
+    public static func read(_ reader: JSONPullReader, path: String, other: (String) throws -> Void) throws -> TransitionTable {
+        var format: String?, version: Int?, layers: [Int]?, expertCount: Int?, tokens: Int?
+        var frequency: [[Int]]?, next: [[[Int]]]?, skip: [[[Int]]]?
+        func row() throws -> [Int] {
+            var out: [Int] = []
+            if let expertCount, expertCount > 0, expertCount <= 1 << 12 { out.reserveCapacity(expertCount) }
+            try reader.array { i in
+                if let expertCount, i >= expertCount { throw reader.fail("a row longer than expertCount (\(expertCount))") }
+                out.append(try reader.int())
+            }
+            return out
+        }
+        func rows() throws -> [[Int]] {
+            var out: [[Int]] = []
+            try reader.array { i in
+                if let expertCount, i >= expertCount { throw reader.fail("more rows than expertCount (\(expertCount))") }
+                out.append(try row())
+            }
+            return out
+        }
+        func tables() throws -> [[[Int]]] {
+            var out: [[[Int]]] = []
+            try reader.array { i in
+                if let layers, i >= layers.count { throw reader.fail("more tables than layers (\(layers.count))") }
+                out.append(try rows())
+            }
+            return out
+        }
+        do {
+            try reader.object { key in
+                switch key {
+                case "format": format = try reader.string(limit: 256)
+                case "version": version = try reader.int()
+                case "layers": layers = try reader.ints()
+                case "expertCount": expertCount = try reader.int()
+                case "tokens": tokens = try reader.int()
+                case "frequency":
+                    var out: [[Int]] = []
+                    try reader.array { i in
+                        if let layers, i >= layers.count { throw reader.fail("more rows than layers (\(layers.count))") }
+                        out.append(try row())
+                    }
+                    frequency = out
+                case "next": next = try tables()
+                case "skip": skip = try tables()
+                default: try other(key)
+                }
+            }
+            try reader.end()
+        } catch let failure as JSONPullReader.Failure {
+            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(ModelFormatError.shown(failure.description)))")
+        }
+        let missing = [("expertCount", expertCount == nil), ("format", format == nil), ("frequency", frequency == nil), ("layers", layers == nil),
+                       ("next", next == nil), ("skip", skip == nil), ("tokens", tokens == nil), ("version", version == nil)]
+            .filter(\.1).map(\.0)
+        guard missing.isEmpty, let format, let version, let layers, let expertCount, let tokens, let frequency, let next, let skip else {
+            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (missing \(missing.joined(separator: ", ")))")
+        }
+        var table = TransitionTable(format: format, version: version, layers: layers, expertCount: expertCount, tokens: tokens)
+        table.frequency = frequency
+        table.next = next
+        table.skip = skip
+        try table.validate(path: path)
+        return table
+    }
+
+    /// A table with no counts allocated (``read(_:path:other:)`` fills them).
+    private init(format: String, version: Int, layers: [Int], expertCount: Int, tokens: Int) {
+        self.format = format
+        self.version = version
+        self.layers = layers
+        self.expertCount = expertCount
+        self.tokens = tokens
+        frequency = []
+        next = []
+        skip = []
     }
 
     /// Decodes and validates the table from a file's bytes (`path` for messages).
@@ -154,14 +240,20 @@ public struct TransitionTable: Codable, Sendable, Equatable {
         do { table = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
             throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(ModelFormatError.shown(decoding: error)))")
         }
-        let e = table.expertCount, l = table.layers.count
-        guard table.format == "swiftmoe-calibration", table.version == 1, e > 0, e <= 1 << 12, l > 0,
-              table.frequency.count == l, table.next.count == l, table.skip.count == l,
-              table.frequency.allSatisfy({ $0.count == e }),
-              (table.next + table.skip).allSatisfy({ $0.count == e && $0.allSatisfy { $0.count == e } }) else {
+        try table.validate(path: path)
+        return table
+    }
+
+    /// The checks every loaded table passes: format, version and the tables' shapes.
+    func validate(path: String) throws {
+        let e = expertCount, l = layers.count
+        guard format == "swiftmoe-calibration", version == 1, e > 0, e <= 1 << 12, l > 0,
+              frequency.count == l, next.count == l, skip.count == l,
+              frequency.allSatisfy({ $0.count == e }),
+              next.allSatisfy({ $0.count == e && $0.allSatisfy { $0.count == e } }),
+              skip.allSatisfy({ $0.count == e && $0.allSatisfy { $0.count == e } }) else {
             throw PredictorError.invalidCalibration(path: path, reason: "tables do not match \(l) layers × \(e) experts")
         }
-        return table
     }
 
     /// Index of model layer `layer` among the MoE layers, if it is one.

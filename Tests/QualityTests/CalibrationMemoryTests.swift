@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormats
+import Quality
 import TestSupport
 import XCTest
 
@@ -9,6 +10,7 @@ import XCTest
 /// command keeps beside the model — routing statistics (layers × experts² counts), activation
 /// statistics, the cache policy's transition counts that the proxy step fills — is large next
 /// to the budget: before they were counted, this run (release build) peaked 103 MiB at 80 MiB.
+/// Resuming the finished file reads it in pieces (``CalibrationFile/load(path:)``).
 final class CalibrationMemoryTests: XCTestCase {
     static let budget = 80 << 20
 
@@ -64,6 +66,20 @@ final class CalibrationMemoryTests: XCTestCase {
         return expertBytes
     }
 
+    /// How far the peak RSS (VmHWM, reset through /proc/self/clear_refs) rises above the RSS
+    /// before `body` while it runs; nil where /proc does not allow it.
+    static func peakGrowth(_ body: () throws -> Void) throws -> Int? {
+        func status(_ key: String) -> Int? {
+            guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+                  let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return nil }
+            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+        }
+        guard let before = status("VmRSS"), FileManager.default.isWritableFile(atPath: "/proc/self/clear_refs"),
+              (try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)) != nil else { return nil }
+        try body()
+        return status("VmHWM").map { $0 - before }
+    }
+
     static func peakBytes(_ stderr: String) -> Int? {
         guard let range = stderr.range(of: #"peak RSS [^(]*\((\d+) bytes\)"#, options: .regularExpression) else { return nil }
         let match = stderr[range]
@@ -98,6 +114,22 @@ final class CalibrationMemoryTests: XCTestCase {
         XCTAssertLessThanOrEqual(peak, Self.budget, "peak RSS \(peak) over the budget \(Self.budget)")
         XCTAssertTrue(FileManager.default.fileExists(atPath: out))
         print("calibrate: peak RSS \(peak) of budget \(Self.budget)")
+        // Reading the file back: its peak is about what the tables hold, not an object graph of
+        // the file (JSONDecoder's reading of this 3 MB file peaked 43 MB above the start).
+        let fileSize = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int)
+        let growth = try XCTUnwrap(try Self.peakGrowth { _ = try CalibrationFile.load(path: out) }, "no /proc/self/clear_refs")
+        XCTAssertLessThanOrEqual(growth, 5 * fileSize, "loading a \(fileSize)-byte calibration file raised the peak RSS by \(growth)")
+        print("calibration file \(fileSize) bytes: loading it raised the peak RSS by \(growth)")
+        // The same command again resumes the complete file, under a budget: the loaded
+        // statistics are then part of the plan's baseline rather than reserved, and the
+        // allocator keeps a little more, so the resumed run plans with a few MiB more.
+        let resumeBudget = Self.budget + (8 << 20)
+        let again = try Fixtures.runMoe(["calibrate", model, "--text", text, "--ctx-size", "64", "--max-tokens", "64", "--types", "q8_0",
+                                         "--memory", "\(resumeBudget)", "--threads", "2", "-o", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        let resumedPeak = try XCTUnwrap(Self.peakBytes(again.stderr), "no peak RSS in: \(again.stderr)")
+        XCTAssertLessThanOrEqual(resumedPeak, resumeBudget, "resuming: peak RSS \(resumedPeak) over the budget \(resumeBudget)")
+        print("calibrate, resumed: peak RSS \(resumedPeak) of budget \(resumeBudget)")
         // A budget below what the run needs is refused at start-up, naming the minimum.
         let small = try Fixtures.runMoe(["calibrate", model, "--text", text, "--max-tokens", "64", "--types", "q8_0",
                                          "--memory", "\(40 << 20)", "-o", dir.path("small.json")])
