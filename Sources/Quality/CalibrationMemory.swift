@@ -1,6 +1,8 @@
+import Executor
 import ExpertStore
 import Foundation
 import ModelFormats
+import Runtime
 
 /// What `moe calibrate` keeps resident beside the model, so that its `--memory` plan takes it
 /// from the expert pool (``Runtime/Model/MemoryOptions/reserved``) instead of going over the
@@ -15,6 +17,8 @@ import ModelFormats
 ///   source floats and copy, and per quantizing worker its quantized copy and floats;
 /// - the auto and nextuse cache policies' transition counts, which the proxy step's requests
 ///   of every expert in turn fill completely (``ExpertStore/NextUsePolicy``; two instances).
+///
+/// - with `--sensitivity measured`, the probe (``measuredProbe(_:options:context:windows:moeLayers:)``).
 ///
 /// Allocator slack on top of these is the plan's margin.
 public enum CalibrationMemory {
@@ -36,6 +40,30 @@ public enum CalibrationMemory {
 
     /// Header and allocator overhead of one Swift array.
     static let arrayOverhead = 48
+
+    /// What `--sensitivity measured`'s ``QualityProbe`` holds beside the model, for `windows`
+    /// windows of `context` tokens: per window and scored position the base distribution it
+    /// compares with (the whole vocabulary's probabilities while windows × positions × vocabulary
+    /// stays within ``QualityProbe/fullVocabularyLimit``, else the top ``QualityProbe/topTokens``
+    /// and their ids) and five numbers; the windows and token counts each expert was routed to;
+    /// and, one pass at a time (the base pass, then each variant), a window's forward pass with
+    /// every position's logits on the probe's own transformer: its KV cache and scratch for the
+    /// whole window, the logits (twice), and (top tokens) the sort of one row; and its threads.
+    public static func measuredProbe(_ c: ModelConfiguration, options: ExecutorOptions, context: Int, windows: Int, moeLayers: Int) -> Int {
+        let vocab = max(c.vocabSize, 1), context = max(context, 2), scored = context - 1, w = max(windows, 1)
+        let kept = w * scored * vocab <= QualityProbe.fullVocabularyLimit ? vocab : min(vocab, QualityProbe.topTokens)
+        let perPosition = kept * 4 + (kept < vocab ? kept * 4 : 0) + 3 * 8 + 2 * 4
+        let stored = w * (scored * perPosition + 7 * arrayOverhead)
+        // routedWindows and routedTokens, and the sets and counts they are built from.
+        let routed = 2 * moeLayers * c.expertCount * (w * 8 + arrayOverhead + 64)
+        // The logits of every position twice: the forward pass's own and the array it returns.
+        let forward = 2 * context * vocab * 4 + MemoryPlan.kvCacheBytes(c, options: options, maxPositions: context, chunk: context)
+            + MemoryPlan.fixedScratch(c, options: options, maxPositions: context) + context * MemoryPlan.scratchPerToken(c, options: options)
+        let sort = kept < vocab ? 2 * vocab * 8 : 0
+        // The probe's transformer has a thread pool of its own: stacks and allocator arenas.
+        let threads = max(options.threads, 1) * (1 << 20)
+        return stored + routed + forward + sort + threads
+    }
 
     /// Bytes `moe calibrate` needs beside the model for a text routed in windows of `context`
     /// tokens (or fewer, when the text is shorter), `types` candidate types when it computes sensitivities (0: `--no-sensitivity`),

@@ -39,6 +39,36 @@ public struct MemoryPlan: Codable, Sendable {
     /// Fixed bytes for allocator slack, thread stacks and Foundation, plus 3% of the budget.
     static func margin(for budget: Int, threads: Int) -> Int { 24 << 20 + threads * (1 << 20) + budget * marginPercent / 100 }
 
+    /// The KV cache of one sequence of up to `maxPositions` tokens, prompts evaluated `chunk` at a time.
+    public static func kvCacheBytes(_ c: ModelConfiguration, options: ExecutorOptions, maxPositions: Int, chunk: Int) -> Int {
+        let kvElement = options.kvCacheType == .f16 ? 2 : 4
+        // Sliding-window layers keep only their window (plus one prompt chunk): KVCache's rings.
+        // Latent attention caches its compressed row (latent + rotary key), not per-head keys and values.
+        return c.latentAttention == nil
+            ? KVCache.plannedBytes(kvDim: c.kvDim, elementSize: kvElement, maxPositions: maxPositions,
+                                   chunk: min(chunk, maxPositions), windows: c.cacheWindows)
+            : maxPositions * c.kvBytesPerPosition(elementSize: kvElement)
+    }
+
+    /// Scratch per token of a forward pass (activations of every stage, the tiled GEMM's copies).
+    public static func scratchPerToken(_ c: ModelConfiguration, options: ExecutorOptions) -> Int {
+        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
+        // The tiled prefill GEMM (Q3_K, IQ4_XS) keeps, per compute thread, an interleaved int8 copy
+        // of its input tokens plus per-256-column scales and sums: at most 1 + 1/8 + 1/64 bytes per
+        // column and token of the widest matrix input.
+        let tiledCopy = options.threads * (widest + widest / 8 + widest / 64)
+        return 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
+            + tiledCopy
+    }
+
+    /// Scratch of a forward pass whatever its length: one row of logits and its sampling copy,
+    /// per-thread rows, attention scores over the context.
+    public static func fixedScratch(_ c: ModelConfiguration, options: ExecutorOptions, maxPositions: Int) -> Int {
+        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        return 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
+    }
+
     /// Plans `budget` for `source` running contexts of up to `maxPositions` tokens, prompts
     /// of up to `promptChunk` tokens per forward pass, beside `reserved` bytes of the command's own.
     public static func make(
@@ -47,22 +77,9 @@ public struct MemoryPlan: Codable, Sendable {
     ) throws -> MemoryPlan {
         let c = source.configuration
         let inspection = try ModelInspection(source: source)
-        let kvElement = options.kvCacheType == .f16 ? 2 : 4
-        // Sliding-window layers keep only their window (plus one prompt chunk): KVCache's rings.
-        // Latent attention caches its compressed row (latent + rotary key), not per-head keys and values.
-        let kv = c.latentAttention == nil
-            ? KVCache.plannedBytes(kvDim: c.kvDim, elementSize: kvElement, maxPositions: maxPositions,
-                                   chunk: min(promptChunk, maxPositions), windows: c.cacheWindows)
-            : maxPositions * c.kvBytesPerPosition(elementSize: kvElement)
-        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
-        let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
-        // The tiled prefill GEMM (Q3_K, IQ4_XS) keeps, per compute thread, an interleaved int8 copy
-        // of its input tokens plus per-256-column scales and sums: at most 1 + 1/8 + 1/64 bytes per
-        // column and token of the widest matrix input.
-        let tiledCopy = options.threads * (widest + widest / 8 + widest / 64)
-        let perToken = 4 * (8 * c.hiddenSize + 3 * c.queryDim + 3 * c.kvDim + c.expertCount + 3 * widest + latent) + 2 * (c.hiddenSize + c.queryDim)
-            + tiledCopy
-        let fixedScratch = 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
+        let kv = kvCacheBytes(c, options: options, maxPositions: maxPositions, chunk: promptChunk)
+        let perToken = scratchPerToken(c, options: options)
+        let fixedScratch = fixedScratch(c, options: options, maxPositions: maxPositions)
         // Each loading thread (the caller, and every prefetch loader) has a staging buffer (the
         // longest read) and, where records are compressed, a decode buffer (the largest expert);
         // raw records and GGUF/Hugging Face slabs are read straight into their pool blocks.

@@ -1,6 +1,10 @@
+import Executor
+import ExpertStore
 import Foundation
 import ModelFormats
 import Quality
+import Quantization
+import Runtime
 import TestSupport
 import XCTest
 
@@ -16,11 +20,12 @@ final class CalibrationMemoryTests: XCTestCase {
 
     /// A random-weight Mixtral-layout GGUF with the SentencePiece test tokenizer; every expert of
     /// a layer shares one random slab (generation stays fast; reads and routing are real).
-    static func makeModel(at path: String) throws -> Int {
-        let hidden = 64, ffn = 32, layers = 16, experts = 128, heads = 4, kvHeads = 2
+    /// `extraTokens` pads the vocabulary with tokens the text never produces (a large output layer).
+    static func makeModel(at path: String, layers: Int = 16, experts: Int = 128, extraTokens: Int = 0) throws -> Int {
+        let hidden = 64, ffn = 32, heads = 4, kvHeads = 2
         let tokenizer = try GGUFFile(path: Fixtures.path("tokenizers/spm/tokenizer.gguf"))
         guard case let .array(_, tokens)? = tokenizer.metadata["tokenizer.ggml.tokens"] else { throw CocoaError(.fileReadCorruptFile) }
-        let vocab = tokens.count
+        let vocab = tokens.count + extraTokens
         var state: UInt64 = 21
         func random(_ count: Int, scale: Float = 0.05) -> Data {
             var data = Data(capacity: count * 4)
@@ -40,7 +45,17 @@ final class CalibrationMemoryTests: XCTestCase {
         }
         w.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
         for key in tokenizer.metadataKeys where key.hasPrefix("tokenizer.") {
-            if let value = tokenizer.metadata[key] { w.set(key, value) }
+            guard var value = tokenizer.metadata[key] else { continue }
+            // The per-token arrays, padded: unused tokens of score 0 and the normal type.
+            if extraTokens > 0, case let .array(type, values) = value, values.count == tokens.count {
+                switch type {
+                case .string: value = .array(type, values + (0..<extraTokens).map { .string("<pad\($0)>") })
+                case .float32: value = .array(type, values + Array(repeating: .float32(0), count: extraTokens))
+                case .int32: value = .array(type, values + Array(repeating: .int32(1), count: extraTokens))
+                default: break
+                }
+            }
+            w.set(key, value)
         }
         func add(_ name: String, _ shape: [Int], _ data: Data) { w.tensors.append(.init(name: name, type: .f32, shape: shape, data: data)) }
         add("token_embd.weight", [hidden, vocab], random(vocab * hidden))
@@ -85,6 +100,40 @@ final class CalibrationMemoryTests: XCTestCase {
         let match = stderr[range]
         guard let open = match.lastIndex(of: "("), let space = match[open...].firstIndex(of: " ") else { return nil }
         return Int(match[match.index(after: open)..<space])
+    }
+
+    /// `--sensitivity measured` plans its probe (``QualityProbe``: the base distributions of every
+    /// scored position and a full-logits forward pass of a window) as the command's own memory:
+    /// the probe's real peak, measured in-process, stays within ``CalibrationMemory/measuredProbe``.
+    /// A vocabulary of 34,000 keeps every position's whole distribution: 8 windows × 63
+    /// positions × 34,000 floats, 68 MB, beside an 8.7 MB logits array per pass.
+    func testMeasuredProbeStaysWithinItsReservation() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path("vocab.gguf")
+        _ = try Self.makeModel(at: path, layers: 2, experts: 8, extraTokens: 32_000)
+        let model = try Model(path: path, options: ExecutorOptions(threads: 2))
+        let c = model.configuration
+        XCTAssertEqual(c.vocabSize, 34_000)
+        let context = 64, count = 8
+        var state: UInt64 = 5
+        let tokens = (0..<(context * count)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(state >> 33) % 2000
+        }
+        let windows = QualityProbe.windows(of: tokens, context: context, count: count, bos: nil)
+        let bound = CalibrationMemory.measuredProbe(c, options: model.transformer.options, context: context, windows: windows.count,
+                                                    moeLayers: c.moeLayers.count)
+        var probe: QualityProbe?
+        let growth = try XCTUnwrap(try Self.peakGrowth {
+            probe = try QualityProbe(model: model, windows: windows)
+            let key = ExpertKey(layer: c.moeLayers[0], expert: 0)
+            let replacement = try model.transformer.experts.withExpert(layer: key.layer, expert: key.expert) { try RequantizedExpert($0, to: .q8_0) }
+            _ = try probe?.drift([key: replacement])
+        }, "no /proc/self/clear_refs")
+        XCTAssertEqual(probe?.keptTokens, 34_000)
+        XCTAssertGreaterThan(growth, 60 << 20, "the probe should hold its 68 MB of distributions")
+        XCTAssertLessThanOrEqual(growth, bound, "the probe's peak growth \(growth) is over its reservation \(bound)")
+        print("measured probe: peak growth \(growth), reserved \(bound)")
     }
 
     func testCalibrateWithProxySensitivitiesStaysUnderBudget() throws {

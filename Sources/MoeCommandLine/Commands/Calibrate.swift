@@ -87,9 +87,15 @@ struct Calibrate: ParsableCommand, CheckedArguments {
                 let c = try ModelSource(path: path, randomAccess: true).configuration
                 let shape = CalibrationMemory.Shape(moeLayers: c.moeLayers.count, experts: c.expertCount, hiddenSize: c.hiddenSize,
                                                     ffnSize: c.expertFFNSize, expertsPerToken: c.expertsPerToken)
-                memory.reserved = CalibrationMemory.reserved(shape, context: min(window.planned, tokens.count), types: noSensitivity ? 0 : typeList.count,
+                let context = min(window.planned, tokens.count)
+                memory.reserved = CalibrationMemory.reserved(shape, context: context, types: noSensitivity ? 0 : typeList.count,
                                                              workers: ProcessInfo.processInfo.activeProcessorCount, policy: memory.cachePolicy,
                                                              statisticsLoaded: previous?.activations?.isComplete == true)
+                if !noSensitivity, sensitivity == .measured {
+                    let windows = min(sensitivityWindows, max(1, tokens.count / max(context, 1)))
+                    memory.reserved += CalibrationMemory.measuredProbe(c, options: options.executorOptions, context: context, windows: windows,
+                                                                       moeLayers: c.moeLayers.count)
+                }
             }
             let model = try Model(path: path, options: options.executorOptions, memory: memory)
             let ctxSize = try window.resolve(for: model)
