@@ -297,7 +297,7 @@ public final class JSONPullReader {
     public func double() throws -> Double {
         let start = offset
         let text = try numberText()
-        guard let v = Double(text) else { throw failure(start, "\(text) is not a number in range") }
+        guard let v = Double(text), v.isFinite else { throw failure(start, "\(text) is not a number in range") }
         return v
     }
 
@@ -305,7 +305,7 @@ public final class JSONPullReader {
     public func float() throws -> Float {
         let start = offset
         let text = try numberText()
-        guard let v = Float(text) else { throw failure(start, "\(text) is not a number in range") }
+        guard let v = Float(text), v.isFinite else { throw failure(start, "\(text) is not a number in range") }
         return v
     }
 

@@ -118,6 +118,9 @@ final class JSONPullReaderTests: XCTestCase {
         XCTAssertThrowsError(try JSONPullReader(bytes: Array("99999999999999999999".utf8)).int())
         XCTAssertEqual(try JSONPullReader(bytes: Array("-9223372036854775808".utf8)).int(), Int.min)
         XCTAssertThrowsError(try JSONPullReader(bytes: Array("\"1\"".utf8)).int())
+        // Numbers beyond the type's range are errors, not infinities.
+        XCTAssertThrowsError(try JSONPullReader(bytes: Array("1e400".utf8)).double())
+        XCTAssertThrowsError(try JSONPullReader(bytes: Array("-1e39".utf8)).float())
         XCTAssertThrowsError(try JSONPullReader(bytes: Array("[1]".utf8)).string(limit: 10))
         XCTAssertThrowsError(try JSONPullReader(bytes: Array("\"abcdef\"".utf8)).string(limit: 5))
         XCTAssertEqual(try JSONPullReader(bytes: Array("\"abcde\"".utf8)).string(limit: 5), "abcde")
