@@ -234,14 +234,11 @@ public struct TransitionTable: Codable, Sendable, Equatable {
         skip = []
     }
 
-    /// Decodes and validates the table from a file's bytes (`path` for messages).
+    /// Decodes and validates the table from bytes in memory (a store's calibration section; `path` for
+    /// messages), with the same pull reader as a file: no object graph of the JSON.
     public static func decode(_ data: Data, path: String) throws -> TransitionTable {
-        let table: TransitionTable
-        do { table = try JSONDecoder().decode(TransitionTable.self, from: data) } catch {
-            throw PredictorError.invalidCalibration(path: path, reason: "not a calibration file (\(ModelFormatError.shown(decoding: error)))")
-        }
-        try table.validate(path: path)
-        return table
+        let reader = JSONPullReader(bytes: [UInt8](data))
+        return try read(reader, path: path) { _ in try reader.skip() }
     }
 
     /// The checks every loaded table passes: format, version and the tables' shapes.
