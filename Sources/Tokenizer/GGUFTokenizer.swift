@@ -88,7 +88,7 @@ extension Tokenizer {
             let preName = meta[K.pre]?.string ?? "default"
             guard let entry = PreTokenizerTable.entry(preName) else {
                 throw TokenizerError.unsupported(
-                    source: src, feature: "pre-tokenizer \(K.pre) = \"\(preName)\" (this build knows \(PreTokenizerTable.knownNames.joined(separator: ", ")) and their aliases)")
+                    source: src, feature: "pre-tokenizer \(K.pre) = \(quoted(preName)) (this build knows \(PreTokenizerTable.knownNames.joined(separator: ", ")) and their aliases)")
             }
             guard let mergeValues = meta[K.merges]?.array else { throw TokenizerError.missingKey(source: src, key: K.merges) }
             var merges: [(String, String)] = []

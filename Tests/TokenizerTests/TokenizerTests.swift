@@ -121,6 +121,9 @@ final class TokenizerTests: XCTestCase {
             ([("tokenizer.ggml.model", .string("bert")), ("tokenizer.ggml.tokens", strings)], "\"bert\""),
             ([("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", strings),
               ("tokenizer.ggml.pre", .string("no-such-pre")), ("tokenizer.ggml.merges", .array(.string, []))], "no-such-pre"),
+            // Found by fuzzing (vocab target): the name from the file was shown raw, a carriage return included.
+            ([("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", strings),
+              ("tokenizer.ggml.pre", .string("llama\rbpe")), ("tokenizer.ggml.merges", .array(.string, []))], #""llama\rbpe""#),
             ([("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", strings)], "tokenizer.ggml.merges is missing"),
             ([("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", strings),
               ("tokenizer.ggml.merges", .array(.string, [.string("nospace")]))], "entry 0"),
