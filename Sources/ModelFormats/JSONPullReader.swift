@@ -395,10 +395,6 @@ public final class JSONPullReader {
     /// The next value's bytes as in the file (at most `limit`), e.g. for `JSONDecoder` on a
     /// small member, which checks their grammar.
     public func raw(limit: Int) throws -> Data {
-        try rawValue(limit: limit)
-    }
-
-    private func rawValue(limit: Int) throws -> Data {
         var out = Data()
         let start = offset
         func keep(_ b: UInt8) throws {

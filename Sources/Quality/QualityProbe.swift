@@ -229,11 +229,15 @@ public final class QualityProbe: Sendable {
     /// Cuts `tokens` into `count` consecutive windows of `context` tokens (fewer if the text is
     /// short), each starting with `bos` when the tokenizer adds one, as `llama-perplexity` does.
     public static func windows(of tokens: [Int], context: Int, count: Int, bos: Int?) -> [[Int]] {
-        let n = min(count, tokens.count / max(context, 1))
-        return (0..<n).map { i in
+        (0..<windowCount(tokens: tokens.count, context: context, count: count)).map { i in
             var w = Array(tokens[(i * context)..<((i + 1) * context)])
             if let bos { w[0] = bos }
             return w
         }
+    }
+
+    /// How many windows ``windows(of:context:count:bos:)`` cuts from `tokens` tokens.
+    public static func windowCount(tokens: Int, context: Int, count: Int) -> Int {
+        min(count, tokens / max(context, 1))
     }
 }

@@ -168,10 +168,11 @@ public struct TransitionTable: Codable, Sendable, Equatable {
             }
             return out
         }
-        func rows() throws -> [[Int]] {
+        /// Rows, at most `limit` of them when it is known (`name` for the message).
+        func rows(limit: Int?, _ name: String) throws -> [[Int]] {
             var out: [[Int]] = []
             try reader.array { i in
-                if let expertCount, i >= expertCount { throw reader.fail("more rows than expertCount (\(expertCount))") }
+                if let limit, i >= limit { throw reader.fail("more rows than \(name) (\(limit))") }
                 out.append(try row())
             }
             return out
@@ -180,7 +181,7 @@ public struct TransitionTable: Codable, Sendable, Equatable {
             var out: [[[Int]]] = []
             try reader.array { i in
                 if let layers, i >= layers.count { throw reader.fail("more tables than layers (\(layers.count))") }
-                out.append(try rows())
+                out.append(try rows(limit: expertCount, "expertCount"))
             }
             return out
         }
@@ -192,13 +193,7 @@ public struct TransitionTable: Codable, Sendable, Equatable {
                 case "layers": layers = try reader.ints()
                 case "expertCount": expertCount = try reader.int()
                 case "tokens": tokens = try reader.int()
-                case "frequency":
-                    var out: [[Int]] = []
-                    try reader.array { i in
-                        if let layers, i >= layers.count { throw reader.fail("more rows than layers (\(layers.count))") }
-                        out.append(try row())
-                    }
-                    frequency = out
+                case "frequency": frequency = try rows(limit: layers?.count, "layers")
                 case "next": next = try tables()
                 case "skip": skip = try tables()
                 default: try other(key)

@@ -50,9 +50,14 @@ public struct MemoryPlan: Codable, Sendable {
             : maxPositions * c.kvBytesPerPosition(elementSize: kvElement)
     }
 
+    /// The widest input any matrix of the model takes.
+    static func widestInput(_ c: ModelConfiguration) -> Int {
+        max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+    }
+
     /// Scratch per token of a forward pass (activations of every stage, the tiled GEMM's copies).
     public static func scratchPerToken(_ c: ModelConfiguration, options: ExecutorOptions) -> Int {
-        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        let widest = widestInput(c)
         let latent = c.latentAttention.map { 2 * c.headCount * $0.kvRank + $0.queryRank } ?? 0
         // The tiled prefill GEMM (Q3_K, IQ4_XS) keeps, per compute thread, an interleaved int8 copy
         // of its input tokens plus per-256-column scales and sums: at most 1 + 1/8 + 1/64 bytes per
@@ -65,7 +70,7 @@ public struct MemoryPlan: Codable, Sendable {
     /// Scratch of a forward pass whatever its length: one row of logits and its sampling copy,
     /// per-thread rows, attention scores over the context.
     public static func fixedScratch(_ c: ModelConfiguration, options: ExecutorOptions, maxPositions: Int) -> Int {
-        let widest = max(c.hiddenSize, c.queryDim, c.attentionOutputDim, c.expertFFNSize, c.sharedExpertFFNSize, c.denseFFNSize)
+        let widest = widestInput(c)
         return 4 * c.vocabSize * 2 + options.threads * widest * 4 + 4 * maxPositions
     }
 

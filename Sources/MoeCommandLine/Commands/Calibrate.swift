@@ -92,7 +92,7 @@ struct Calibrate: ParsableCommand, CheckedArguments {
                                                              workers: ProcessInfo.processInfo.activeProcessorCount, policy: memory.cachePolicy,
                                                              statisticsLoaded: previous?.activations?.isComplete == true)
                 if !noSensitivity, sensitivity == .measured {
-                    let windows = min(sensitivityWindows, max(1, tokens.count / max(context, 1)))
+                    let windows = max(1, QualityProbe.windowCount(tokens: tokens.count, context: context, count: sensitivityWindows))
                     memory.reserved += CalibrationMemory.measuredProbe(c, options: options.executorOptions, context: context, windows: windows,
                                                                        moeLayers: c.moeLayers.count)
                 }
